@@ -1,0 +1,147 @@
+"""The `ragft` command line."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+app = typer.Typer(help="ragft: RAG, fine-tuned and hybrid answers, measured side by side.", no_args_is_help=True)
+serve_app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+
+if TYPE_CHECKING:
+    from services.retrieval.runtime import Retrieval
+
+console = Console(stderr=True)
+SAMPLE_KB = Path(__file__).resolve().parent.parent / "data" / "kb"
+
+
+@serve_app.command("retrieval")
+def serve_retrieval(
+    host: Annotated[str, typer.Option(envvar="RAGFT_HOST", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8001,
+) -> None:
+    """The retrieval service (embeddings + Qdrant) on :8001."""
+    uvicorn.run("services.retrieval.app:create_app", factory=True, host=host, port=port, log_config=None)
+
+
+def _ingest(
+    paths: list[Path],
+    collection: str,
+    *,
+    url: str | None = None,
+    retrieval: "Retrieval | None" = None,
+    batch_size: int = 64,
+) -> None:
+    """Through the service at `url`, or straight into `retrieval`'s store when given."""
+    from services.retrieval.ingest import IngestError, ingest_direct, ingest_http, load_documents
+    from services.retrieval.loaders import UnreadableFile
+
+    try:
+        documents = load_documents(paths)
+    except (UnreadableFile, IngestError) as exc:
+        _fail(exc)
+    target = "the embedded store (direct)" if retrieval else url
+    console.print(f"Ingesting {len(documents)} documents into {collection!r} through {target}")
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    try:
+        with progress:
+            task = progress.add_task("documents", total=len(documents))
+
+            def advance(n: int) -> None:
+                progress.advance(task, n)
+
+            if retrieval:
+                summary = ingest_direct(retrieval, collection, documents, batch_size, advance)
+            else:
+                assert url is not None
+                summary = ingest_http(url, collection, documents, batch_size, advance)
+    except IngestError as exc:
+        _fail(exc)
+    rate = summary.chunks / summary.seconds if summary.seconds else 0.0
+    console.print(
+        f"Ingested {summary.documents} documents ({summary.chunks} chunks) into {collection!r} "
+        f"in {summary.seconds:.1f} s ({rate:.0f} chunks/s)"
+    )
+
+
+def _fail(exc: Exception) -> NoReturn:
+    console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(1) from exc
+
+
+def _open_retrieval() -> "Retrieval":
+    from services.retrieval.config import RetrievalSettings
+    from services.retrieval.runtime import Retrieval
+    from services.retrieval.store.edge import StoreLocked
+
+    try:
+        return Retrieval.open(RetrievalSettings())
+    except StoreLocked as exc:
+        _fail(exc)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (.md .txt .html .pdf).")],
+    collection: Annotated[
+        str, typer.Option("--collection", "-c", envvar="RAGFT_COLLECTION", help="Target collection.")
+    ] = "help-center",
+    url: Annotated[str | None, typer.Option(envvar="RAGFT_RETRIEVAL_URL", help="Retrieval service URL.")] = None,
+    direct: Annotated[
+        bool, typer.Option("--direct", help="Write to the embedded store in-process (service stopped).")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Documents per request.")] = 64,
+) -> None:
+    """Load documents into a collection, with a progress bar and a summary."""
+    if not direct:
+        from ragft.settings import RagftSettings
+
+        _ingest(paths, collection, url=url or RagftSettings().retrieval_url, batch_size=batch_size)
+        return
+    retrieval = _open_retrieval()
+    try:
+        _ingest(paths, collection, retrieval=retrieval, batch_size=batch_size)
+    finally:
+        retrieval.close()
+
+
+@app.command()
+def up(
+    collection: Annotated[str, typer.Option(envvar="RAGFT_COLLECTION", help="Collection to serve.")] = "help-center",
+) -> None:
+    """The local stack: the sample knowledge base ingested (once), then the retrieval service on :8001.
+
+    The gateway and the generation service join this command when they exist.
+    """
+    retrieval = _open_retrieval()
+    settings = retrieval.settings
+    try:
+        documents = retrieval.store.count(collection)[0] if collection in retrieval.store.collections() else 0
+        if documents:
+            console.print(f"Collection {collection!r} already holds {documents} documents: not ingesting again.")
+        else:
+            _ingest([SAMPLE_KB], collection, retrieval=retrieval)
+    finally:
+        retrieval.close()
+    console.print(
+        f"Retrieval service: http://{settings.host}:{settings.port}  (Ctrl-C stops it)\n"
+        f"Try: curl -s http://{settings.host}:{settings.port}/v1/collections/{collection}/search "
+        "-H 'content-type: application/json' -d '{\"query\": \"How much does the Team plan cost?\"}'"
+    )
+    uvicorn.run(
+        "services.retrieval.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+    )

@@ -1,0 +1,126 @@
+"""The one error shape of every ragft service: `{"error": {"type", "message", "param"}}`.
+
+    RagftError                 500 internal_error
+    ├── InvalidRequest         400 invalid_request
+    │   └── UnknownRoute       400 invalid_request
+    ├── NotFound               404 not_found
+    ├── PayloadTooLarge        413 payload_too_large
+    ├── UpstreamUnavailable    503 upstream_unavailable (+ Retry-After)
+    └── UpstreamTimeout        504 upstream_timeout
+
+Handlers below turn these, FastAPI's validation errors and anything unexpected into that
+shape, so no caller ever sees a stack trace.
+"""
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ragft.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class RagftError(Exception):
+    status_code = 500
+    type = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(RagftError):
+    status_code = 400
+    type = "invalid_request"
+
+
+class UnknownRoute(InvalidRequest):
+    pass
+
+
+class NotFound(RagftError):
+    status_code = 404
+    type = "not_found"
+
+
+class PayloadTooLarge(RagftError):
+    status_code = 413
+    type = "payload_too_large"
+
+
+class UpstreamUnavailable(RagftError):
+    status_code = 503
+    type = "upstream_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class UpstreamTimeout(RagftError):
+    status_code = 504
+    type = "upstream_timeout"
+
+
+def error_body(type_: str, message: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"type": type_, "message": message, "param": param}}
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    # ("body", "documents", 0, "text") -> "documents.0.text"
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+async def _ragft_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RagftError)
+    if exc.status_code >= 500:
+        log.warning("request failed", error_type=exc.type, error=exc.message)
+    return JSONResponse(
+        error_body(exc.type, exc.message, exc.param),
+        exc.status_code,
+        headers=exc.headers(),
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0]
+    param = _field_path(tuple(first.get("loc", ())))
+    message = f"{param}: {first.get('msg', 'invalid value')}"
+    if len(exc.errors()) > 1:
+        message += f" (and {len(exc.errors()) - 1} more problem(s))"
+    return JSONResponse(error_body("invalid_request", message, param), 422)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+    return JSONResponse(
+        error_body(type_, str(exc.detail)),
+        exc.status_code,
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse(error_body("internal_error", "internal server error"), 500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RagftError, _ragft_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,38 @@
+"""HTTP client factory: every outgoing call carries the current request id and a bounded timeout."""
+
+import httpx
+import structlog
+
+from ragft.web import REQUEST_ID_HEADER
+
+
+def _request_id_headers() -> dict[str, str]:
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    return {REQUEST_ID_HEADER: request_id} if request_id else {}
+
+
+async def _add_request_id_async(request: httpx.Request) -> None:
+    request.headers.update(_request_id_headers())
+
+
+def _add_request_id(request: httpx.Request) -> None:
+    request.headers.update(_request_id_headers())
+
+
+def async_client(base_url: str, *, timeout: float = 30.0, max_connections: int = 100) -> httpx.AsyncClient:
+    """One pooled client per upstream, opened in the service's lifespan."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout, connect=5.0),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        event_hooks={"request": [_add_request_id_async]},
+    )
+
+
+def sync_client(base_url: str, *, timeout: float = 120.0) -> httpx.Client:
+    """For the command line: ingestion and admin calls."""
+    return httpx.Client(
+        base_url=base_url,
+        timeout=httpx.Timeout(timeout, connect=5.0),
+        event_hooks={"request": [_add_request_id]},
+    )

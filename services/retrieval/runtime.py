@@ -1,0 +1,60 @@
+"""Everything the retrieval service holds open, built once from settings. The service's
+lifespan and `ragft ingest --direct` share it."""
+
+from dataclasses import dataclass
+
+from prometheus_client import Histogram
+
+from services.retrieval.chunking import Chunker
+from services.retrieval.config import RetrievalSettings
+from services.retrieval.embedding import Embedder
+from services.retrieval.indexer import Indexer
+from services.retrieval.schemas import SearchRequest
+from services.retrieval.store import StoredChunk, VectorStore, open_store
+from services.retrieval.store.base import KeywordEncoder
+
+SEARCH_SECONDS = Histogram(
+    "ragft_retrieval_search_seconds",
+    "Query embedding plus store search.",
+    ["mode"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1),
+)
+
+
+@dataclass
+class Retrieval:
+    settings: RetrievalSettings
+    embedder: Embedder
+    keywords: KeywordEncoder
+    store: VectorStore
+    indexer: Indexer
+
+    @classmethod
+    def open(cls, settings: RetrievalSettings) -> "Retrieval":
+        embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
+        store = open_store(settings, embedder.dimension)
+        keywords = KeywordEncoder()
+        chunker = Chunker(embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap)
+        indexer = Indexer(
+            embedder,
+            chunker,
+            keywords,
+            store,
+            points_per_write=settings.upsert_batch_points,
+        )
+        return cls(settings, embedder, keywords, store, indexer)
+
+    def search(self, collection: str, request: SearchRequest, *, exact: bool = False) -> list[StoredChunk]:
+        with SEARCH_SECONDS.labels(request.mode).time():
+            return self.store.search(
+                collection,
+                dense=self.embedder.embed([request.query])[0] if request.mode != "keyword" else [],
+                keywords=self.keywords.query(request.query),
+                mode=request.mode,
+                top_k=request.top_k,
+                filter=request.filter,
+                exact=exact,
+            )
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,145 @@
+"""Request and response bodies of the retrieval API."""
+
+import re
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Collection names become folder names in the embedded store and path segments in URLs.
+COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+SearchMode = Literal["hybrid", "dense", "keyword"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DocumentIn(Strict):
+    id: str = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
+    text: str = Field(min_length=1)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("text is empty or whitespace only")
+        return text
+
+
+class UpsertRequest(Strict):
+    documents: list[DocumentIn] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Self:
+        seen: set[str] = set()
+        for doc in self.documents:
+            if doc.id in seen:
+                raise ValueError(f"document id {doc.id!r} appears twice in one batch")
+            seen.add(doc.id)
+        return self
+
+
+class UpsertResponse(BaseModel):
+    collection: str
+    documents: int
+    chunks: int
+
+
+class Range(Strict):
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> Self:
+        if all(v is None for v in (self.gt, self.gte, self.lt, self.lte)):
+            raise ValueError("a range needs at least one of gt, gte, lt, lte")
+        return self
+
+
+class Condition(Strict):
+    """One test on a field: `doc_id`, or a metadata key (dots reach into nested objects)."""
+
+    key: str
+    match: str | int | bool | None = None
+    any: list[str | int] | None = Field(default=None, min_length=1)
+    range: Range | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _valid_key(cls, key: str) -> str:
+        if not METADATA_KEY.match(key):
+            raise ValueError(f"invalid field key {key!r}")
+        return key
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Self:
+        given = [name for name in ("match", "any", "range") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("a condition needs exactly one of match, any, range")
+        return self
+
+
+class Filter(Strict):
+    """All of `must`, at least one of `should` (when given), none of `must_not`."""
+
+    must: list["Condition | Filter"] = Field(default_factory=list)
+    should: list["Condition | Filter"] = Field(default_factory=list)
+    must_not: list["Condition | Filter"] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not (self.must or self.should or self.must_not):
+            raise ValueError("a filter needs at least one of must, should, must_not")
+        return self
+
+
+class SearchRequest(Strict):
+    query: str = Field(min_length=1, max_length=4000)
+    top_k: int = Field(5, ge=1, le=100)
+    mode: SearchMode = "hybrid"
+    filter: Filter | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, query: str) -> str:
+        if not query.strip():
+            raise ValueError("query is empty or whitespace only")
+        return query
+
+
+class Hit(BaseModel):
+    doc_id: str
+    chunk_id: str
+    score: float
+    text: str
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    hits: list[Hit]
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    documents: int
+    chunks: int
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class ChunkOut(BaseModel):
+    chunk_id: str
+    text: str
+
+
+class DocumentOut(BaseModel):
+    id: str
+    metadata: dict[str, Any]
+    chunks: list[ChunkOut]
