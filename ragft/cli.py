@@ -14,6 +14,7 @@ app.add_typer(serve_app, name="serve")
 
 if TYPE_CHECKING:
     from services.retrieval.runtime import Retrieval
+    from services.retrieval.schemas import DocumentIn
 
 console = Console(stderr=True)
 SAMPLE_KB = Path(__file__).resolve().parent.parent / "data" / "kb"
@@ -28,8 +29,19 @@ def serve_retrieval(
     uvicorn.run("services.retrieval.app:create_app", factory=True, host=host, port=port, log_config=None)
 
 
+def _load(paths: list[Path]) -> "list[DocumentIn]":
+    """Every file is read before anything is written, so one bad file stops the run early."""
+    from services.retrieval.ingest import IngestError, load_documents
+    from services.retrieval.loaders import UnreadableFile
+
+    try:
+        return load_documents(paths)
+    except (UnreadableFile, IngestError) as exc:
+        _fail(exc)
+
+
 def _ingest(
-    paths: list[Path],
+    documents: "list[DocumentIn]",
     collection: str,
     *,
     url: str | None = None,
@@ -37,13 +49,8 @@ def _ingest(
     batch_size: int = 64,
 ) -> None:
     """Through the service at `url`, or straight into `retrieval`'s store when given."""
-    from services.retrieval.ingest import IngestError, ingest_direct, ingest_http, load_documents
-    from services.retrieval.loaders import UnreadableFile
+    from services.retrieval.ingest import IngestError, ingest_direct, ingest_http
 
-    try:
-        documents = load_documents(paths)
-    except (UnreadableFile, IngestError) as exc:
-        _fail(exc)
     target = "the embedded store (direct)" if retrieval else url
     console.print(f"Ingesting {len(documents)} documents into {collection!r} through {target}")
     progress = Progress(
@@ -106,11 +113,12 @@ def ingest(
     if not direct:
         from ragft.settings import RagftSettings
 
-        _ingest(paths, collection, url=url or RagftSettings().retrieval_url, batch_size=batch_size)
+        _ingest(_load(paths), collection, url=url or RagftSettings().retrieval_url, batch_size=batch_size)
         return
+    documents = _load(paths)
     retrieval = _open_retrieval()
     try:
-        _ingest(paths, collection, retrieval=retrieval, batch_size=batch_size)
+        _ingest(documents, collection, retrieval=retrieval, batch_size=batch_size)
     finally:
         retrieval.close()
 
@@ -130,7 +138,7 @@ def up(
         if documents:
             console.print(f"Collection {collection!r} already holds {documents} documents: not ingesting again.")
         else:
-            _ingest([SAMPLE_KB], collection, retrieval=retrieval)
+            _ingest(_load([SAMPLE_KB]), collection, retrieval=retrieval)
     finally:
         retrieval.close()
     console.print(

@@ -4,6 +4,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -29,9 +30,9 @@ BACKENDS = [
 ]
 
 
-def retrieval_settings(backend: str, data_dir: Path, **overrides: object) -> RetrievalSettings:
+def retrieval_settings(backend: str, data_dir: Path, **overrides: Any) -> RetrievalSettings:
     url = {"edge": None, "client-memory": ":memory:", "server": os.environ.get("RAGFT_QDRANT_URL")}[backend]
-    return RetrievalSettings(data_dir=data_dir, qdrant_url=url, **overrides)  # type: ignore[arg-type]
+    return RetrievalSettings(data_dir=data_dir, qdrant_url=url, **overrides)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -58,4 +59,4 @@ def upsert(client: TestClient, collection: str, *docs: tuple[str, str], **metada
     body = {"documents": [{"id": i, "text": t, "metadata": dict(metadata)} for i, t in docs]}
     response = client.post(f"/v1/collections/{collection}/documents", json=body)
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()

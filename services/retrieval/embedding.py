@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import transformers
 from sentence_transformers import SentenceTransformer
 from tokenizers import Tokenizer
 
@@ -20,6 +21,7 @@ class Embedder:
         if not model:
             # The packaged model is a local folder: never ask a hub for it.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         self.name = model or "all-MiniLM-L6-v2"
         self.model = SentenceTransformer(model or default_model_path())
         self.batch_size = batch_size

@@ -1,5 +1,7 @@
 """Chunking and point ids, with the real embedding model's tokenizer."""
 
+import itertools
+
 import pytest
 
 from services.retrieval.chunking import Chunk, Chunker, chunk_id, document_title, point_id
@@ -7,15 +9,15 @@ from services.retrieval.embedding import Embedder
 
 
 @pytest.fixture(scope="module")
-def tokenizer():  # type: ignore[no-untyped-def]
+def tokenizer():
     return Embedder().tokenizer
 
 
-def _tokens(tokenizer, text: str) -> int:  # type: ignore[no-untyped-def]
+def _tokens(tokenizer, text: str) -> int:
     return len(tokenizer.encode(text, add_special_tokens=False).ids)
 
 
-def test_chunks_stay_within_the_token_budget_and_overlap(tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_chunks_stay_within_the_token_budget_and_overlap(tokenizer) -> None:
     sentences = [f"Sentence number {i} says that plan {i} costs {i * 3} euros per seat." for i in range(120)]
     text = "# Pricing\n\n" + " ".join(sentences)
     chunks = Chunker(tokenizer, max_tokens=60, overlap=15).split("pricing", text, {})
@@ -25,14 +27,14 @@ def test_chunks_stay_within_the_token_budget_and_overlap(tokenizer) -> None:  # 
     # Overlap: consecutive chunks share text, so a fact cut at a boundary survives in one of them.
     # (The heading is a chunk of its own: the body that follows does not fit beside it.)
     body = chunks[1:]
-    overlapping = sum(1 for a, b in zip(body, body[1:], strict=False) if b.text.startswith(a.text.split(". ")[-1]))
+    overlapping = sum(1 for a, b in itertools.pairwise(body) if b.text.startswith(a.text.split(". ")[-1]))
     assert overlapping == len(body) - 1
     # Nothing is lost: every sentence number appears in some chunk.
     joined = " ".join(c.text for c in chunks)
     assert all(f"Sentence number {i} " in joined for i in range(120))
 
 
-def test_short_document_is_one_chunk_and_carries_its_title(tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_short_document_is_one_chunk_and_carries_its_title(tokenizer) -> None:
     chunks = Chunker(tokenizer, max_tokens=200, overlap=20).split("d", "# Refunds\n\nRefunds take 5 days.", {})
     assert len(chunks) == 1
     assert chunks[0].title == "Refunds"

@@ -1,0 +1,38 @@
+# ragft — every target sets up what it needs; a fresh clone needs only Python 3.11 and make.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test check bench-retrieval clean
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and alone: pinned, so no other package pulls a different (CUDA) build.
+	$(BIN)/pip install --quiet -c constraints.txt torch
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED) ## Create .venv and install ragft with pinned dependencies
+
+run: $(INSTALLED) ## Run the local stack (sample knowledge base ingested once) until Ctrl-C
+	$(BIN)/ragft up
+
+check: $(INSTALLED) ## Lint, format check and type check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+test: check ## Lint, type check and run the test suite
+	$(BIN)/pytest
+
+bench-retrieval: $(INSTALLED) ## Ingest throughput, search latency and recall of the retrieval service
+	$(BIN)/python -m benchmarks.retrieval
+
+clean: ## Remove the virtualenv and local data (var/)
+	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from ragft.cli import app
+
+app(prog_name="ragft")

@@ -1,0 +1,136 @@
+"""The retrieval API through httpx against the real app: real embedder, real Qdrant Edge
+(and the server backend's code path, see conftest.BACKENDS)."""
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import upsert
+
+PRICING = (
+    "pricing",
+    "# Plans and prices\n\nThe Team plan costs 9 euros per seat per month when billed yearly. "
+    "The Business plan costs 17 euros per seat per month.",
+)
+ERRORS = (
+    "sync-errors",
+    "# Sync error codes\n\nError QB-2041 means the device clock is more than five minutes off. "
+    "Fix it by enabling automatic time.",
+)
+SHORTCUTS = (
+    "shortcuts",
+    "# Keyboard shortcuts\n\nPress Ctrl+Shift+K to open the command palette. Press Ctrl+B for bold text.",
+)
+
+
+def _search(client: TestClient, collection: str, **body: object) -> list[dict]:
+    response = client.post(f"/v1/collections/{collection}/search", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["hits"]
+
+
+def test_create_is_idempotent_and_list_counts(client: TestClient, collection: str) -> None:
+    again = client.put(f"/v1/collections/{collection}")
+    assert again.status_code == 200
+    assert again.json() == {"name": collection, "documents": 0, "chunks": 0}
+    upsert(client, collection, PRICING, ERRORS)
+    listed = {c["name"]: c for c in client.get("/v1/collections").json()["collections"]}
+    assert listed[collection] == {"name": collection, "documents": 2, "chunks": 2}
+
+
+def test_search_finds_paraphrased_question(client: TestClient, collection: str) -> None:
+    upsert(client, collection, PRICING, ERRORS, SHORTCUTS)
+    for mode in ("hybrid", "dense"):
+        hits = _search(client, collection, query="How much do I pay monthly for each user?", top_k=2, mode=mode)
+        assert hits[0]["doc_id"] == "pricing", mode
+        assert hits[0]["chunk_id"] == "pricing#0"
+        assert "9 euros" in hits[0]["text"]
+
+
+def test_keyword_search_catches_error_codes(client: TestClient, collection: str) -> None:
+    upsert(client, collection, PRICING, ERRORS, SHORTCUTS)
+    for mode in ("keyword", "hybrid"):
+        hits = _search(client, collection, query="QB-2041", top_k=3, mode=mode)
+        assert hits[0]["doc_id"] == "sync-errors", mode
+    # Keyword search returns nothing when no term matches; dense search always returns something.
+    assert _search(client, collection, query="zebra", mode="keyword") == []
+
+
+def test_filters_on_metadata_and_doc_id(client: TestClient, collection: str) -> None:
+    upsert(client, collection, PRICING, product="billing", version=2)
+    upsert(client, collection, ERRORS, SHORTCUTS, product="apps", version=7)
+    query = "costs and errors"
+    only_apps = _search(client, collection, query=query, filter={"must": [{"key": "product", "match": "apps"}]})
+    assert {h["doc_id"] for h in only_apps} == {"sync-errors", "shortcuts"}
+    assert all(h["metadata"]["product"] == "apps" for h in only_apps)
+    recent = _search(client, collection, query=query, filter={"must": [{"key": "version", "range": {"gte": 5}}]})
+    assert {h["doc_id"] for h in recent} == {"sync-errors", "shortcuts"}
+    either = _search(
+        client,
+        collection,
+        query=query,
+        filter={
+            "should": [{"key": "doc_id", "any": ["pricing", "shortcuts"]}],
+            "must_not": [{"key": "version", "match": 7}],
+        },
+    )
+    assert [h["doc_id"] for h in either] == ["pricing"]
+
+
+def test_get_and_delete_document(client: TestClient, collection: str) -> None:
+    upsert(client, collection, PRICING, ERRORS)
+    doc = client.get(f"/v1/collections/{collection}/documents/pricing").json()
+    assert doc["id"] == "pricing"
+    assert doc["chunks"][0]["chunk_id"] == "pricing#0"
+    assert "Team plan" in doc["chunks"][0]["text"]
+    deleted = client.delete(f"/v1/collections/{collection}/documents/pricing")
+    assert deleted.json() == {"deleted": "pricing", "chunks": 1}
+    assert client.get(f"/v1/collections/{collection}/documents/pricing").status_code == 404
+    assert {h["doc_id"] for h in _search(client, collection, query="Team plan price")} == {"sync-errors"}
+
+
+def test_document_ids_may_contain_slashes(client: TestClient, collection: str) -> None:
+    upsert(client, collection, ("guides/setup", "# Setup\n\nInstall the desktop app first."))
+    assert client.get(f"/v1/collections/{collection}/documents/guides/setup").json()["id"] == "guides/setup"
+
+
+def test_reingesting_a_changed_document_leaves_no_stale_chunk(client: TestClient, collection: str) -> None:
+    long_text = "# Old guide\n\n" + " ".join(f"Old step {i}: press the stale button number {i}." for i in range(150))
+    first = upsert(client, collection, ("guide", long_text), SHORTCUTS)
+    assert first["chunks"] > 3
+    second = upsert(client, collection, ("guide", "# New guide\n\nOne new step: press Ctrl+Alt+G."))
+    assert second == {"collection": collection, "documents": 1, "chunks": 1}
+    doc = client.get(f"/v1/collections/{collection}/documents/guide").json()
+    assert [c["chunk_id"] for c in doc["chunks"]] == ["guide#0"]
+    counts = {c["name"]: c for c in client.get("/v1/collections").json()["collections"]}[collection]
+    assert counts == {"name": collection, "documents": 2, "chunks": 2}
+    assert _search(client, collection, query="stale button", mode="keyword", top_k=10) == []
+
+
+def test_retried_upsert_is_idempotent(client: TestClient, collection: str) -> None:
+    for _ in range(3):
+        upsert(client, collection, PRICING, ERRORS)
+    counts = {c["name"]: c for c in client.get("/v1/collections").json()["collections"]}[collection]
+    assert (counts["documents"], counts["chunks"]) == (2, 2)
+
+
+def test_delete_collection(client: TestClient, collection: str) -> None:
+    upsert(client, collection, PRICING)
+    assert client.delete(f"/v1/collections/{collection}").json() == {"deleted": collection}
+    assert collection not in {c["name"] for c in client.get("/v1/collections").json()["collections"]}
+    assert client.delete(f"/v1/collections/{collection}").status_code == 404
+
+
+def test_request_id_is_echoed_or_made(client: TestClient) -> None:
+    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
+    assert len(client.get("/healthz").headers["X-Request-ID"]) == 32
+
+
+def test_health_readiness_and_metrics(client: TestClient, collection: str) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert client.get("/readyz").json() == {"status": "ready", "service": "retrieval"}
+    upsert(client, collection, PRICING)
+    _search(client, collection, query="price")
+    metrics = client.get("/metrics").text
+    search_label = 'method="POST",route="/v1/collections/{name}/search",service="retrieval",status="200"'
+    assert f"ragft_http_requests_total{{{search_label}}}" in metrics
+    assert "ragft_retrieval_chunks_indexed_total" in metrics
+    assert 'ragft_retrieval_search_seconds_count{mode="hybrid"}' in metrics
