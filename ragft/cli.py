@@ -126,6 +126,7 @@ def ingest(
 @app.command()
 def up(
     collection: Annotated[str, typer.Option(envvar="RAGFT_COLLECTION", help="Collection to serve.")] = "help-center",
+    kb: Annotated[Path, typer.Option(help="Knowledge base ingested when the collection is empty.")] = SAMPLE_KB,
 ) -> None:
     """The local stack: the sample knowledge base ingested (once), then the retrieval service on :8001.
 
@@ -138,7 +139,7 @@ def up(
         if documents:
             console.print(f"Collection {collection!r} already holds {documents} documents: not ingesting again.")
         else:
-            _ingest(_load([SAMPLE_KB]), collection, retrieval=retrieval)
+            _ingest(_load([kb]), collection, retrieval=retrieval)
     finally:
         retrieval.close()
     console.print(

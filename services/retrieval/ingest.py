@@ -112,4 +112,5 @@ def ingest_direct(
     for batch in batches(documents, batch_size):
         chunks += retrieval.indexer.index(collection, batch).chunks
         on_documents(len(batch))
+    retrieval.store.optimize(collection)  # nothing serves this store now: build the search index
     return IngestSummary(len(documents), chunks, time.perf_counter() - started)

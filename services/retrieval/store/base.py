@@ -122,4 +122,7 @@ class VectorStore(Protocol):
         exact: bool = False,
     ) -> list[StoredChunk]: ...
 
+    def optimize(self, name: str) -> None:
+        """Build the search index now (blocking). A Qdrant server does this by itself."""
+
     def close(self) -> None: ...

@@ -223,6 +223,12 @@ class EdgeStore:
             points = shard.query(request)
         return [StoredChunk.from_payload(p.payload, p.score) for p in points if p.payload]
 
+    def optimize(self, name: str) -> None:
+        # Qdrant Edge builds HNSW only when asked, and holds the GIL while it does:
+        # call this after bulk ingestion, not on a serving path.
+        with _store_errors():
+            self._shard(name).optimize()
+
     def close(self) -> None:
         with self._lock:
             for shard in self._shards.values():

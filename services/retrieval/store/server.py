@@ -212,5 +212,8 @@ class ServerStore:
                 )
         return [StoredChunk.from_payload(p.payload, p.score) for p in response.points if p.payload]
 
+    def optimize(self, name: str) -> None:
+        """Qdrant server's optimizer indexes in the background."""
+
     def close(self) -> None:
         self.client.close()

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench-*` targets that print numbers (never timed tests)."""

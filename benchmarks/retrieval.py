@@ -1,0 +1,230 @@
+"""`make bench-retrieval`: ingest throughput, search latency over HTTP, recall of the
+approximate index, and hit rate on the sample knowledge base. Prints Markdown tables.
+
+Everything runs side by side in one process tree on this machine, so the ratios hold even
+when the absolute numbers move with the machine's load.
+"""
+
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+from prometheus_client import Histogram
+
+from benchmarks.corpus import docstring_corpus
+from services.retrieval.chunking import Chunk
+from services.retrieval.config import RetrievalSettings
+from services.retrieval.embedding import Embedder
+from services.retrieval.indexer import EMBED_SECONDS
+from services.retrieval.ingest import batches, load_documents
+from services.retrieval.runtime import Retrieval
+from services.retrieval.schemas import DocumentIn, SearchMode, SearchRequest
+from services.retrieval.store.base import EmbeddedChunk
+
+REPO = Path(__file__).resolve().parent.parent
+SIZES = (1_000, 10_000, 50_000)
+QUERIES = 200
+NOISE = 0.01  # per-dimension; each synthetic copy stays at cosine ~0.98 from its original
+
+
+class KeepVectors:
+    """Passes embeddings through and keeps them, to grow the larger collections from."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.vectors: list[list[float]] = []
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        vectors = self.inner.embed(texts)
+        self.vectors.extend(vectors)
+        return vectors
+
+
+def _timed(fn: Callable[[], int]) -> tuple[int, float]:
+    started = time.perf_counter()
+    chunks = fn()
+    return chunks, time.perf_counter() - started
+
+
+def ingest_batched(retrieval: Retrieval, collection: str, docs: list[DocumentIn]) -> int:
+    retrieval.store.create_collection(collection)
+    return sum(retrieval.indexer.index(collection, batch).chunks for batch in batches(docs, 64))
+
+
+def ingest_naive(retrieval: Retrieval, collection: str, docs: list[DocumentIn]) -> int:
+    """The baseline: one document per embedding call and per write."""
+    retrieval.store.create_collection(collection)
+    return sum(retrieval.indexer.index(collection, [doc]).chunks for doc in docs)
+
+
+def grow(retrieval: Retrieval, collection: str, chunks: list[Chunk], vectors: list[list[float]], size: int) -> float:
+    """`size` points: the real chunks, then noisy copies of them (same text, nearby vector)."""
+    rng = np.random.default_rng(7)
+    base = np.asarray(vectors, dtype=np.float32)
+    keywords = [retrieval.keywords.document(c.indexed_text) for c in chunks]
+    retrieval.store.create_collection(collection)
+    for start in range(0, size, 1000):
+        batch = []
+        for i in range(start, min(start + 1000, size)):
+            n = i % len(chunks)
+            vector = base[n] + (rng.normal(0, NOISE, base.shape[1]) if i >= len(chunks) else 0)
+            vector /= np.linalg.norm(vector)
+            original = chunks[n]
+            copy = Chunk(f"{original.doc_id}~{i // len(chunks)}", original.index, original.text, original.title, {})
+            batch.append(EmbeddedChunk(copy, vector.tolist(), keywords[n]))
+        retrieval.store.upsert(collection, batch)
+    started = time.perf_counter()
+    retrieval.store.optimize(collection)
+    return time.perf_counter() - started
+
+
+def recall_at_10(retrieval: Retrieval, collection: str, queries: list[str]) -> float:
+    found = 0
+    for query in queries:
+        request = SearchRequest(query=query, top_k=10, mode="dense")
+        approx = {(h.doc_id, h.chunk_index) for h in retrieval.search(collection, request)}
+        exact = {(h.doc_id, h.chunk_index) for h in retrieval.search(collection, request, exact=True)}
+        found += len(approx & exact)
+    return found / (10 * len(queries))
+
+
+def hit_rate(retrieval: Retrieval, collection: str, mode: SearchMode, k: int) -> float:
+    questions = [json.loads(line) for line in (REPO / "data" / "kb_questions.jsonl").read_text().splitlines()]
+    answerable = [q for q in questions if q["doc_id"]]
+    hits = 0
+    for q in answerable:
+        results = retrieval.search(collection, SearchRequest(query=q["question"], top_k=k, mode=mode))
+        hits += q["doc_id"] in {h.doc_id for h in results}
+    return hits / len(answerable)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_latencies(data_dir: str, collections: list[str], queries: list[str]) -> dict[tuple[str, str], list[float]]:
+    port = _free_port()
+    env = {**os.environ, "RAGFT_DATA_DIR": data_dir, "RAGFT_LOG_LEVEL": "warning"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ragft", "serve", "retrieval", "--port", str(port)], env=env, cwd=REPO
+    )
+    results: dict[tuple[str, str], list[float]] = {}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the retrieval service did not start")
+                time.sleep(0.3)
+            for collection in collections:
+                for mode in ("hybrid", "dense"):
+                    timings = []
+                    for i, query in enumerate(queries[:20] + queries):  # the first 20 warm up
+                        started = time.perf_counter()
+                        response = client.post(
+                            f"/v1/collections/{collection}/search", json={"query": query, "top_k": 10, "mode": mode}
+                        )
+                        elapsed = time.perf_counter() - started
+                        response.raise_for_status()
+                        if i >= 20:
+                            timings.append(elapsed * 1000)
+                    results[(collection, mode)] = timings
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    return results
+
+
+def _histogram_sum(histogram: Histogram) -> float:
+    return sum(s.value for metric in histogram.collect() for s in metric.samples if s.name.endswith("_sum"))
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def main() -> None:
+    print(f"# bench-retrieval on {os.cpu_count()} CPU cores, Python {sys.version.split()[0]}\n")
+    kb = load_documents([REPO / "data" / "kb"])
+    corpus = docstring_corpus()
+    with tempfile.TemporaryDirectory(prefix="ragft-bench-") as data_dir:
+        retrieval = Retrieval.open(RetrievalSettings(data_dir=Path(data_dir)))
+        keep = KeepVectors(retrieval.embedder)
+        rows = []
+        kb_naive = _timed(lambda: ingest_naive(retrieval, "kb-naive", kb))
+        kb_batched = _timed(lambda: ingest_batched(retrieval, "kb", kb))
+        rows.append(("sample knowledge base", len(kb), kb_naive, kb_batched))
+        subset = corpus[:40]
+        corpus_naive = _timed(lambda: ingest_naive(retrieval, "docs-naive", subset))
+        corpus_subset = _timed(lambda: ingest_batched(retrieval, "docs-subset", subset))
+        rows.append((f"docstrings, first {len(subset)} modules", len(subset), corpus_naive, corpus_subset))
+        retrieval.indexer.embedder = keep  # type: ignore[assignment]
+        corpus_batched = _timed(lambda: ingest_batched(retrieval, "docs", corpus))
+        retrieval.indexer.embedder = retrieval.embedder
+
+        print("## Ingest (chunk, embed, write; in-process, embedded Qdrant Edge)\n")
+        print("| corpus | documents | chunks | naive: 1 document per call | batched | speed-up |")
+        print("|---|---|---|---|---|---|")
+        for name, docs, (n_chunks, n_s), (b_chunks, b_s) in rows:
+            print(
+                f"| {name} | {docs} | {b_chunks} | {n_chunks / n_s:.1f} chunks/s | "
+                f"{b_chunks / b_s:.1f} chunks/s | {n_s / b_s:.2f}x |"
+            )
+        chunks, seconds = corpus_batched
+        print(f"| docstrings, all modules | {len(corpus)} | {chunks} | n/a | {chunks / seconds:.1f} chunks/s | n/a |\n")
+        embedding = _histogram_sum(EMBED_SECONDS)
+        total = kb_naive[1] + kb_batched[1] + corpus_naive[1] + corpus_subset[1] + corpus_batched[1]
+        print(f"Embedding took {embedding / total:.0%} of all ingest time above.\n")
+
+        all_chunks = [c for doc_chunks in retrieval.indexer.split(corpus) for c in doc_chunks]
+        rng = random.Random(7)
+        queries = [" ".join(c.text.split()[:12]) for c in rng.sample(all_chunks, QUERIES)]
+        print("## Index build and recall@10 of the HNSW index against exact search (dense)\n")
+        print("| points | optimize() | recall@10 |")
+        print("|---|---|---|")
+        names = []
+        for size in SIZES:
+            name = f"synthetic-{size // 1000}k"
+            names.append(name)
+            build = grow(retrieval, name, all_chunks, keep.vectors, size)
+            print(f"| {size:,} | {build:.1f} s | {recall_at_10(retrieval, name, queries[:100]):.3f} |")
+
+        print("\n## Hit rate on the sample knowledge base (100 answerable questions, right document in top k)\n")
+        print("| mode | top 1 | top 5 |")
+        print("|---|---|---|")
+        for mode in ("dense", "keyword", "hybrid"):
+            top1, top5 = hit_rate(retrieval, "kb", mode, 1), hit_rate(retrieval, "kb", mode, 5)
+            print(f"| {mode} | {top1:.2f} | {top5:.2f} |")
+        retrieval.close()
+
+        print(f"\n## Search latency over HTTP (top_k=10, {QUERIES} sequential queries after 20 warm-up)\n")
+        print("| points | mode | p50 ms | p95 ms | mean ms |")
+        print("|---|---|---|---|---|")
+        for (collection, mode), timings in http_latencies(data_dir, names, queries).items():
+            size = SIZES[names.index(collection)]
+            print(
+                f"| {size:,} | {mode} | {_pct(timings, 50):.1f} | {_pct(timings, 95):.1f} | "
+                f"{statistics.fmean(timings):.1f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
