@@ -97,6 +97,9 @@ async def _ragft_error(_: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0]
+    if first.get("type") == "json_invalid":
+        reason = first.get("ctx", {}).get("error", "invalid JSON")
+        return JSONResponse(error_body("invalid_request", f"request body is not valid JSON: {reason}", "body"), 422)
     param = _field_path(tuple(first.get("loc", ())))
     message = f"{param}: {first.get('msg', 'invalid value')}"
     if len(exc.errors()) > 1:

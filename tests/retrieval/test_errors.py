@@ -81,7 +81,8 @@ def test_malformed_json_is_a_422(client: TestClient, collection: str) -> None:
         content=b'{"documents": [',
         headers={"content-type": "application/json"},
     )
-    _assert_error(response, 422, "invalid_request", "JSON")
+    _assert_error(response, 422, "invalid_request", "not valid JSON")
+    assert response.json()["error"]["param"] == "body"
 
 
 def test_unknown_collection_is_a_404_everywhere(client: TestClient) -> None:
