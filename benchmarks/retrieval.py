@@ -9,7 +9,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import numpy as np
 from prometheus_client import Histogram
 
 from benchmarks.corpus import docstring_corpus
+from ragft.process import free_port, wait_until_ready
 from services.retrieval.chunking import Chunk
 from services.retrieval.config import RetrievalSettings
 from services.retrieval.embedding import Embedder
@@ -109,31 +109,16 @@ def hit_rate(retrieval: Retrieval, collection: str, mode: SearchMode, k: int) ->
     return hits / len(answerable)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def http_latencies(data_dir: str, collections: list[str], queries: list[str]) -> dict[tuple[str, str], list[float]]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAGFT_DATA_DIR": data_dir, "RAGFT_LOG_LEVEL": "warning"}
     server = subprocess.Popen(
         [sys.executable, "-m", "ragft", "serve", "retrieval", "--port", str(port)], env=env, cwd=REPO
     )
     results: dict[tuple[str, str], list[float]] = {}
     try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", timeout=120, process=server)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the retrieval service did not start")
-                time.sleep(0.3)
             for collection in collections:
                 for mode in ("hybrid", "dense"):
                     timings = []

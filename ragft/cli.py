@@ -23,7 +23,7 @@ SAMPLE_KB = Path(__file__).resolve().parent.parent / "data" / "kb"
 @serve_app.command("retrieval")
 def serve_retrieval(
     host: Annotated[str, typer.Option(envvar="RAGFT_HOST", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8001,
+    port: Annotated[int, typer.Option(envvar="RAGFT_PORT", help="Port to listen on.")] = 8001,
 ) -> None:
     """The retrieval service (embeddings + Qdrant) on :8001."""
     uvicorn.run("services.retrieval.app:create_app", factory=True, host=host, port=port, log_config=None)
@@ -132,14 +132,15 @@ def up(
 
     The gateway and the generation service join this command when they exist.
     """
+    documents = _load([kb])
     retrieval = _open_retrieval()
     settings = retrieval.settings
     try:
-        documents = retrieval.store.count(collection)[0] if collection in retrieval.store.collections() else 0
-        if documents:
-            console.print(f"Collection {collection!r} already holds {documents} documents: not ingesting again.")
-        else:
-            _ingest(_load([kb]), collection, retrieval=retrieval)
+        held = retrieval.store.count(collection)[0] if collection in retrieval.store.collections() else 0
+        if held >= len(documents):
+            console.print(f"Collection {collection!r} already holds {held} documents: not ingesting again.")
+        else:  # first run, or a first run that was interrupted: upserts make this safe to repeat
+            _ingest(documents, collection, retrieval=retrieval)
     finally:
         retrieval.close()
     console.print(
@@ -147,10 +148,4 @@ def up(
         f"Try: curl -s http://{settings.host}:{settings.port}/v1/collections/{collection}/search "
         "-H 'content-type: application/json' -d '{\"query\": \"How much does the Team plan cost?\"}'"
     )
-    uvicorn.run(
-        "services.retrieval.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-    )
+    serve_retrieval(settings.host, settings.port)

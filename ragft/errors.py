@@ -8,8 +8,9 @@
     ├── UpstreamUnavailable    503 upstream_unavailable (+ Retry-After)
     └── UpstreamTimeout        504 upstream_timeout
 
-Handlers below turn these, FastAPI's validation errors and anything unexpected into that
-shape, so no caller ever sees a stack trace.
+Handlers below turn these and FastAPI's validation errors into that shape; anything
+unexpected becomes a 500 in the same shape in `ragft.web.RequestContextMiddleware`, so no
+caller ever sees a stack trace.
 """
 
 from typing import Any
@@ -78,9 +79,8 @@ def error_body(type_: str, message: str, param: str | None = None) -> dict[str, 
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
-    # ("body", "documents", 0, "text") -> "documents.0.text"
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
-    return ".".join(parts) or "body"
+    # ("body", "documents", 0, "text") -> "documents.0.text"; the first item says where.
+    return ".".join(str(p) for p in loc[1:]) or str(loc[0] if loc else "body")
 
 
 async def _ragft_error(_: Request, exc: Exception) -> JSONResponse:
@@ -117,13 +117,7 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc)
-    return JSONResponse(error_body("internal_error", "internal server error"), 500)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RagftError, _ragft_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)

@@ -54,11 +54,12 @@ class RequestContextMiddleware:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
+        status_sent = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_sent
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, status_sent = message["status"], True
                 message["headers"] = [
                     *message.get("headers", []),
                     (REQUEST_ID_HEADER.lower().encode(), request_id.encode("latin-1")),
@@ -67,6 +68,14 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Here rather than in an exception handler: Starlette runs those outside this
+            # middleware, where the response would lose its request id and the log line its context.
+            log.exception("unhandled error", method=scope["method"], path=scope["path"])
+            if status_sent:
+                raise
+            response = JSONResponse(error_body("internal_error", "internal server error"), 500)
+            await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

@@ -46,10 +46,14 @@ def client(backend: str, tmp_path: Path) -> Iterator[TestClient]:
         yield test_client
 
 
+def unique_collection() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
 @pytest.fixture
 def collection(client: TestClient) -> Iterator[str]:
     """A fresh collection; unique, because a real Qdrant server outlives the test."""
-    name = f"test-{uuid.uuid4().hex[:12]}"
+    name = unique_collection()
     assert client.put(f"/v1/collections/{name}").status_code == 201
     yield name
     client.delete(f"/v1/collections/{name}")

@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 
 from ragft.logging import configure_logging, get_logger
 from ragft.web import create_service_app
@@ -15,8 +16,8 @@ log = get_logger(__name__)
 
 
 async def _readiness(request: Request) -> str | None:
-    retrieval: Retrieval | None = getattr(request.app.state, "retrieval", None)
-    return "starting" if retrieval is None else retrieval.store.ready()
+    retrieval: Retrieval = request.app.state.retrieval
+    return await run_in_threadpool(retrieval.store.ready)  # a server store answers over the network
 
 
 def create_app(settings: RetrievalSettings | None = None) -> FastAPI:

@@ -6,9 +6,7 @@ the document missing, and a request that failed half-way is completed by its ret
 """
 
 import threading
-import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
@@ -30,7 +28,6 @@ EMBED_SECONDS = Histogram(
 class IndexResult:
     documents: int
     chunks: int
-    seconds: float
 
 
 class Indexer:
@@ -48,37 +45,30 @@ class Indexer:
         self.keywords = keywords
         self.store = store
         self.points_per_write = points_per_write
-        # Two concurrent upserts of one document must not interleave their stale-chunk deletes.
+        # Writes to one collection take turns, so two upserts of one document cannot interleave
+        # their stale-chunk deletes. Embedding, the slow part, happens outside.
         self._write_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
     def split(self, documents: list[DocumentIn]) -> list[list[Chunk]]:
         return [self.chunker.split(doc.id, doc.text, doc.metadata) for doc in documents]
 
-    def index(
-        self,
-        collection: str,
-        documents: list[DocumentIn],
-        on_chunks: Callable[[int], None] | None = None,
-    ) -> IndexResult:
-        started = time.perf_counter()
+    def index(self, collection: str, documents: list[DocumentIn]) -> IndexResult:
         per_document = self.split(documents)
         chunks = [chunk for doc_chunks in per_document for chunk in doc_chunks]
+        texts = [chunk.indexed_text for chunk in chunks]
+        with EMBED_SECONDS.time():
+            dense = self.embedder.embed(texts)
+        keywords = [self.keywords.document(text) for text in texts]
+        embedded = [EmbeddedChunk(c, d, k) for c, d, k in zip(chunks, dense, keywords, strict=True)]
         with self._write_locks[collection]:
-            for start in range(0, len(chunks), self.points_per_write):
-                batch = chunks[start : start + self.points_per_write]
-                texts = [chunk.indexed_text for chunk in batch]
-                with EMBED_SECONDS.time():
-                    dense = self.embedder.embed(texts)
-                keywords = [self.keywords.document(text) for text in texts]
-                self.store.upsert(
-                    collection,
-                    [EmbeddedChunk(c, d, k) for c, d, k in zip(batch, dense, keywords, strict=True)],
-                )
-                CHUNKS_INDEXED.inc(len(batch))
-                if on_chunks:
-                    on_chunks(len(batch))
+            for start in range(0, len(embedded), self.points_per_write):
+                self.store.upsert(collection, embedded[start : start + self.points_per_write])
             self.store.delete_stale(
-                collection,
-                {doc.id: len(doc_chunks) for doc, doc_chunks in zip(documents, per_document, strict=True)},
+                collection, {doc.id: len(doc_chunks) for doc, doc_chunks in zip(documents, per_document, strict=True)}
             )
-        return IndexResult(len(documents), len(chunks), time.perf_counter() - started)
+        CHUNKS_INDEXED.inc(len(chunks))
+        return IndexResult(len(documents), len(chunks))
+
+    def delete(self, collection: str, doc_id: str) -> int:
+        with self._write_locks[collection]:
+            return self.store.delete_document(collection, doc_id)

@@ -32,7 +32,17 @@ class IngestSummary:
 
 def load_documents(paths: list[Path]) -> list[DocumentIn]:
     """Reads every file before anything is written, so one bad file stops the run early."""
-    documents = [load_document(file, root) for file, root in find_files(paths)]
+    documents: list[DocumentIn] = []
+    sources: dict[str, Path] = {}
+    for file, root in find_files(paths):
+        document = load_document(file, root)
+        if document.id in sources:
+            raise IngestError(
+                f"{sources[document.id]} and {file} would both be document {document.id!r}; "
+                "rename one or ingest them separately"
+            )
+        sources[document.id] = file
+        documents.append(document)
     if not documents:
         raise IngestError(f"no supported files under {', '.join(map(str, paths))}")
     return documents

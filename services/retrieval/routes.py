@@ -92,7 +92,7 @@ def get_document(name: CollectionName, doc_id: str, retrieval: RetrievalDep) -> 
 @router.delete("/{name}/documents/{doc_id:path}")
 def delete_document(name: CollectionName, doc_id: str, retrieval: RetrievalDep) -> dict[str, str | int]:
     """Delete a document and all its chunks."""
-    deleted = retrieval.store.delete_document(name, doc_id)
+    deleted = retrieval.indexer.delete(name, doc_id)
     if not deleted:
         raise NotFound(f"document {doc_id!r} is not in collection {name!r}")
     return {"deleted": doc_id, "chunks": deleted}

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 # Collection names become folder names in the embedded store and path segments in URLs.
 COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+METADATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}$")
 
 SearchMode = Literal["hybrid", "dense", "keyword"]
 
@@ -32,14 +32,15 @@ class DocumentIn(Strict):
 class UpsertRequest(Strict):
     documents: list[DocumentIn] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> Self:
+    @field_validator("documents")
+    @classmethod
+    def _unique_ids(cls, documents: list[DocumentIn]) -> list[DocumentIn]:
         seen: set[str] = set()
-        for doc in self.documents:
+        for doc in documents:
             if doc.id in seen:
                 raise ValueError(f"document id {doc.id!r} appears twice in one batch")
             seen.add(doc.id)
-        return self
+        return documents
 
 
 class UpsertResponse(BaseModel):

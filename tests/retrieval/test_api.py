@@ -93,9 +93,11 @@ def test_document_ids_may_contain_slashes(client: TestClient, collection: str) -
 
 
 def test_reingesting_a_changed_document_leaves_no_stale_chunk(client: TestClient, collection: str) -> None:
-    long_text = "# Old guide\n\n" + " ".join(f"Old step {i}: press the stale button number {i}." for i in range(150))
+    long_text = "# Old guide\n\n" + " ".join(f"Old step {i}: press the stale button number {i}." for i in range(300))
     first = upsert(client, collection, ("guide", long_text), SHORTCUTS)
-    assert first["chunks"] > 3
+    assert first["chunks"] > 12  # more than one page of the store's scroll
+    old = client.get(f"/v1/collections/{collection}/documents/guide").json()
+    assert [c["chunk_id"] for c in old["chunks"]] == [f"guide#{i}" for i in range(first["chunks"] - 1)]
     second = upsert(client, collection, ("guide", "# New guide\n\nOne new step: press Ctrl+Alt+G."))
     assert second == {"collection": collection, "documents": 1, "chunks": 1}
     doc = client.get(f"/v1/collections/{collection}/documents/guide").json()

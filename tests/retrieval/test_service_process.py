@@ -4,24 +4,18 @@ restart on the same data folder find every chunk again."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from ragft.process import free_port, wait_until_ready
 from tests.conftest import REPO, SAMPLE_KB
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _ragft(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -30,6 +24,11 @@ def _ragft(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
     result.stderr = " ".join(result.stderr.split())  # undo the terminal's line wrapping
     return result
+
+
+def _env_without_server() -> dict[str, str]:
+    """These tests are about the embedded store, whatever RAGFT_QDRANT_URL says."""
+    return {k: v for k, v in os.environ.items() if k != "RAGFT_QDRANT_URL"}
 
 
 @contextmanager
@@ -42,16 +41,7 @@ def _service(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, "the retrieval service exited during start-up"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the retrieval service did not become ready in 90 s"
-            time.sleep(0.3)
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", timeout=90, process=proc)
         yield proc
     finally:
         if proc.poll() is None:
@@ -76,8 +66,8 @@ def _hits(port: int, query: str) -> list[tuple[str, str]]:
 
 
 def test_ingest_kill_restart_keeps_every_chunk(tmp_path: Path) -> None:
-    port = _free_port()
-    env = {**os.environ, "RAGFT_DATA_DIR": str(tmp_path), "RAGFT_RETRIEVAL_URL": f"http://127.0.0.1:{port}"}
+    port = free_port()
+    env = {**_env_without_server(), "RAGFT_DATA_DIR": str(tmp_path), "RAGFT_RETRIEVAL_URL": f"http://127.0.0.1:{port}"}
     kb_files = [p for p in SAMPLE_KB.iterdir() if p.is_file()]
     question = json.loads((REPO / "data" / "kb_questions.jsonl").read_text().splitlines()[0])
 
@@ -90,6 +80,20 @@ def test_ingest_kill_restart_keeps_every_chunk(tmp_path: Path) -> None:
         assert before["chunks"] >= len(kb_files)
         hits = _hits(port, question["question"])
         assert question["doc_id"] in {chunk_id.split("#")[0] for chunk_id, _ in hits}
+
+        # Searches and an upsert at once: threads share one embedder and one store.
+        with ThreadPoolExecutor(max_workers=17) as pool:
+            searches = [pool.submit(_hits, port, f"{question['question']} {i}") for i in range(16)]
+            write = pool.submit(
+                httpx.post,
+                f"http://127.0.0.1:{port}/v1/collections/help-center/documents",
+                json={"documents": [{"id": "concurrent", "text": "# Extra\n\nWritten during searches."}]},
+                timeout=60,
+            )
+            assert all(len(s.result()) == 5 for s in searches)
+            assert write.result().status_code == 200
+        httpx.delete(f"http://127.0.0.1:{port}/v1/collections/help-center/documents/concurrent")
+        assert _collection(port, "help-center") == before
 
         # The store is locked by the running service: a direct write is refused, not interleaved.
         direct = _ragft("ingest", "--direct", str(SAMPLE_KB), env=env)
@@ -105,7 +109,7 @@ def test_ingest_kill_restart_keeps_every_chunk(tmp_path: Path) -> None:
 
 
 def test_ingest_reports_unreadable_input_and_writes_nothing(tmp_path: Path) -> None:
-    env = {**os.environ, "RAGFT_DATA_DIR": str(tmp_path)}
+    env = {**_env_without_server(), "RAGFT_DATA_DIR": str(tmp_path)}
     (tmp_path / "empty.md").write_text("   \n")
     result = _ragft("ingest", "--direct", str(tmp_path / "empty.md"), env=env)
     assert result.returncode == 1
@@ -114,3 +118,33 @@ def test_ingest_reports_unreadable_input_and_writes_nothing(tmp_path: Path) -> N
     assert missing.returncode == 1
     assert "no such file or folder" in missing.stderr
     assert not (tmp_path / "qdrant-edge").exists()
+
+
+def test_up_ingests_once_and_completes_an_interrupted_first_run(tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name in ("refunds", "pricing"):
+        (kb / f"{name}.md").write_text(f"# {name.title()}\n\nEverything about {name}.")
+    port = free_port()
+    env = {**_env_without_server(), "RAGFT_DATA_DIR": str(tmp_path / "data"), "RAGFT_PORT": str(port)}
+
+    def up() -> dict[str, Any]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ragft", "up", "--kb", str(kb)],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until_ready(f"http://127.0.0.1:{port}/readyz", timeout=90, process=proc)
+            return _collection(port, "help-center")
+        finally:
+            proc.terminate()
+            # uvicorn shuts down gracefully, then re-raises SIGTERM as its exit status.
+            assert proc.wait(timeout=20) == -signal.SIGTERM
+
+    assert up()["documents"] == 2
+    # As if the first run had stopped before this file was ingested:
+    (kb / "shipping.md").write_text("# Shipping\n\nWe ship nothing; Quillbyte is software.")
+    assert up()["documents"] == 3

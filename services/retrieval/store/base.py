@@ -5,14 +5,15 @@ Each chunk is one point: a dense vector named `dense`, a BM25 sparse vector name
 `{doc_id, chunk_index, title, text, metadata}`.
 """
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from qdrant_edge import Bm25, Bm25Config, SparseVector
 
 from ragft.errors import NotFound, UpstreamUnavailable
 from services.retrieval.chunking import Chunk
-from services.retrieval.schemas import Filter, SearchMode
+from services.retrieval.schemas import Condition, Filter, SearchMode
 
 DENSE = "dense"
 BM25 = "bm25"
@@ -84,31 +85,119 @@ class KeywordEncoder:
         return self._bm25.embed_query(text)
 
 
-class VectorStore(Protocol):
+class VectorStore(ABC):
+    """What the service needs from a store. The algorithms (filters, stale-chunk cleanup,
+    document reads) live here once; each backend supplies the primitives in its own
+    client's types."""
+
+    # -- per backend: collections --------------------------------------------------------
+    @abstractmethod
     def ready(self) -> str | None:
         """None when the store answers, else why not."""
 
+    @abstractmethod
     def create_collection(self, name: str) -> bool:
-        """Create if missing; True when it was created now."""
+        """Create if missing (and make sure its payload indexes exist); True when created now."""
 
+    @abstractmethod
     def delete_collection(self, name: str) -> bool: ...
 
+    @abstractmethod
     def collections(self) -> list[str]: ...
 
-    def count(self, name: str) -> tuple[int, int]:
-        """(documents, chunks) in a collection."""
+    @abstractmethod
+    def optimize(self, name: str) -> None:
+        """Build the search index now (blocking). A Qdrant server does this by itself."""
 
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- per backend: points -------------------------------------------------------------
+    @abstractmethod
     def upsert(self, name: str, chunks: list[EmbeddedChunk]) -> None:
         """Returns once the store has acknowledged the write."""
 
+    @abstractmethod
+    def _count(self, name: str, flt: Any | None) -> int: ...
+
+    @abstractmethod
+    def _delete(self, name: str, flt: Any) -> None: ...
+
+    @abstractmethod
+    def _scroll(self, name: str, flt: Any) -> list[dict[str, Any]]:
+        """Payloads of every point matching the filter."""
+
+    @abstractmethod
+    def _query(
+        self,
+        name: str,
+        *,
+        dense: list[float],
+        keywords: SparseVector,
+        mode: SearchMode,
+        top_k: int,
+        flt: Any | None,
+        exact: bool,
+    ) -> list[tuple[dict[str, Any], float]]:
+        """(payload, score) pairs, best first; hybrid fuses dense and keyword results by RRF."""
+
+    # -- per backend: filter construction ------------------------------------------------
+    @abstractmethod
+    def _match(self, key: str, value: str | int | bool) -> Any: ...
+
+    @abstractmethod
+    def _match_any(self, key: str, values: list[str] | list[int]) -> Any: ...
+
+    @abstractmethod
+    def _range(self, key: str, bounds: dict[str, float]) -> Any: ...
+
+    @abstractmethod
+    def _filter(self, must: list[Any], should: list[Any], must_not: list[Any]) -> Any: ...
+
+    # -- shared --------------------------------------------------------------------------
+    def translate(self, flt: Filter) -> Any:
+        def clause(item: Condition | Filter) -> Any:
+            if isinstance(item, Filter):
+                return self.translate(item)
+            key = field_key(item.key)
+            if item.range is not None:
+                return self._range(key, item.range.model_dump(exclude_none=True))
+            if item.any is not None:
+                return self._match_any(key, item.any)  # type: ignore[arg-type]
+            assert item.match is not None
+            return self._match(key, item.match)
+
+        return self._filter(
+            [clause(c) for c in flt.must], [clause(c) for c in flt.should], [clause(c) for c in flt.must_not]
+        )
+
+    def _doc_filter(self, doc_id: str, from_chunk: int | None = None) -> Any:
+        must = [self._match("doc_id", doc_id)]
+        if from_chunk is not None:
+            must.append(self._range("chunk_index", {"gte": from_chunk}))
+        return self._filter(must, [], [])
+
+    def count(self, name: str) -> tuple[int, int]:
+        """(documents, chunks) in a collection: every document has exactly one chunk 0."""
+        first_chunks = self._filter([self._match("chunk_index", 0)], [], [])
+        return self._count(name, first_chunks), self._count(name, None)
+
     def delete_stale(self, name: str, chunk_counts: dict[str, int]) -> None:
         """Delete each document's chunks numbered at or above its new chunk count."""
+        stale = [self._doc_filter(doc, count) for doc, count in chunk_counts.items()]
+        self._delete(name, self._filter([], stale, []))
 
     def delete_document(self, name: str, doc_id: str) -> int:
         """Delete all chunks of a document; returns how many there were."""
+        count = self._count(name, self._doc_filter(doc_id))
+        if count:
+            self._delete(name, self._doc_filter(doc_id))
+        return count
 
     def document(self, name: str, doc_id: str) -> list[StoredChunk]:
         """A document's chunks in order; empty when it does not exist."""
+        chunks = [StoredChunk.from_payload(p) for p in self._scroll(name, self._doc_filter(doc_id))]
+        return sorted(chunks, key=lambda c: c.chunk_index)
 
     def search(
         self,
@@ -120,9 +209,7 @@ class VectorStore(Protocol):
         top_k: int,
         filter: Filter | None = None,
         exact: bool = False,
-    ) -> list[StoredChunk]: ...
-
-    def optimize(self, name: str) -> None:
-        """Build the search index now (blocking). A Qdrant server does this by itself."""
-
-    def close(self) -> None: ...
+    ) -> list[StoredChunk]:
+        flt = self.translate(filter) if filter else None
+        found = self._query(name, dense=dense, keywords=keywords, mode=mode, top_k=top_k, flt=flt, exact=exact)
+        return [StoredChunk.from_payload(payload, score) for payload, score in found]

@@ -1,10 +1,12 @@
 """Embedded backend: Qdrant Edge, the Qdrant engine in-process, one shard folder per collection.
 
-A shard's write-ahead log is locked by the process that opened it, so a second process
-(say `ragft ingest --direct` while the service runs) gets a clear error instead of a
-corrupted store.
+The store folder is locked (flock) by the process that opened it, so a second process (say
+`ragft ingest --direct` while the service runs) gets a clear error instead of a store that two
+writers share.
 """
 
+import fcntl
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -37,7 +39,7 @@ from qdrant_edge import (
 )
 from qdrant_edge import Filter as EdgeFilter
 
-from services.retrieval.schemas import Condition, Filter, SearchMode
+from services.retrieval.schemas import SearchMode
 from services.retrieval.store.base import (
     BM25,
     DENSE,
@@ -45,61 +47,69 @@ from services.retrieval.store.base import (
     RRF_K,
     CollectionNotFound,
     EmbeddedChunk,
-    StoredChunk,
     StoreUnavailable,
-    field_key,
+    VectorStore,
     payload,
 )
+
+CONFIG_FILE = "edge_config.json"
+SCROLL_PAGE = 256
 
 
 class StoreLocked(Exception):
     """Another process has this store open."""
 
 
-def _edge_filter(flt: Filter) -> EdgeFilter:
-    def clause(item: Condition | Filter) -> Any:
-        if isinstance(item, Filter):
-            return _edge_filter(item)
-        key = field_key(item.key)
-        if item.range is not None:
-            return FieldCondition(key=key, range=RangeFloat(**item.range.model_dump(exclude_none=True)))
-        if item.any is not None:
-            return FieldCondition(key=key, match=MatchAny(item.any))  # type: ignore[arg-type]
-        return FieldCondition(key=key, match=MatchValue(item.match))  # type: ignore[arg-type]
-
-    return EdgeFilter(
-        must=[clause(c) for c in flt.must] or None,
-        should=[clause(c) for c in flt.should] or None,
-        must_not=[clause(c) for c in flt.must_not] or None,
-    )
+class IncompatibleCollection(Exception):
+    """A collection was built with another embedding model (a different vector size)."""
 
 
-def _doc_filter(doc_id: str, from_chunk: int | None = None) -> EdgeFilter:
-    must: list[Any] = [FieldCondition(key="doc_id", match=MatchValue(doc_id))]
-    if from_chunk is not None:
-        must.append(FieldCondition(key="chunk_index", range=RangeFloat(gte=from_chunk)))
-    return EdgeFilter(must=must)
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Qdrant Edge raises bare Exceptions for engine failures; at this boundary they
+    become a retryable 503. Anything more specific is a bug and propagates."""
+    try:
+        yield
+    except Exception as exc:
+        if type(exc) is not Exception:
+            raise
+        raise StoreUnavailable(f"embedded Qdrant Edge failed: {exc}") from exc
 
 
-class EdgeStore:
+class EdgeStore(VectorStore):
     def __init__(self, root: Path, dimension: int) -> None:
         self.root = root
         self.dimension = dimension
         self._shards: dict[str, EdgeShard] = {}
         self._lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True)
-        for folder in sorted(root.iterdir()):
-            if folder.is_dir() and (folder / "edge_config.json").exists():
-                self._shards[folder.name] = self._open(folder)
-
-    def _open(self, folder: Path) -> EdgeShard:
+        self._lock_fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            return EdgeShard.load(str(folder))
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise StoreLocked(
+                f"the embedded store at {root} is in use by another process "
+                "(is the retrieval service running? then ingest through it instead)"
+            ) from None
+        for folder in sorted(root.iterdir()):
+            if (folder / CONFIG_FILE).exists():
+                self._shards[folder.name] = self._load(folder)
+
+    def _config(self) -> EdgeConfig:
+        return EdgeConfig(
+            vectors={DENSE: EdgeVectorParams(size=self.dimension, distance=Distance.Cosine)},
+            sparse_vectors={BM25: EdgeSparseVectorParams(modifier=Modifier.Idf)},
+        )
+
+    def _load(self, folder: Path) -> EdgeShard:
+        try:
+            return EdgeShard.load(str(folder), self._config())
         except Exception as exc:
-            if "WouldBlock" in str(exc):
-                raise StoreLocked(
-                    f"the embedded store at {self.root} is in use by another process "
-                    "(is the retrieval service running? then ingest through it instead)"
+            if "incompatible" in str(exc):
+                raise IncompatibleCollection(
+                    f"collection {folder.name!r} in {self.root} was built with another embedding model "
+                    f"(this one makes {self.dimension}-d vectors): {exc}"
                 ) from exc
             raise
 
@@ -117,16 +127,12 @@ class EdgeStore:
             if name in self._shards:
                 return False
             folder = self.root / name
-            shutil.rmtree(folder, ignore_errors=True)  # leftovers of a create that crashed
-            shard = EdgeShard.create(
-                str(folder),
-                EdgeConfig(
-                    vectors={DENSE: EdgeVectorParams(size=self.dimension, distance=Distance.Cosine)},
-                    sparse_vectors={BM25: EdgeSparseVectorParams(modifier=Modifier.Idf)},
-                ),
-            )
-            shard.update(UpdateOperation.create_field_index("doc_id", PayloadSchemaType.Keyword))
-            shard.update(UpdateOperation.create_field_index("chunk_index", PayloadSchemaType.Integer))
+            # A folder without a shard config is what a crash during create leaves behind.
+            shutil.rmtree(folder, ignore_errors=True)
+            with _store_errors():
+                shard = EdgeShard.create(str(folder), self._config())
+                shard.update(UpdateOperation.create_field_index("doc_id", PayloadSchemaType.Keyword))
+                shard.update(UpdateOperation.create_field_index("chunk_index", PayloadSchemaType.Integer))
             self._shards[name] = shard
             return True
 
@@ -142,49 +148,54 @@ class EdgeStore:
     def collections(self) -> list[str]:
         return sorted(self._shards)
 
-    def count(self, name: str) -> tuple[int, int]:
-        shard = self._shard(name)
-        first_chunks = EdgeFilter(must=[FieldCondition(key="chunk_index", match=MatchValue(0))])
+    def optimize(self, name: str) -> None:
+        # Qdrant Edge builds HNSW only when asked, and holds the GIL while it does:
+        # call this after bulk ingestion, not on a serving path.
         with _store_errors():
-            documents = shard.count(CountRequest(exact=True, filter=first_chunks))
-            chunks = shard.count(CountRequest(exact=True))
-        return documents, chunks
+            self._shard(name).optimize()
+
+    def close(self) -> None:
+        with self._lock:
+            for shard in self._shards.values():
+                shard.close()
+            self._shards.clear()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = -1
 
     def upsert(self, name: str, chunks: list[EmbeddedChunk]) -> None:
         shard = self._shard(name)
         points = [
-            Point(
-                id=item.chunk.point_id,
-                vector={DENSE: item.dense, BM25: item.keywords},
-                payload=payload(item.chunk),
-            )
+            Point(id=item.chunk.point_id, vector={DENSE: item.dense, BM25: item.keywords}, payload=payload(item.chunk))
             for item in chunks
         ]
         with _store_errors():
             shard.update(UpdateOperation.upsert_points(points))
 
-    def delete_stale(self, name: str, chunk_counts: dict[str, int]) -> None:
-        shard = self._shard(name)
-        stale = EdgeFilter(should=[_doc_filter(doc, count) for doc, count in chunk_counts.items()])
-        with _store_errors():
-            shard.update(UpdateOperation.delete_points_by_filter(stale))
-
-    def delete_document(self, name: str, doc_id: str) -> int:
+    def _count(self, name: str, flt: Any | None) -> int:
         shard = self._shard(name)
         with _store_errors():
-            count = shard.count(CountRequest(exact=True, filter=_doc_filter(doc_id)))
-            if count:
-                shard.update(UpdateOperation.delete_points_by_filter(_doc_filter(doc_id)))
-        return int(count)
+            return int(shard.count(CountRequest(exact=True, filter=flt)))
 
-    def document(self, name: str, doc_id: str) -> list[StoredChunk]:
+    def _delete(self, name: str, flt: Any) -> None:
         shard = self._shard(name)
         with _store_errors():
-            records, _ = shard.scroll(ScrollRequest(filter=_doc_filter(doc_id), with_payload=True, with_vector=False))
-        chunks = [StoredChunk.from_payload(r.payload) for r in records if r.payload]
-        return sorted(chunks, key=lambda c: c.chunk_index)
+            shard.update(UpdateOperation.delete_points_by_filter(flt))
 
-    def search(
+    def _scroll(self, name: str, flt: Any) -> list[dict[str, Any]]:
+        shard = self._shard(name)
+        payloads: list[dict[str, Any]] = []
+        offset: Any = None
+        with _store_errors():
+            while True:
+                records, offset = shard.scroll(
+                    ScrollRequest(offset=offset, limit=SCROLL_PAGE, filter=flt, with_payload=True, with_vector=False)
+                )
+                payloads.extend(r.payload for r in records if r.payload)
+                if offset is None:
+                    return payloads
+
+    def _query(
         self,
         name: str,
         *,
@@ -192,11 +203,10 @@ class EdgeStore:
         keywords: SparseVector,
         mode: SearchMode,
         top_k: int,
-        filter: Filter | None = None,
-        exact: bool = False,
-    ) -> list[StoredChunk]:
+        flt: Any | None,
+        exact: bool,
+    ) -> list[tuple[dict[str, Any], float]]:
         shard = self._shard(name)
-        flt = _edge_filter(filter) if filter else None
         params = SearchParams(exact=True) if exact else None
         dense_query = Query.Nearest(dense, using=DENSE)
         keyword_query = Query.Nearest(keywords, using=BM25)
@@ -221,28 +231,16 @@ class EdgeStore:
             )
         with _store_errors():
             points = shard.query(request)
-        return [StoredChunk.from_payload(p.payload, p.score) for p in points if p.payload]
+        return [(p.payload, p.score) for p in points if p.payload]
 
-    def optimize(self, name: str) -> None:
-        # Qdrant Edge builds HNSW only when asked, and holds the GIL while it does:
-        # call this after bulk ingestion, not on a serving path.
-        with _store_errors():
-            self._shard(name).optimize()
+    def _match(self, key: str, value: str | int | bool) -> Any:
+        return FieldCondition(key=key, match=MatchValue(value))
 
-    def close(self) -> None:
-        with self._lock:
-            for shard in self._shards.values():
-                shard.close()
-            self._shards.clear()
+    def _match_any(self, key: str, values: list[str] | list[int]) -> Any:
+        return FieldCondition(key=key, match=MatchAny(values))
 
+    def _range(self, key: str, bounds: dict[str, float]) -> Any:
+        return FieldCondition(key=key, range=RangeFloat(**bounds))
 
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """Qdrant Edge raises bare Exceptions for engine failures; at this boundary they
-    become a retryable 503. Anything more specific is a bug and propagates."""
-    try:
-        yield
-    except Exception as exc:
-        if type(exc) is not Exception:
-            raise
-        raise StoreUnavailable(f"embedded Qdrant Edge failed: {exc}") from exc
+    def _filter(self, must: list[Any], should: list[Any], must_not: list[Any]) -> Any:
+        return EdgeFilter(must=must or None, should=should or None, must_not=must_not or None)

@@ -15,7 +15,7 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from qdrant_edge import SparseVector
 
-from services.retrieval.schemas import Condition, Filter, SearchMode
+from services.retrieval.schemas import SearchMode
 from services.retrieval.store.base import (
     BM25,
     DENSE,
@@ -23,36 +23,12 @@ from services.retrieval.store.base import (
     RRF_K,
     CollectionNotFound,
     EmbeddedChunk,
-    StoredChunk,
     StoreUnavailable,
-    field_key,
+    VectorStore,
     payload,
 )
 
-
-def _server_filter(flt: Filter) -> qm.Filter:
-    def clause(item: Condition | Filter) -> Any:
-        if isinstance(item, Filter):
-            return _server_filter(item)
-        key = field_key(item.key)
-        if item.range is not None:
-            return qm.FieldCondition(key=key, range=qm.Range(**item.range.model_dump()))
-        if item.any is not None:
-            return qm.FieldCondition(key=key, match=qm.MatchAny(any=item.any))
-        return qm.FieldCondition(key=key, match=qm.MatchValue(value=item.match))
-
-    return qm.Filter(
-        must=[clause(c) for c in flt.must] or None,
-        should=[clause(c) for c in flt.should] or None,
-        must_not=[clause(c) for c in flt.must_not] or None,
-    )
-
-
-def _doc_filter(doc_id: str, from_chunk: int | None = None) -> qm.Filter:
-    must: list[Any] = [qm.FieldCondition(key="doc_id", match=qm.MatchValue(value=doc_id))]
-    if from_chunk is not None:
-        must.append(qm.FieldCondition(key="chunk_index", range=qm.Range(gte=from_chunk)))
-    return qm.Filter(must=must)
+SCROLL_PAGE = 256
 
 
 def _sparse(vector: SparseVector) -> qm.SparseVector:
@@ -71,16 +47,16 @@ def _server_errors(collection: str | None = None) -> Iterator[None]:
         raise StoreUnavailable(f"Qdrant answered {exc.status_code}: {exc.reason_phrase}") from exc
     except (ResponseHandlingException, httpx.HTTPError) as exc:
         raise StoreUnavailable(f"Qdrant is unreachable: {exc}") from exc
-    except ValueError as exc:  # qdrant-client's in-memory mode reports missing collections so
+    except ValueError as exc:  # how qdrant-client's in-memory mode reports a missing collection
         if collection is not None and "not found" in str(exc):
             raise CollectionNotFound(collection) from exc
         raise
 
 
-class ServerStore:
+class ServerStore(VectorStore):
     def __init__(self, url: str, dimension: int, *, api_key: str | None = None) -> None:
         # location=":memory:" gives qdrant-client's in-process stand-in (tests only).
-        self.client = QdrantClient(location=url, api_key=api_key, timeout=30)
+        self.client = QdrantClient(location=url, api_key=api_key, timeout=10)
         self.dimension = dimension
 
     def ready(self) -> str | None:
@@ -93,16 +69,17 @@ class ServerStore:
 
     def create_collection(self, name: str) -> bool:
         with _server_errors():
-            if self.client.collection_exists(name):
-                return False
-            self.client.create_collection(
-                name,
-                vectors_config={DENSE: qm.VectorParams(size=self.dimension, distance=qm.Distance.COSINE)},
-                sparse_vectors_config={BM25: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
-            )
+            created = not self.client.collection_exists(name)
+            if created:
+                self.client.create_collection(
+                    name,
+                    vectors_config={DENSE: qm.VectorParams(size=self.dimension, distance=qm.Distance.COSINE)},
+                    sparse_vectors_config={BM25: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+                )
+            # Idempotent, and also on the "exists" path: a create that failed half-way is completed.
             self.client.create_payload_index(name, "doc_id", qm.PayloadSchemaType.KEYWORD, wait=True)
             self.client.create_payload_index(name, "chunk_index", qm.PayloadSchemaType.INTEGER, wait=True)
-        return True
+        return created
 
     def delete_collection(self, name: str) -> bool:
         with _server_errors():
@@ -114,12 +91,11 @@ class ServerStore:
         with _server_errors():
             return sorted(c.name for c in self.client.get_collections().collections)
 
-    def count(self, name: str) -> tuple[int, int]:
-        first_chunks = qm.Filter(must=[qm.FieldCondition(key="chunk_index", match=qm.MatchValue(value=0))])
-        with _server_errors(name):
-            documents = self.client.count(name, count_filter=first_chunks, exact=True).count
-            chunks = self.client.count(name, exact=True).count
-        return documents, chunks
+    def optimize(self, name: str) -> None:
+        """Qdrant server's optimizer indexes in the background."""
+
+    def close(self) -> None:
+        self.client.close()
 
     def upsert(self, name: str, chunks: list[EmbeddedChunk]) -> None:
         points = [
@@ -133,41 +109,27 @@ class ServerStore:
         with _server_errors(name):
             self.client.upsert(name, points=points, wait=True)
 
-    def delete_stale(self, name: str, chunk_counts: dict[str, int]) -> None:
-        stale = qm.Filter(should=[_doc_filter(doc, count) for doc, count in chunk_counts.items()])
+    def _count(self, name: str, flt: Any | None) -> int:
         with _server_errors(name):
-            self.client.delete(name, points_selector=qm.FilterSelector(filter=stale), wait=True)
+            return self.client.count(name, count_filter=flt, exact=True).count
 
-    def delete_document(self, name: str, doc_id: str) -> int:
+    def _delete(self, name: str, flt: Any) -> None:
         with _server_errors(name):
-            count = self.client.count(name, count_filter=_doc_filter(doc_id), exact=True).count
-            if count:
-                self.client.delete(
-                    name,
-                    points_selector=qm.FilterSelector(filter=_doc_filter(doc_id)),
-                    wait=True,
-                )
-        return count
+            self.client.delete(name, points_selector=qm.FilterSelector(filter=flt), wait=True)
 
-    def document(self, name: str, doc_id: str) -> list[StoredChunk]:
-        records: list[qm.Record] = []
+    def _scroll(self, name: str, flt: Any) -> list[dict[str, Any]]:
+        payloads: list[dict[str, Any]] = []
         offset: Any = None
         with _server_errors(name):
             while True:
-                page, offset = self.client.scroll(
-                    name,
-                    scroll_filter=_doc_filter(doc_id),
-                    limit=256,
-                    offset=offset,
-                    with_payload=True,
+                records, offset = self.client.scroll(
+                    name, scroll_filter=flt, limit=SCROLL_PAGE, offset=offset, with_payload=True
                 )
-                records.extend(page)
+                payloads.extend(r.payload for r in records if r.payload)
                 if offset is None:
-                    break
-        chunks = [StoredChunk.from_payload(r.payload) for r in records if r.payload]
-        return sorted(chunks, key=lambda c: c.chunk_index)
+                    return payloads
 
-    def search(
+    def _query(
         self,
         name: str,
         *,
@@ -175,10 +137,9 @@ class ServerStore:
         keywords: SparseVector,
         mode: SearchMode,
         top_k: int,
-        filter: Filter | None = None,
-        exact: bool = False,
-    ) -> list[StoredChunk]:
-        flt = _server_filter(filter) if filter else None
+        flt: Any | None,
+        exact: bool,
+    ) -> list[tuple[dict[str, Any], float]]:
         params = qm.SearchParams(exact=True) if exact else None
         with _server_errors(name):
             if mode == "hybrid":
@@ -186,13 +147,7 @@ class ServerStore:
                 response = self.client.query_points(
                     name,
                     prefetch=[
-                        qm.Prefetch(
-                            query=dense,
-                            using=DENSE,
-                            limit=fetch,
-                            filter=flt,
-                            params=params,
-                        ),
+                        qm.Prefetch(query=dense, using=DENSE, limit=fetch, filter=flt, params=params),
                         qm.Prefetch(query=_sparse(keywords), using=BM25, limit=fetch, filter=flt),
                     ],
                     query=qm.RrfQuery(rrf=qm.Rrf(k=RRF_K)),
@@ -210,10 +165,16 @@ class ServerStore:
                     limit=top_k,
                     with_payload=True,
                 )
-        return [StoredChunk.from_payload(p.payload, p.score) for p in response.points if p.payload]
+        return [(p.payload, p.score) for p in response.points if p.payload]
 
-    def optimize(self, name: str) -> None:
-        """Qdrant server's optimizer indexes in the background."""
+    def _match(self, key: str, value: str | int | bool) -> Any:
+        return qm.FieldCondition(key=key, match=qm.MatchValue(value=value))
 
-    def close(self) -> None:
-        self.client.close()
+    def _match_any(self, key: str, values: list[str] | list[int]) -> Any:
+        return qm.FieldCondition(key=key, match=qm.MatchAny(any=values))
+
+    def _range(self, key: str, bounds: dict[str, float]) -> Any:
+        return qm.FieldCondition(key=key, range=qm.Range(**bounds))
+
+    def _filter(self, must: list[Any], should: list[Any], must_not: list[Any]) -> Any:
+        return qm.Filter(must=must or None, should=should or None, must_not=must_not or None)
