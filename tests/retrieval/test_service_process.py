@@ -126,7 +126,7 @@ def test_up_ingests_once_and_completes_an_interrupted_first_run(tmp_path: Path) 
     for name in ("refunds", "pricing"):
         (kb / f"{name}.md").write_text(f"# {name.title()}\n\nEverything about {name}.")
     port = free_port()
-    env = {**_env_without_server(), "RAGFT_DATA_DIR": str(tmp_path / "data"), "RAGFT_PORT": str(port)}
+    env = {**_env_without_server(), "RAGFT_DATA_DIR": str(tmp_path / "data"), "RAGFT_RETRIEVAL_PORT": str(port)}
 
     def up() -> dict[str, Any]:
         proc = subprocess.Popen(

@@ -1,29 +1,25 @@
-"""The `ragft` command line."""
+"""Retrieval commands: `serve retrieval`, `ingest`, and `up` (the local stack)."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-app = typer.Typer(help="ragft: RAG, fine-tuned and hybrid answers, measured side by side.", no_args_is_help=True)
-serve_app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
-app.add_typer(serve_app, name="serve")
+from ragft.cli.app import REPO, app, console, fail, serve_app
 
 if TYPE_CHECKING:
     from services.retrieval.runtime import Retrieval
     from services.retrieval.schemas import DocumentIn
 
-console = Console(stderr=True)
-SAMPLE_KB = Path(__file__).resolve().parent.parent / "data" / "kb"
+SAMPLE_KB = REPO / "data" / "kb"
 
 
 @serve_app.command("retrieval")
 def serve_retrieval(
-    host: Annotated[str, typer.Option(envvar="RAGFT_HOST", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="RAGFT_PORT", help="Port to listen on.")] = 8001,
+    host: Annotated[str, typer.Option(envvar="RAGFT_RETRIEVAL_HOST", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="RAGFT_RETRIEVAL_PORT", help="Port to listen on.")] = 8001,
 ) -> None:
     """The retrieval service (embeddings + Qdrant) on :8001."""
     uvicorn.run("services.retrieval.app:create_app", factory=True, host=host, port=port, log_config=None)
@@ -37,7 +33,7 @@ def _load(paths: list[Path]) -> "list[DocumentIn]":
     try:
         return load_documents(paths)
     except (UnreadableFile, IngestError) as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _ingest(
@@ -73,17 +69,12 @@ def _ingest(
                 assert url is not None
                 summary = ingest_http(url, collection, documents, batch_size, advance)
     except IngestError as exc:
-        _fail(exc)
+        fail(exc)
     rate = summary.chunks / summary.seconds if summary.seconds else 0.0
     console.print(
         f"Ingested {summary.documents} documents ({summary.chunks} chunks) into {collection!r} "
         f"in {summary.seconds:.1f} s ({rate:.0f} chunks/s)"
     )
-
-
-def _fail(exc: Exception) -> NoReturn:
-    console.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(1) from exc
 
 
 def _open_retrieval() -> "Retrieval":
@@ -94,7 +85,7 @@ def _open_retrieval() -> "Retrieval":
     try:
         return Retrieval.open(RetrievalSettings())
     except StoreLocked as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @app.command()
@@ -144,8 +135,8 @@ def up(
     finally:
         retrieval.close()
     console.print(
-        f"Retrieval service: http://{settings.host}:{settings.port}  (Ctrl-C stops it)\n"
-        f"Try: curl -s http://{settings.host}:{settings.port}/v1/collections/{collection}/search "
+        f"Retrieval service: http://{settings.retrieval_host}:{settings.retrieval_port}  (Ctrl-C stops it)\n"
+        f"Try: curl -s http://{settings.retrieval_host}:{settings.retrieval_port}/v1/collections/{collection}/search "
         "-H 'content-type: application/json' -d '{\"query\": \"How much does the Team plan cost?\"}'"
     )
-    serve_retrieval(settings.host, settings.port)
+    serve_retrieval(settings.retrieval_host, settings.retrieval_port)

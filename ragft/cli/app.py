@@ -1,0 +1,21 @@
+"""The `ragft` Typer app and what its command modules share."""
+
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="ragft: RAG, fine-tuned and hybrid answers, measured side by side.", no_args_is_help=True)
+serve_app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+
+console = Console(stderr=True)
+# Where `make run` finds the sample data: a checkout of the repository.
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fail(exc: Exception) -> NoReturn:
+    """The package's own errors end the command with their message and status 1, no traceback."""
+    console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(1) from exc

