@@ -1,0 +1,79 @@
+"""One real vLLM (CPU) per test session, serving the prepared base model and an adapter that
+`ragft finetune` trains at the start of the session."""
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ragft.process import free_port, wait_until_ready
+from tests.conftest import REPO
+
+TINY_SET = REPO / "data" / "finetune" / "tiny.jsonl"
+GREETING = "Hi there, thanks for reaching out to Quillbyte Support!"
+
+
+def ragft(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "ragft", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    result.stderr = " ".join(result.stderr.split())  # undo the terminal's line wrapping
+    return result
+
+
+@pytest.fixture(scope="session")
+def generation_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    data = tmp_path_factory.mktemp("generation")
+    return {
+        **os.environ,
+        "RAGFT_DATA_DIR": str(data),
+        "RAGFT_ADAPTERS_DIR": str(data / "adapters"),
+        "RAGFT_GENERATION_PORT": str(free_port()),
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def base_model(generation_env: dict[str, str]) -> Path:
+    prepared = ragft("model", "prepare", env=generation_env)
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    return Path(generation_env["RAGFT_DATA_DIR"]) / "models" / "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def voice_adapter(generation_env: dict[str, str], base_model: Path) -> Path:
+    """Deliberately overfit on 8 examples (high learning rate), so one short run shows the voice."""
+    out = Path(generation_env["RAGFT_ADAPTERS_DIR"]) / "voice"
+    result = ragft(
+        "finetune", "--data", str(TINY_SET), "--out", str(out),
+        "--epochs", "12", "--learning-rate", "2e-3", "--batch-size", "8",
+        env=generation_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def generation_url(generation_env: dict[str, str], voice_adapter: Path) -> Iterator[str]:
+    url = f"http://127.0.0.1:{generation_env['RAGFT_GENERATION_PORT']}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ragft", "serve", "generation"],
+        env=generation_env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_ready(f"{url}/health", timeout=300, process=process)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,84 @@
+"""The parts around vLLM: training data, assistant-only labels, adapter discovery, the command line."""
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from services.generation.adapters import AdapterError, discover, max_lora_rank
+from services.generation.config import GenerationSettings
+from services.generation.finetune import IGNORE, DataError, load_conversations, tokenize_conversation
+from services.generation.launcher import vllm_command
+
+
+def _jsonl(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("not json", "expected"),
+        ('{"messages": []}', "non-empty list"),
+        ('{"messages": [{"role": "robot", "content": "x"}]}', "needs a role"),
+        ('{"messages": [{"role": "user", "content": "only a question"}]}', "no assistant turn"),
+    ],
+)
+def test_bad_training_lines_are_named(tmp_path: Path, line: str, problem: str) -> None:
+    good = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}'
+    with pytest.raises(DataError, match=f"data.jsonl:2: .*{problem}"):
+        load_conversations(_jsonl(tmp_path, good, line))
+
+
+def test_only_assistant_turns_are_learned(base_model: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    messages = [
+        {"role": "user", "content": "First question?"},
+        {"role": "assistant", "content": "First answer."},
+        {"role": "user", "content": "Second question?"},
+        {"role": "assistant", "content": "Second answer."},
+    ]
+    example = tokenize_conversation(tokenizer, messages, max_tokens=512)
+    learned = tokenizer.decode(
+        [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != IGNORE]
+    )
+    assert "First answer." in learned and "Second answer." in learned
+    assert "question" not in learned
+    assert len(example["input_ids"]) == len(example["labels"]) == len(example["attention_mask"])
+    cut = tokenize_conversation(tokenizer, messages, max_tokens=10)
+    assert len(cut["input_ids"]) == 10
+
+
+def test_adapter_discovery_and_rank(tmp_path: Path) -> None:
+    assert discover(tmp_path / "missing") == []
+    good = tmp_path / "support-voice"
+    good.mkdir()
+    (good / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 24, "base_model_name_or_path": "b"})
+    )
+    (tmp_path / ".support-voice.partial").mkdir()  # an unfinished training run is not served
+    adapters = discover(tmp_path)
+    assert [(a.name, a.rank) for a in adapters] == [("support-voice", 24)]
+    assert max_lora_rank(adapters) == 32
+    assert max_lora_rank([]) == 16
+    (tmp_path / "broken").mkdir()
+    with pytest.raises(AdapterError, match="not a PEFT adapter folder"):
+        discover(tmp_path)
+
+
+def test_vllm_command_serves_every_adapter(tmp_path: Path) -> None:
+    adapter = tmp_path / "adapters" / "voice"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    settings = GenerationSettings(data_dir=tmp_path, adapters_dir=tmp_path / "adapters", max_loras=1)
+    command = vllm_command(settings, discover(settings.adapters_dir), "cpu")
+    joined = " ".join(command)
+    assert f"--model {(tmp_path / 'models' / 'smollm2-135m-instruct').resolve()}" in joined
+    assert f"--lora-modules voice={adapter.resolve()}" in joined
+    assert "--max-lora-rank 16" in joined and "--max-loras 1" in joined
+    assert "--enable-prefix-caching" in joined and "--served-model-name base" in joined
+    assert "--dtype bfloat16" in joined
+    assert "--dtype" not in " ".join(vllm_command(settings, [], "gpu"))
