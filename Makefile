@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check bench-retrieval clean
+.PHONY: help install run test check bench-retrieval bench-generation clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test: check ## Lint, type check and run the test suite
 
 bench-retrieval: $(INSTALLED) ## Ingest throughput, search latency and recall of the retrieval service
 	$(BIN)/python -m benchmarks.retrieval
+
+bench-generation: $(INSTALLED) ## Tokens/s and time to first token: base model, LoRA adapter, merged model
+	$(BIN)/python -m benchmarks.generation
 
 clean: ## Remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

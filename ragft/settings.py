@@ -16,3 +16,4 @@ class RagftSettings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     retrieval_url: str = "http://127.0.0.1:8001"
     collection: str = "help-center"
+    default_adapter: str = "support-voice"

@@ -29,7 +29,7 @@ def serve_generation(
     settings = GenerationSettings()
     if device:
         settings = settings.model_copy(update={"generation_device": device})
-    _ensure_base_model(settings)
+    ensure_base_model(settings)
     try:
         status = run(settings, console.print)
     except (LaunchError, AdapterError) as exc:
@@ -37,7 +37,7 @@ def serve_generation(
     raise typer.Exit(status if status >= 0 else 128 - status)
 
 
-def _ensure_base_model(settings: GenerationSettings) -> None:
+def ensure_base_model(settings: GenerationSettings) -> None:
     from services.generation.model import ModelError, is_prepared, prepare_base_model
 
     if settings.base_model:  # the user's own model folder or hub name: theirs to provide
@@ -64,7 +64,7 @@ def model_prepare() -> None:
     if is_prepared(out):
         console.print(f"The base model is already prepared in {out}: nothing to do.")
         return
-    _ensure_base_model(settings)
+    ensure_base_model(settings)
     console.print(f"Base model ready in {out}")
 
 
@@ -140,7 +140,7 @@ def finetune(
     from services.generation.finetune import DataError, TrainOptions, train
 
     settings = GenerationSettings()
-    _ensure_base_model(settings)
+    ensure_base_model(settings)
     base = settings.base_model_path
     options = TrainOptions(
         epochs=epochs, learning_rate=learning_rate, rank=rank, alpha=2 * rank, batch_size=batch_size,
@@ -155,3 +155,19 @@ def finetune(
         f"Wrote the {kind} to {out}: {report.examples} examples, {report.steps} steps, "
         f"final loss {report.final_loss}, {report.seconds} s on {report.device}"
     )
+
+
+def ensure_default_adapter(settings: GenerationSettings, data: Path) -> None:
+    """Train the default adapter once, when the adapters folder has none."""
+    from services.generation.adapters import discover
+    from services.generation.finetune import DataError, TrainOptions, train
+
+    if discover(settings.adapters_dir):
+        return
+    out = settings.adapters_dir / settings.default_adapter
+    console.print(f"Training the default adapter {settings.default_adapter!r} from {data} (once; minutes on a CPU) ...")
+    try:
+        report = train(settings.base_model_path, data, out, TrainOptions(learning_rate=1e-3))
+    except DataError as exc:
+        fail(exc)
+    console.print(f"Adapter ready in {out}: final loss {report.final_loss} after {report.seconds} s")

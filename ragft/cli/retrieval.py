@@ -7,13 +7,11 @@ import typer
 import uvicorn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ragft.cli.app import REPO, app, console, fail, serve_app
+from ragft.cli.app import app, console, fail, serve_app
 
 if TYPE_CHECKING:
     from services.retrieval.runtime import Retrieval
     from services.retrieval.schemas import DocumentIn
-
-SAMPLE_KB = REPO / "data" / "kb"
 
 
 @serve_app.command("retrieval")
@@ -114,29 +112,16 @@ def ingest(
         retrieval.close()
 
 
-@app.command()
-def up(
-    collection: Annotated[str, typer.Option(envvar="RAGFT_COLLECTION", help="Collection to serve.")] = "help-center",
-    kb: Annotated[Path, typer.Option(help="Knowledge base ingested when the collection is empty.")] = SAMPLE_KB,
-) -> None:
-    """The local stack: the sample knowledge base ingested (once), then the retrieval service on :8001.
-
-    The gateway and the generation service join this command when they exist.
-    """
+def ensure_knowledge_base(collection: str, kb: Path) -> None:
+    """Ingest `kb` when the collection holds fewer documents: the first run, or a first run
+    that was interrupted (upserts make repeating it safe)."""
     documents = _load([kb])
     retrieval = _open_retrieval()
-    settings = retrieval.settings
     try:
         held = retrieval.store.count(collection)[0] if collection in retrieval.store.collections() else 0
         if held >= len(documents):
             console.print(f"Collection {collection!r} already holds {held} documents: not ingesting again.")
-        else:  # first run, or a first run that was interrupted: upserts make this safe to repeat
+        else:
             _ingest(documents, collection, retrieval=retrieval)
     finally:
         retrieval.close()
-    console.print(
-        f"Retrieval service: http://{settings.retrieval_host}:{settings.retrieval_port}  (Ctrl-C stops it)\n"
-        f"Try: curl -s http://{settings.retrieval_host}:{settings.retrieval_port}/v1/collections/{collection}/search "
-        "-H 'content-type: application/json' -d '{\"query\": \"How much does the Team plan cost?\"}'"
-    )
-    serve_retrieval(settings.retrieval_host, settings.retrieval_port)

@@ -95,6 +95,20 @@ def tokenize_conversation(tokenizer: Any, messages: list[dict[str, str]], max_to
     }
 
 
+def merge_adapter(base_model: str, adapter: Path, out: Path) -> Path:
+    """A full model folder with the adapter folded into the weights: served like any base
+    model, with no per-token LoRA cost."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged.save_pretrained(out)
+    AutoTokenizer.from_pretrained(base_model).save_pretrained(out)
+    return out
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
