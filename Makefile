@@ -26,7 +26,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 
 install: $(INSTALLED) ## Create .venv and install ragft with pinned dependencies
 
-run: $(INSTALLED) ## Run the local stack (sample knowledge base ingested once) until Ctrl-C
+run: $(INSTALLED) ## Set up what is missing (once), then run retrieval and generation until Ctrl-C
 	$(BIN)/ragft up
 
 check: $(INSTALLED) ## Lint, format check and type check
