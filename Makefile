@@ -4,7 +4,9 @@ PYTHON ?= python3.11
 EXTRAS ?= dev,cpu,train
 VENV := .venv
 BIN := $(VENV)/bin
-INSTALLED := $(VENV)/.installed
+comma := ,
+# One marker per set of extras: asking for other extras installs them.
+INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test check bench-retrieval bench-generation clean

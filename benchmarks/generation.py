@@ -8,7 +8,6 @@ then the merged model by a second vLLM started after the first stopped.
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from ragft.process import free_port, wait_until_ready
+from ragft.process import free_port, stop_process_group, wait_until_ready
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 32)
@@ -92,14 +91,18 @@ def serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    return process, url, wait_until_ready(f"{url}/health", timeout=600, process=process)
+    try:
+        return process, url, wait_until_ready(f"{url}/health", timeout=600, process=process)
+    except BaseException:
+        stop(process)
+        raise
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=120)
+    stop_process_group(process, timeout=60)
 
 
 def ragft(*args: str, env: dict[str, str]) -> None:

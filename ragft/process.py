@@ -1,5 +1,7 @@
 """Child processes on loopback: a free port, and waiting until a service is ready."""
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -33,3 +35,27 @@ def wait_until_ready(url: str, *, timeout: float, process: "subprocess.Popen[Any
         if time.monotonic() - started > timeout:
             raise NotReady(f"{url} did not answer 200 within {timeout:.0f} s")
         time.sleep(0.25)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def stop_process_group(process: "subprocess.Popen[Any]", *, timeout: float) -> None:
+    """SIGTERM to the process's group (it must have been started with start_new_session=True),
+    then SIGKILL if it has not exited within `timeout`. Safe to call on an exited process."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        process.wait()

@@ -1,6 +1,8 @@
 """Shared fixtures: the real retrieval app (real embedder, real Qdrant Edge) per test."""
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,3 +66,12 @@ def upsert(client: TestClient, collection: str, *docs: tuple[str, str], **metada
     response = client.post(f"/v1/collections/{collection}/documents", json=body)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def run_ragft(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`ragft ...` as a user runs it; stderr with the terminal's line wrapping undone."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ragft", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    result.stderr = " ".join(result.stderr.split())
+    return result

@@ -5,6 +5,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(help="ragft: RAG, fine-tuned and hybrid answers, measured side by side.", no_args_is_help=True)
 serve_app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
@@ -15,7 +16,12 @@ console = Console(stderr=True)
 REPO = Path(__file__).resolve().parents[2]
 
 
+def say(message: str) -> None:
+    """Plain text: vLLM's log lines are full of [brackets] that rich would read as markup."""
+    console.print(message, markup=False, highlight=False)
+
+
 def fail(exc: Exception) -> NoReturn:
     """The package's own errors end the command with their message and status 1, no traceback."""
-    console.print(f"[red]error:[/red] {exc}")
+    console.print(f"[red]error:[/red] {escape(str(exc))}")
     raise typer.Exit(1) from exc

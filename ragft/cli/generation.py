@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ragft.cli.app import app, console, fail, serve_app
+from ragft.cli.app import app, console, fail, say, serve_app
 from services.generation.adapters import AdapterClient
 from services.generation.config import GenerationSettings
 
@@ -28,10 +28,12 @@ def serve_generation(
 
     settings = GenerationSettings()
     if device:
+        if device not in ("auto", "cpu", "gpu"):
+            raise typer.BadParameter(f"{device!r}: choose auto, cpu or gpu", param_hint="--device")
         settings = settings.model_copy(update={"generation_device": device})
     ensure_base_model(settings)
     try:
-        status = run(settings, console.print)
+        status = run(settings, say)
     except (LaunchError, AdapterError) as exc:
         fail(exc)
     raise typer.Exit(status if status >= 0 else 128 - status)
@@ -130,7 +132,7 @@ def finetune(
     data: Annotated[Path, typer.Option(help='Chat examples, one {"messages": [...]} per line.')],
     out: Annotated[Path, typer.Option(help="New folder: ADAPTERS_DIR/NAME for an adapter.")],
     epochs: Annotated[float, typer.Option(min=0.01)] = 2.0,
-    learning_rate: Annotated[float, typer.Option(min=0)] = 2e-4,
+    learning_rate: Annotated[float, typer.Option(min=0)] = 1e-3,
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 16,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     max_tokens: Annotated[int, typer.Option(min=16, help="Longer examples are cut.")] = 512,
@@ -159,15 +161,18 @@ def finetune(
 
 def ensure_default_adapter(settings: GenerationSettings, data: Path) -> None:
     """Train the default adapter once, when the adapters folder has none."""
-    from services.generation.adapters import discover
+    from services.generation.adapters import AdapterError, discover
     from services.generation.finetune import DataError, TrainOptions, train
 
-    if discover(settings.adapters_dir):
-        return
+    try:
+        if discover(settings.adapters_dir):
+            return
+    except AdapterError as exc:
+        fail(exc)
     out = settings.adapters_dir / settings.default_adapter
     console.print(f"Training the default adapter {settings.default_adapter!r} from {data} (once; minutes on a CPU) ...")
     try:
-        report = train(settings.base_model_path, data, out, TrainOptions(learning_rate=1e-3))
+        report = train(settings.base_model_path, data, out, TrainOptions())
     except DataError as exc:
         fail(exc)
     console.print(f"Adapter ready in {out}: final loss {report.final_loss} after {report.seconds} s")

@@ -1,4 +1,4 @@
-"""Retrieval commands: `serve retrieval`, `ingest`, and `up` (the local stack)."""
+"""Retrieval commands: `serve retrieval`, `ingest`, and the knowledge-base step of `up`."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated

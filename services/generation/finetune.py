@@ -22,7 +22,7 @@ class DataError(Exception):
 @dataclass(frozen=True)
 class TrainOptions:
     epochs: float = 2.0
-    learning_rate: float = 2e-4
+    learning_rate: float = 1e-3  # a 135M model with a rank-16 adapter; larger models want ~2e-4
     rank: int = 16
     alpha: int = 32
     batch_size: int = 8
@@ -48,8 +48,12 @@ class TrainReport:
 
 def load_conversations(path: Path) -> list[list[dict[str, str]]]:
     """Chat-format examples, one `{"messages": [...]}` per line; errors name the line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
     conversations = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -84,8 +88,9 @@ def tokenize_conversation(tokenizer: Any, messages: list[dict[str, str]], max_to
         if message["role"] != "assistant":
             continue
         start = len(_ids(tokenizer, messages[:i], generation_prompt=True))
-        end = len(_ids(tokenizer, messages[: i + 1], generation_prompt=False))
-        if ids[:end] != _ids(tokenizer, messages[: i + 1], generation_prompt=False):
+        so_far = _ids(tokenizer, messages[: i + 1], generation_prompt=False)
+        end = len(so_far)
+        if ids[:end] != so_far:
             raise DataError("the chat template does not render conversations as prefixes of each other")
         labels[start:end] = ids[start:end]
     return {
@@ -168,9 +173,9 @@ def train(base_model: str, data: Path, out: Path, options: TrainOptions) -> Trai
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         staged = Path(work) / "result"
         if options.merge:
-            merged = peft_model.merge_and_unload()
-            merged.to(torch.bfloat16).save_pretrained(staged)  # type: ignore[operator]
-            tokenizer.save_pretrained(staged)
+            adapter = Path(work) / "adapter"
+            peft_model.save_pretrained(str(adapter))
+            merge_adapter(base_model, adapter, staged)
         else:
             peft_model.save_pretrained(str(staged))
         report = TrainReport(

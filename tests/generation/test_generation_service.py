@@ -8,7 +8,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.generation.conftest import GREETING, TINY_SET, ragft
+from ragft.process import free_port
+from tests.conftest import run_ragft
+from tests.generation.conftest import GREETING, TINY_SET
 
 QUESTION = "How can I change the email address on my account?"
 
@@ -41,12 +43,12 @@ def test_adapters_load_and_unload_at_run_time(
     generation_url: str, generation_env: dict[str, str], voice_adapter: Path
 ) -> None:
     env = {**generation_env, "RAGFT_GENERATION_URL": generation_url}
-    loaded = ragft("adapters", "load", "voice-copy", str(voice_adapter), env=env)
+    loaded = run_ragft("adapters", "load", "voice-copy", str(voice_adapter), env=env)
     assert loaded.returncode == 0, loaded.stderr
     assert _ask(generation_url, "voice-copy").startswith(GREETING)
-    listed = ragft("adapters", "list", env=env)
+    listed = run_ragft("adapters", "list", env=env)
     assert "voice-copy" in listed.stderr
-    unloaded = ragft("adapters", "unload", "voice-copy", env=env)
+    unloaded = run_ragft("adapters", "unload", "voice-copy", env=env)
     assert unloaded.returncode == 0, unloaded.stderr
     with pytest.raises(openai.NotFoundError):
         _ask(generation_url, "voice-copy")
@@ -64,15 +66,21 @@ def test_incompatible_adapters_are_refused_and_the_others_keep_working(
         (folder / "adapter_config.json").write_text(json.dumps({**config, **changes}))
         return folder
 
-    other_base = ragft(
+    other_base = run_ragft(
         "adapters", "load", "other", str(variant("other", base_model_name_or_path="org/Other-7B")), env=env
     )
     assert other_base.returncode == 1
     assert "was trained on 'org/Other-7B'" in other_base.stderr
-    too_big = ragft("adapters", "load", "big", str(variant("big", r=64)), env=env)
+    busy_port = run_ragft("serve", "generation", env=env)  # the session's vLLM holds the port
+    assert busy_port.returncode == 1
+    assert "is taken" in busy_port.stderr
+    unknown_device = run_ragft("serve", "generation", "--device", "tpu", env=env)
+    assert unknown_device.returncode == 2
+    assert "choose auto, cpu or gpu" in unknown_device.stderr
+    too_big = run_ragft("adapters", "load", "big", str(variant("big", r=64)), env=env)
     assert too_big.returncode == 1
     assert "greater than max_lora_rank" in too_big.stderr
-    not_an_adapter = ragft("adapters", "load", "empty", str(tmp_path), env=env)
+    not_an_adapter = run_ragft("adapters", "load", "empty", str(tmp_path), env=env)
     assert not_an_adapter.returncode == 1
     assert "not a PEFT adapter folder" in not_an_adapter.stderr
     assert _ask(generation_url, "voice").startswith(GREETING)
@@ -89,8 +97,8 @@ def test_finetune_records_what_it_did(voice_adapter: Path) -> None:
     assert config["base_model_name_or_path"] == report["base_model"]
 
 
-def test_model_prepare_is_idempotent(generation_url: str, generation_env: dict[str, str]) -> None:
-    again = ragft("model", "prepare", env=generation_env)
+def test_model_prepare_is_idempotent(base_model: Path, generation_env: dict[str, str]) -> None:
+    again = run_ragft("model", "prepare", env=generation_env)
     assert again.returncode == 0
     assert "nothing to do" in again.stderr
 
@@ -98,8 +106,8 @@ def test_model_prepare_is_idempotent(generation_url: str, generation_env: dict[s
 def test_adapters_for_another_base_model_stop_the_launch_before_vllm(
     generation_env: dict[str, str], voice_adapter: Path
 ) -> None:
-    env = {**generation_env, "RAGFT_BASE_MODEL": "/nonexistent/model"}
-    refused = ragft("serve", "generation", env=env, timeout=300)
+    env = {**generation_env, "RAGFT_BASE_MODEL": "/nonexistent/model", "RAGFT_GENERATION_PORT": str(free_port())}
+    refused = run_ragft("serve", "generation", env=env, timeout=300)
     assert refused.returncode == 1
     assert "adapter 'voice' was trained on" in refused.stderr
     assert "Starting vLLM" not in refused.stderr
@@ -108,8 +116,14 @@ def test_adapters_for_another_base_model_stop_the_launch_before_vllm(
 def test_a_vllm_that_cannot_start_is_reported_with_its_last_lines(
     generation_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**generation_env, "RAGFT_BASE_MODEL": "/nonexistent/model", "RAGFT_ADAPTERS_DIR": str(tmp_path)}
-    failed = ragft("serve", "generation", env=env, timeout=300)
+    env = {
+        **generation_env,
+        "RAGFT_BASE_MODEL": "/nonexistent/model",
+        "RAGFT_ADAPTERS_DIR": str(tmp_path),
+        "RAGFT_GENERATION_PORT": str(free_port()),
+    }
+    failed = run_ragft("serve", "generation", env=env, timeout=300)
     assert failed.returncode != 0
     assert "vLLM exited with status" in failed.stderr
-    assert "its last lines" in failed.stderr
+    last_lines = failed.stderr.split("its last lines:")[1]
+    assert "/nonexistent/model" in last_lines  # vLLM's own words, brackets and all

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from services.generation.adapters import AdapterError, discover, max_lora_rank
+from services.generation.adapters import AdapterError, discover, max_lora_rank, same_model
 from services.generation.config import GenerationSettings
 from services.generation.finetune import IGNORE, DataError, load_conversations, tokenize_conversation
 from services.generation.launcher import vllm_command
@@ -82,3 +82,23 @@ def test_vllm_command_serves_every_adapter(tmp_path: Path) -> None:
     assert "--enable-prefix-caching" in joined and "--served-model-name base" in joined
     assert "--dtype bfloat16" in joined
     assert "--dtype" not in " ".join(vllm_command(settings, [], "gpu"))
+
+
+def test_same_model_compares_whole_names_or_the_same_folder(tmp_path: Path) -> None:
+    assert same_model(str(tmp_path), str(tmp_path / "."))
+    assert same_model("HuggingFaceTB/SmolLM2-135M-Instruct", "huggingfacetb/smollm2-135m-instruct")
+    assert not same_model("org1/X-7B", "org2/X-7B")
+    assert not same_model(str(tmp_path / "a" / "merged"), str(tmp_path / "b" / "merged"))
+
+
+def test_adapters_default_under_the_data_dir(tmp_path: Path) -> None:
+    assert GenerationSettings(data_dir=tmp_path).adapters_dir == tmp_path / "adapters"
+    assert GenerationSettings(data_dir=tmp_path, adapters_dir=tmp_path / "x").adapters_dir == tmp_path / "x"
+
+
+def test_a_broken_adapter_config_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "half"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    with pytest.raises(AdapterError, match="integer r"):
+        discover(tmp_path)

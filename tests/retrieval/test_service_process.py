@@ -16,15 +16,7 @@ import httpx
 import pytest
 
 from ragft.process import free_port, wait_until_ready
-from tests.conftest import REPO, SAMPLE_KB
-
-
-def _ragft(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "ragft", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    result.stderr = " ".join(result.stderr.split())  # undo the terminal's line wrapping
-    return result
+from tests.conftest import REPO, SAMPLE_KB, run_ragft
 
 
 def _env_without_server() -> dict[str, str]:
@@ -73,7 +65,7 @@ def test_ingest_kill_restart_keeps_every_chunk(tmp_path: Path) -> None:
     question = json.loads((REPO / "data" / "kb_questions.jsonl").read_text().splitlines()[0])
 
     with _service(env, port) as proc:
-        ingested = _ragft("ingest", str(SAMPLE_KB), env=env)
+        ingested = run_ragft("ingest", str(SAMPLE_KB), env=env)
         assert ingested.returncode == 0, ingested.stderr
         assert f"Ingested {len(kb_files)} documents" in ingested.stderr
         before = _collection(port, "help-center")
@@ -97,7 +89,7 @@ def test_ingest_kill_restart_keeps_every_chunk(tmp_path: Path) -> None:
         assert _collection(port, "help-center") == before
 
         # The store is locked by the running service: a direct write is refused, not interleaved.
-        direct = _ragft("ingest", "--direct", str(SAMPLE_KB), env=env)
+        direct = run_ragft("ingest", "--direct", str(SAMPLE_KB), env=env)
         assert direct.returncode == 1
         assert "in use by another process" in direct.stderr
 
@@ -112,10 +104,10 @@ def test_ingest_kill_restart_keeps_every_chunk(tmp_path: Path) -> None:
 def test_ingest_reports_unreadable_input_and_writes_nothing(tmp_path: Path) -> None:
     env = {**_env_without_server(), "RAGFT_DATA_DIR": str(tmp_path)}
     (tmp_path / "empty.md").write_text("   \n")
-    result = _ragft("ingest", "--direct", str(tmp_path / "empty.md"), env=env)
+    result = run_ragft("ingest", "--direct", str(tmp_path / "empty.md"), env=env)
     assert result.returncode == 1
     assert "no text in it" in result.stderr
-    missing = _ragft("ingest", "--direct", str(tmp_path / "missing"), env=env)
+    missing = run_ragft("ingest", "--direct", str(tmp_path / "missing"), env=env)
     assert missing.returncode == 1
     assert "no such file or folder" in missing.stderr
     assert not (tmp_path / "qdrant-edge").exists()
