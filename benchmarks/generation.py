@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from ragft.process import free_port, stop_process_group, wait_until_ready
+from ragft.process import free_port, spawn_ragft, stop_process_group, wait_until_ready
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 32)
@@ -85,14 +85,7 @@ async def measure(url: str, model: str, concurrency: int) -> Result:
 def serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
     port = free_port()
     env = {**env, "RAGFT_GENERATION_PORT": str(port)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ragft", "serve", "generation"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = spawn_ragft("serve", "generation", env=env, cwd=REPO, own_group=True)
     url = f"http://127.0.0.1:{port}"
     try:
         return process, url, wait_until_ready(f"{url}/health", timeout=600, process=process)

@@ -10,7 +10,6 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ import numpy as np
 from prometheus_client import Histogram
 
 from benchmarks.corpus import docstring_corpus
-from ragft.process import free_port, wait_until_ready
+from ragft.process import free_port, spawn_ragft, wait_until_ready
 from services.retrieval.chunking import Chunk
 from services.retrieval.config import RetrievalSettings
 from services.retrieval.embedding import Embedder
@@ -112,9 +111,7 @@ def hit_rate(retrieval: Retrieval, collection: str, mode: SearchMode, k: int) ->
 def http_latencies(data_dir: str, collections: list[str], queries: list[str]) -> dict[tuple[str, str], list[float]]:
     port = free_port()
     env = {**os.environ, "RAGFT_DATA_DIR": data_dir, "RAGFT_LOG_LEVEL": "warning"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "ragft", "serve", "retrieval", "--port", str(port)], env=env, cwd=REPO
-    )
+    server = spawn_ragft("serve", "retrieval", "--port", str(port), env=env, cwd=REPO)
     results: dict[tuple[str, str], list[float]] = {}
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/readyz", timeout=120, process=server)

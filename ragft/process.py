@@ -4,7 +4,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -59,3 +61,16 @@ def stop_process_group(process: "subprocess.Popen[Any]", *, timeout: float) -> N
         process.wait()
     except ProcessLookupError:
         process.wait()
+
+
+def spawn_ragft(*args: str, env: dict[str, str], cwd: Path, own_group: bool = False) -> "subprocess.Popen[bytes]":
+    """`python -m ragft ARGS` in the background, its output discarded: a service for a test or a
+    benchmark. `own_group` starts it in a new process group, for `stop_process_group`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ragft", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=own_group,
+    )

@@ -3,15 +3,13 @@
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ragft.process import free_port, stop_process_group, wait_until_ready
+from ragft.process import free_port, spawn_ragft, stop_process_group, wait_until_ready
 from tests.conftest import REPO, run_ragft
 
 TINY_SET = REPO / "data" / "finetune" / "tiny.jsonl"
@@ -53,14 +51,7 @@ def voice_adapter(generation_env: dict[str, str], base_model: Path) -> Path:
 @pytest.fixture(scope="session")
 def generation_url(generation_env: dict[str, str], voice_adapter: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{generation_env['RAGFT_GENERATION_PORT']}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ragft", "serve", "generation"],
-        env=generation_env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = spawn_ragft("serve", "generation", env=generation_env, cwd=REPO, own_group=True)
     try:
         wait_until_ready(f"{url}/health", timeout=300, process=process)
         yield url

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ragft.process import free_port, wait_until_ready
+from ragft.process import free_port, spawn_ragft, wait_until_ready
 from tests.conftest import REPO, SAMPLE_KB, run_ragft
 
 
@@ -26,13 +25,7 @@ def _env_without_server() -> dict[str, str]:
 
 @contextmanager
 def _service(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ragft", "serve", "retrieval", "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn_ragft("serve", "retrieval", "--port", str(port), env=env, cwd=REPO)
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/readyz", timeout=90, process=proc)
         yield proc
@@ -122,13 +115,7 @@ def test_up_ingests_once_and_completes_an_interrupted_first_run(tmp_path: Path) 
     env = {**_env_without_server(), "RAGFT_DATA_DIR": str(tmp_path / "data"), "RAGFT_RETRIEVAL_PORT": str(port)}
 
     def up() -> dict[str, Any]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ragft", "up", "--services", "retrieval", "--kb", str(kb)],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = spawn_ragft("up", "--services", "retrieval", "--kb", str(kb), env=env, cwd=REPO)
         try:
             wait_until_ready(f"http://127.0.0.1:{port}/readyz", timeout=90, process=proc)
             return _collection(port, "help-center")
