@@ -9,7 +9,7 @@ comma := ,
 INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check bench-retrieval bench-generation clean
+.PHONY: help install run test check bench-retrieval bench-generation bench-gateway clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 
 install: $(INSTALLED) ## Create .venv and install ragft with pinned dependencies
 
-run: $(INSTALLED) ## Set up what is missing (once), then run retrieval and generation until Ctrl-C
+run: $(INSTALLED) ## Set up what is missing (once), then run retrieval, generation and the gateway until Ctrl-C
 	$(BIN)/ragft up
 
 check: $(INSTALLED) ## Lint, format check and type check
@@ -44,6 +44,10 @@ bench-retrieval: $(INSTALLED) ## Ingest throughput, search latency and recall of
 
 bench-generation: $(INSTALLED) ## Tokens/s and time to first token: base model, LoRA adapter, merged model
 	$(BIN)/python -m benchmarks.generation
+
+bench-gateway: $(INSTALLED) ## What the gateway adds: direct vs through the gateway, concurrency 1 and 64 (needs wrk)
+	command -v wrk >/dev/null || apt-get install --yes wrk
+	$(BIN)/python -m benchmarks.gateway
 
 clean: ## Remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -3,8 +3,10 @@
     RagftError                 500 internal_error
     ├── InvalidRequest         400 invalid_request
     │   └── UnknownRoute       400 invalid_request
+    ├── Unauthorized           401 unauthorized (+ WWW-Authenticate)
     ├── NotFound               404 not_found
     ├── PayloadTooLarge        413 payload_too_large
+    ├── UpstreamFailed         502 upstream_error
     ├── UpstreamUnavailable    503 upstream_unavailable (+ Retry-After)
     └── UpstreamTimeout        504 upstream_timeout
 
@@ -47,6 +49,14 @@ class UnknownRoute(InvalidRequest):
     pass
 
 
+class Unauthorized(RagftError):
+    status_code = 401
+    type = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="ragft"'}
+
+
 class NotFound(RagftError):
     status_code = 404
     type = "not_found"
@@ -55,6 +65,11 @@ class NotFound(RagftError):
 class PayloadTooLarge(RagftError):
     status_code = 413
     type = "payload_too_large"
+
+
+class UpstreamFailed(RagftError):
+    status_code = 502
+    type = "upstream_error"
 
 
 class UpstreamUnavailable(RagftError):

@@ -6,17 +6,18 @@ import structlog
 from ragft.web import REQUEST_ID_HEADER
 
 
-def _request_id_headers() -> dict[str, str]:
+def request_id_headers() -> dict[str, str]:
+    """The current request's id, for a call made on its behalf."""
     request_id = structlog.contextvars.get_contextvars().get("request_id")
     return {REQUEST_ID_HEADER: request_id} if request_id else {}
 
 
 async def _add_request_id_async(request: httpx.Request) -> None:
-    request.headers.update(_request_id_headers())
+    request.headers.update(request_id_headers())
 
 
 def _add_request_id(request: httpx.Request) -> None:
-    request.headers.update(_request_id_headers())
+    request.headers.update(request_id_headers())
 
 
 def async_client(base_url: str, *, timeout: float = 30.0, max_connections: int = 100) -> httpx.AsyncClient:

@@ -63,14 +63,17 @@ def stop_process_group(process: "subprocess.Popen[Any]", *, timeout: float) -> N
         process.wait()
 
 
-def spawn_ragft(*args: str, env: dict[str, str], cwd: Path, own_group: bool = False) -> "subprocess.Popen[bytes]":
-    """`python -m ragft ARGS` in the background, its output discarded: a service for a test or a
-    benchmark. `own_group` starts it in a new process group, for `stop_process_group`."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "ragft", *args],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=own_group,
-    )
+def spawn_ragft(
+    *args: str, env: dict[str, str], cwd: Path, own_group: bool = False, log: Path | None = None
+) -> "subprocess.Popen[bytes]":
+    """`python -m ragft ARGS` in the background: a service for a test or a benchmark. Its output
+    goes to `log`, or nowhere. `own_group` starts it in a new process group, for `stop_process_group`."""
+    with open(log or os.devnull, "ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ragft", *args],
+            env=env,
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=own_group,
+        )

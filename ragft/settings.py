@@ -5,6 +5,10 @@ from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Collection names become folder names in the embedded store and path segments in URLs;
+# the retrieval service and the gateway both check them.
+COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
 
 class RagftSettings(BaseSettings):
     """Base class for each service's settings; subclasses add their own fields."""
@@ -15,5 +19,8 @@ class RagftSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     retrieval_url: str = "http://127.0.0.1:8001"
+    generation_url: str = "http://127.0.0.1:8002"
+    # The name vLLM serves the base model under; adapters are served under their own names.
+    served_model_name: str = "base"
     collection: str = "help-center"
     default_adapter: str = "support-voice"

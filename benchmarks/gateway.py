@@ -1,0 +1,150 @@
+"""`make bench-gateway`: what the gateway itself costs. The same requests go straight to the
+upstreams and through the gateway, side by side in one run, at concurrency 1 and 64, against
+a stand-in upstream that answers at once (benchmarks/standin.py), so model time hides nothing.
+
+Load comes from wrk (C, one thread per core). The load generator, the gateway and the stand-in
+share this machine's cores; rounds alternate between the paths, and each figure is the median
+of its rounds. Prints Markdown."""
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragft.process import free_port, spawn_ragft, stop_process_group, wait_until_ready
+
+REPO = Path(__file__).resolve().parent.parent
+CONCURRENCY = (1, 64)
+SECONDS = 5
+ROUNDS = 3
+BODY = '{"model": "voice", "max_tokens": 16, "messages": [{"role": "user", "content": "How much is the Team plan?"}]}'
+SEARCH_BODY = '{"query": "How much is the Team plan?", "top_k": 4}'
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    body: str
+    headers: dict[str, str]
+
+
+def _lua(target: Target) -> str:
+    headers = {"Content-Type": "application/json", **target.headers}
+    lines = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    return f"wrk.method = \"POST\"\nwrk.body = '{target.body}'\n{lines}"
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * UNITS[unit]
+
+
+def wrk(target: Target, connections: int, script_dir: Path) -> Run:
+    script = script_dir / f"{target.name}.lua"
+    script.write_text(_lua(target))
+    threads = min(connections, os.cpu_count() or 1)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{SECONDS}s", "--latency", "-s", str(script), target.url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.MULTILINE))
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return Run(rps, _ms(percentiles["50"]), _ms(percentiles["99"]), errors)
+
+
+def _median(runs: list[Run]) -> Run:
+    return Run(
+        statistics.median(r.rps for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        sum(r.errors for r in runs),
+    )
+
+
+def measure(targets: list[Target], connections: int, script_dir: Path) -> dict[str, Run]:
+    rounds: dict[str, list[Run]] = {t.name: [] for t in targets}
+    wrk(targets[0], connections, script_dir)  # warm-up: connections, caches, the JIT-less first calls
+    for _ in range(ROUNDS):
+        for target in targets:
+            rounds[target.name].append(wrk(target, connections, script_dir))
+    return {name: _median(runs) for name, runs in rounds.items()}
+
+
+def _pair(a: Run, b: Run) -> Run:
+    """Two requests one after the other, as a client without the gateway makes them for rag."""
+    return Run(1 / (1 / a.rps + 1 / b.rps), a.p50_ms + b.p50_ms, a.p99_ms + b.p99_ms, a.errors + b.errors)
+
+
+def main() -> None:
+    if not shutil.which("wrk"):
+        sys.exit("bench-gateway needs wrk: apt-get install wrk")
+    standin_port, gateway_port = free_port(), free_port()
+    standin = f"http://127.0.0.1:{standin_port}"
+    gateway = f"http://127.0.0.1:{gateway_port}"
+    env = {
+        **os.environ,
+        "RAGFT_LOG_LEVEL": "warning",  # the access log is not what is measured
+        "RAGFT_GATEWAY_PORT": str(gateway_port),
+        "RAGFT_RETRIEVAL_URL": standin,
+        "RAGFT_GENERATION_URL": standin,
+        "RAGFT_DEFAULT_ADAPTER": "voice",
+    }
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "benchmarks.standin:app", "--port", str(standin_port),
+         "--log-level", "warning", "--no-access-log"],
+        cwd=REPO, start_new_session=True,
+    )  # fmt: skip
+    proxy = spawn_ragft("serve", "gateway", env=env, cwd=REPO, own_group=True)
+    try:
+        wait_until_ready(f"{standin}/health", timeout=30, process=upstream)
+        wait_until_ready(f"{gateway}/readyz", timeout=30, process=proxy)
+        targets = [
+            Target("direct-completion", f"{standin}/v1/chat/completions", BODY, {}),
+            Target("gateway-finetuned", f"{gateway}/v1/chat/completions", BODY, {"X-Ragft-Route": "finetuned"}),
+            Target("direct-search", f"{standin}/v1/collections/help-center/search", SEARCH_BODY, {}),
+            Target("gateway-rag", f"{gateway}/v1/chat/completions", BODY, {"X-Ragft-Route": "rag"}),
+        ]
+        print(f"# bench-gateway on {os.cpu_count()} CPU cores: wrk, {ROUNDS} rounds of {SECONDS} s per path\n")
+        print("| concurrency | path | requests/s | p50 ms | p99 ms | errors | added p50 ms | share of direct rps |")
+        print("|---|---|---|---|---|---|---|---|")
+        with tempfile.TemporaryDirectory(prefix="ragft-bench-gw-") as tmp:
+            for connections in CONCURRENCY:
+                runs = measure(targets, connections, Path(tmp))
+                direct_rag = _pair(runs["direct-search"], runs["direct-completion"])
+                rows = [
+                    ("direct: completion", runs["direct-completion"], None),
+                    ("gateway: finetuned", runs["gateway-finetuned"], runs["direct-completion"]),
+                    ("direct: search + completion", direct_rag, None),
+                    ("gateway: rag", runs["gateway-rag"], direct_rag),
+                ]
+                for name, run, direct in rows:
+                    added = f"{run.p50_ms - direct.p50_ms:+.2f}" if direct else ""
+                    share = f"{run.rps / direct.rps:.0%}" if direct else ""
+                    print(
+                        f"| {connections} | {name} | {run.rps:,.0f} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | "
+                        f"{run.errors} | {added} | {share} |"
+                    )
+    finally:
+        stop_process_group(proxy, timeout=10)
+        stop_process_group(upstream, timeout=10)
+
+
+if __name__ == "__main__":
+    main()

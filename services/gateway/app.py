@@ -1,0 +1,41 @@
+"""The gateway's FastAPI app: `uvicorn --factory services.gateway.app:create_app`."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from ragft.logging import configure_logging, get_logger
+from ragft.web import create_service_app
+from services.gateway.config import GatewaySettings, get_settings
+from services.gateway.routes import router
+from services.gateway.runtime import Gateway
+
+log = get_logger(__name__)
+
+
+async def _readiness(request: Request) -> str | None:
+    gateway: Gateway = request.app.state.gateway
+    return await gateway.not_ready()
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.gateway = gateway = Gateway.open(settings)
+        log.info(
+            "gateway ready",
+            retrieval=settings.retrieval_url,
+            generation=settings.generation_url,
+            default_route=settings.default_route.value,
+            auth="api keys" if settings.keys else "none",
+        )
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    configure_logging(settings.log_level, settings.log_format)
+    return create_service_app("gateway", lifespan=lifespan, routers=[router], readiness=_readiness)

@@ -1,0 +1,68 @@
+"""What the gateway holds for its lifetime: its settings and one client per upstream."""
+
+import asyncio
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from ragft.errors import NotFound, UpstreamFailed
+from services.gateway.config import GatewaySettings
+from services.gateway.schemas import Source
+from services.gateway.upstreams import Upstream
+
+READINESS_S = 3.0
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    retrieval: Upstream
+    generation: Upstream
+
+    @classmethod
+    def open(cls, settings: GatewaySettings) -> "Gateway":
+        def upstream(name: str, url: str) -> Upstream:
+            return Upstream(name, url, connections=settings.upstream_connections, retry_after=settings.retry_after_s)
+
+        return cls(
+            settings,
+            upstream("retrieval", settings.retrieval_url),
+            upstream("generation", settings.generation_url),
+        )
+
+    async def close(self) -> None:
+        await self.retrieval.close()
+        await self.generation.close()
+
+    async def search(self, collection: str, query: str, *, deadline: float) -> list[Source]:
+        path = f"/v1/collections/{quote(collection, safe='')}/search"
+        body = {"query": query, "top_k": self.settings.top_k}
+        try:
+            found = await self.retrieval.json("POST", path, deadline=deadline, body=body)
+        except NotFound as exc:
+            raise NotFound(exc.message, param="X-Ragft-Collection") from exc
+        try:
+            return [Source.model_validate(hit) for hit in found["hits"]]
+        except (KeyError, TypeError, ValidationError) as exc:
+            raise UpstreamFailed(f"the retrieval service answered a search with an unexpected body: {exc}") from exc
+
+    async def models(self, *, deadline: float) -> object:
+        return await self.generation.json("GET", "/v1/models", deadline=deadline)
+
+    async def not_ready(self) -> str | None:
+        """None when both upstreams answer their health checks, else what is wrong."""
+        deadline = asyncio.get_running_loop().time() + READINESS_S
+        checks = [(self.retrieval, "/readyz"), (self.generation, "/health")]
+        results = await asyncio.gather(
+            *(upstream.check(path, deadline=deadline) for upstream, path in checks), return_exceptions=True
+        )
+        problems = [str(result) for result in results if isinstance(result, Exception)]
+        return "; ".join(problems) or None
+
+
+def adapter_not_found(adapter: str) -> NotFound:
+    return NotFound(
+        f"adapter {adapter!r} is not served by the generation service; GET /v1/models lists those that are",
+        param="X-Ragft-Adapter",
+    )

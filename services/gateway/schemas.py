@@ -1,0 +1,57 @@
+"""The chat request the gateway reads. Only what it needs is checked here; every other OpenAI
+field (temperature, max_tokens, stop, seed, ...) passes through to vLLM, which checks it."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "\n".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    # The route and adapter headers decide what runs; the response's `model` says what ran.
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    # Checked here too, so the commonest mistakes get a clear message before any upstream work.
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int | None = Field(None, ge=1, le=1, description="one answer per request")
+
+    def upstream_body(self, model: str, messages: list[ChatMessage]) -> dict[str, Any]:
+        body = self.model_dump(exclude_none=True)
+        body["model"] = model
+        body["messages"] = [message.model_dump(exclude_none=True) for message in messages]
+        return body
+
+
+class Source(BaseModel):
+    """One retrieved passage, as the retrieval service's search returns it."""
+
+    doc_id: str
+    chunk_id: str
+    score: float
+    text: str
+    metadata: dict[str, Any]

@@ -1,0 +1,62 @@
+"""The gateway as a process on loopback, in front of the session's real retrieval service and
+real vLLM; `start_gateway` starts more with other settings for the fault tests."""
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from ragft.process import free_port
+from tests.conftest import embedded_env, serving
+
+GatewayStarter = Callable[..., AbstractContextManager[str]]
+
+
+@pytest.fixture(scope="session")
+def start_gateway(tmp_path_factory: pytest.TempPathFactory, retrieval_url: str, generation_url: str) -> GatewayStarter:
+    """`with start_gateway(RAGFT_X="...") as url:` a gateway with those settings on top of the
+    session's upstreams, stopped when the block ends."""
+
+    @contextmanager
+    def start(log: Path | None = None, **settings: str) -> Iterator[str]:
+        port = free_port()
+        defaults = {
+            "RAGFT_RETRIEVAL_URL": retrieval_url,
+            "RAGFT_GENERATION_URL": generation_url,
+            "RAGFT_DEFAULT_ADAPTER": "voice",
+        }
+        env = embedded_env(tmp_path_factory.mktemp("gateway"), RAGFT_GATEWAY_PORT=str(port), **{**defaults, **settings})
+        url = f"http://127.0.0.1:{port}"
+        with serving("serve", "gateway", env=env, ready=f"{url}/healthz", log=log):
+            yield url
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def gateway_url(start_gateway: GatewayStarter) -> Iterator[str]:
+    with start_gateway() as url:
+        yield url
+
+
+@pytest.fixture
+def openai_client(gateway_url: str) -> openai.OpenAI:
+    """The official OpenAI client, unchanged, pointed at the gateway."""
+    return openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def running_requests(generation_url: str) -> float:
+    """How many requests vLLM is generating for right now, from its own metrics."""
+    metrics = httpx.get(f"{generation_url}/metrics").text
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("vllm:num_requests_running"))
+
+
+def wait_until_idle(generation_url: str, seconds: float = 5) -> float:
+    deadline = time.monotonic() + seconds
+    while running_requests(generation_url) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return running_requests(generation_url)

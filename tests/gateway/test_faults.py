@@ -1,0 +1,201 @@
+"""Bad input and failing upstreams: a clear error in the standard shape, and nothing hangs."""
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from ragft.process import free_port
+from tests.conftest import embedded_env, serving
+from tests.gateway.conftest import GatewayStarter, wait_until_idle
+
+USER = [{"role": "user", "content": "How do I reset my password?"}]
+
+
+def _post(
+    url: str, body: Any = None, *, content: bytes | None = None, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", json=body, content=content, headers=headers, timeout=60)
+
+
+def _error(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert set(error) == {"type", "message", "param"}
+    return error
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "param", "says"),
+    [
+        ({"messages": USER}, {"X-Ragft-Route": "fine-tuned"}, 400, "X-Ragft-Route", "rag, finetuned, hybrid"),
+        ({"messages": USER}, {"X-Ragft-Route": "finetuned", "X-Ragft-Adapter": "nope"}, 404, "X-Ragft-Adapter", "nope"),
+        ({"messages": USER}, {"X-Ragft-Route": "hybrid", "X-Ragft-Adapter": ""}, 400, "X-Ragft-Adapter", "needs"),
+        ({"messages": USER}, {"X-Ragft-Collection": "no-such-kb"}, 404, "X-Ragft-Collection", "no-such-kb"),
+        ({"messages": USER}, {"X-Ragft-Collection": "../etc"}, 400, "X-Ragft-Collection", "not a collection name"),
+        ({"messages": []}, {}, 422, "messages", "at least 1"),
+        ({"messages": "hello"}, {}, 422, "messages", "valid list"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, {}, 422, "messages.0.role", "'user'"),
+        ({"messages": [{"role": "user", "content": 42}]}, {}, 422, "messages.0.content", "string"),
+        ({"messages": [{"role": "user", "content": "  "}]}, {}, 400, "messages", "no user message has text"),
+        ({"messages": USER, "temperature": "hot"}, {}, 422, "temperature", "number"),
+        ({"messages": USER, "max_tokens": 0}, {}, 422, "max_tokens", "greater than or equal to 1"),
+        ({"messages": USER, "max_tokens": 100000}, {"X-Ragft-Route": "finetuned"}, 400, None, "max_model_len"),
+        ({"messages": USER, "n": 3}, {}, 422, "n", "less than or equal to 1"),
+        ([1, 2], {}, 422, "body", "valid dictionary"),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(
+    gateway_url: str, body: Any, headers: dict[str, str], status: int, param: str | None, says: str
+) -> None:
+    error = _error(_post(gateway_url, body, headers=headers), status)
+    # A union's error names the branch too: messages.0.content.str
+    assert error["param"] == param or error["param"].startswith(f"{param}.")
+    assert says in error["message"]
+
+
+def test_a_body_that_is_not_json(gateway_url: str) -> None:
+    error = _error(_post(gateway_url, content=b'{"messages": [', headers={"content-type": "application/json"}), 422)
+    assert "not valid JSON" in error["message"]
+
+
+def test_api_keys_guard_the_api_but_not_health(start_gateway: GatewayStarter) -> None:
+    with start_gateway(RAGFT_API_KEYS="key-one, key-two") as url:
+        missing = httpx.get(f"{url}/v1/models")
+        assert _error(missing, 401)["type"] == "unauthorized"
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        assert _error(_post(url, {"messages": USER}, headers={"Authorization": "Bearer key-three"}), 401)
+        assert _error(_post(url, {"messages": USER}, headers={"Authorization": "Basic key-one"}), 401)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="key-two", max_retries=0)
+        assert "base" in {model.id for model in client.models.list()}
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert httpx.get(f"{url}{path}").status_code == 200
+
+
+def test_retrieval_down_fails_rag_and_hybrid_fast_while_finetuned_answers(
+    start_gateway: GatewayStarter, tmp_path: Path
+) -> None:
+    port = free_port()
+    retrieval_url = f"http://127.0.0.1:{port}"
+    env = embedded_env(tmp_path, RAGFT_RETRIEVAL_PORT=str(port))
+    with (
+        serving("serve", "retrieval", env=env, ready=f"{retrieval_url}/readyz") as retrieval,
+        start_gateway(RAGFT_RETRIEVAL_URL=retrieval_url) as url,
+    ):
+        assert httpx.get(f"{url}/readyz").status_code == 200
+        retrieval.terminate()  # a real upstream process, stopped
+        retrieval.wait(timeout=20)
+        for route in ("rag", "hybrid"):
+            started = time.monotonic()
+            down = _post(url, {"messages": USER}, headers={"X-Ragft-Route": route})
+            assert time.monotonic() - started < 5  # refused connection: no waiting for a timeout
+            assert _error(down, 503)["type"] == "upstream_unavailable"
+            assert "retrieval" in down.json()["error"]["message"]
+            assert int(down.headers["retry-after"]) > 0
+        answered = _post(url, {"messages": USER, "max_tokens": 8}, headers={"X-Ragft-Route": "finetuned"})
+        assert answered.status_code == 200
+        not_ready = httpx.get(f"{url}/readyz")
+        assert _error(not_ready, 503)["type"] == "not_ready"
+        assert "retrieval" in not_ready.json()["error"]["message"]
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'ragft_gateway_upstream_errors_total{type="upstream_unavailable",upstream="retrieval"}' in metrics
+
+
+def test_generation_down_is_a_503(start_gateway: GatewayStarter) -> None:
+    # Nothing listens on the port: what a stopped vLLM looks like to the gateway, without the
+    # 40-second restart of the session's real one.
+    with start_gateway(RAGFT_GENERATION_URL=f"http://127.0.0.1:{free_port()}") as url:
+        for route in ("rag", "finetuned", "hybrid"):
+            down = _post(url, {"messages": USER, "stream": route == "hybrid"}, headers={"X-Ragft-Route": route})
+            assert "generation" in _error(down, 503)["message"]
+            assert down.headers["retry-after"]
+        assert _error(httpx.get(f"{url}/v1/models"), 503)
+
+
+def _events(response: httpx.Response) -> list[Any]:
+    lines = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    return [line if line == "[DONE]" else json.loads(line) for line in lines]
+
+
+LONG = {"messages": USER, "max_tokens": 1500, "ignore_eos": True}
+
+
+def test_the_deadline_gives_504_before_streaming_and_an_error_event_after(
+    start_gateway: GatewayStarter, generation_url: str
+) -> None:
+    with start_gateway(RAGFT_DEADLINE_S="2") as url:
+        started = time.monotonic()
+        assert _error(_post(url, LONG, headers={"X-Ragft-Route": "finetuned"}), 504)["type"] == "upstream_timeout"
+        assert time.monotonic() - started < 10
+        headers = {"X-Ragft-Route": "finetuned"}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json={**LONG, "stream": True}, headers=headers) as r:
+            assert r.status_code == 200
+            events = _events(r)
+        assert "ragft" in events[0]
+        assert events[-2]["error"]["type"] == "upstream_timeout"
+        assert events[-1] == "[DONE]"
+        assert wait_until_idle(generation_url) == 0  # the cut requests no longer generate
+
+
+class _BrokenVllm(BaseHTTPRequestHandler):
+    """A stand-in for vLLM that fails on cue: a stream sends two tokens, then the connection
+    drops; a plain completion is not JSON."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream" if body.get("stream") else "application/json")
+        self.end_headers()
+        if not body.get("stream"):
+            self.wfile.write(b"<html>not json</html>")
+            return
+        for token in ("Hel", "lo"):
+            chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "voice",
+                     "choices": [{"index": 0, "delta": {"content": token}, "finish_reason": None}]}  # fmt: skip
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.flush()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def broken_vllm() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BrokenVllm)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_upstream_that_dies_mid_stream_ends_with_an_error_not_a_clean_finish(
+    start_gateway: GatewayStarter, broken_vllm: str
+) -> None:
+    with start_gateway(RAGFT_GENERATION_URL=broken_vllm) as url:
+        body = {"messages": USER, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers={"X-Ragft-Route": "finetuned"}) as r:
+            events = _events(r)
+        assert [e["choices"][0]["delta"]["content"] for e in events[1:3]] == ["Hel", "lo"]
+        assert events[3]["error"]["type"] == "upstream_error"
+        assert "before the answer was complete" in events[3]["error"]["message"]
+        assert events[4:] == ["[DONE]"]
+        # The official client raises rather than returning a truncated answer as if it were whole.
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.APIError, match="before the answer was complete"):
+            for _ in client.chat.completions.create(model="voice", messages=USER, stream=True):  # type: ignore[arg-type]
+                pass
+
+
+def test_an_upstream_answer_that_is_not_json_is_a_502(start_gateway: GatewayStarter, broken_vllm: str) -> None:
+    with start_gateway(RAGFT_GENERATION_URL=broken_vllm) as url:
+        error = _error(_post(url, {"messages": USER}, headers={"X-Ragft-Route": "finetuned"}), 502)
+        assert error["type"] == "upstream_error"
+        assert "invalid JSON" in error["message"]
