@@ -135,8 +135,9 @@ def test_a_client_that_disconnects_stops_vllm_generating(gateway_url: str, gener
     with httpx.stream(
         "POST", f"{gateway_url}/v1/chat/completions", json=body, headers={"X-Ragft-Route": "finetuned"}, timeout=60
     ) as response:
+        # vLLM's gauge lags its scheduler a little: read on until it shows the request running.
         for n, _ in enumerate(response.iter_lines()):
-            if n == 10:
+            if n >= 10 and running_requests(generation_url) == 1:
                 break
-        assert running_requests(generation_url) == 1
+            assert n < 1000, "vLLM never reported the request as running"
     assert wait_until_idle(generation_url) == 0
