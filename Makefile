@@ -9,7 +9,7 @@ comma := ,
 INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check bench-retrieval bench-generation bench-gateway clean
+.PHONY: help install run test check bench-retrieval bench-generation bench-gateway loadtest loadtest-step clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -48,6 +48,12 @@ bench-generation: $(INSTALLED) ## Tokens/s and time to first token: base model, 
 bench-gateway: $(INSTALLED) ## What the gateway adds: direct vs through the gateway, concurrency 1 and 64 (needs wrk)
 	command -v wrk >/dev/null || apt-get install --yes wrk
 	$(BIN)/python -m benchmarks.gateway
+
+loadtest: $(INSTALLED) ## Locust against the gateway, 4 users per route for 30 s (starts the stack if none is up); report in loadtests/results/
+	$(BIN)/ragft loadtest $(LOADTEST_ARGS)
+
+loadtest-step: $(INSTALLED) ## The step mode: 1, 4, 16, 64 users per route; p95 latency against throughput
+	$(BIN)/ragft loadtest --step $(LOADTEST_ARGS)
 
 clean: ## Remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,164 @@
+"""Runs the load test: the local stack when none is up, then one headless Locust run per step and
+route (a subprocess, bounded by `-t` and `--stop-timeout`, loopback only), then the report.
+
+`run_step` is the unit a test can call on its own: one Locust run, its CSVs in a folder."""
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from subprocess import Popen
+from urllib.parse import urlsplit
+
+import httpx
+
+from ragft.process import NotReady, spawn_ragft, stop_process_group, wait_until_ready
+
+REPO = Path(__file__).resolve().parent.parent
+LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
+RESULTS = Path(__file__).resolve().with_name("results")
+# What each run is named after (its CSV files: users-<N>-<label>_stats.csv) and the class it runs.
+USER_CLASSES = {"rag": "RagUser", "finetuned": "FinetunedUser", "hybrid": "HybridUser", "mixed": "MixedUser"}
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class LoadTestFailed(Exception):
+    pass
+
+
+def check_loopback(url: str) -> None:
+    if urlsplit(url).hostname not in LOOPBACK:
+        raise LoadTestFailed(f"{url} is not on this machine: the load tests send load to loopback only")
+
+
+def parse_duration(text: str) -> int:
+    """`30`, `30s`, `2m` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+)\s*([sm]?)\s*", text)
+    if not match or int(match[1]) == 0:
+        raise ValueError(f"duration {text!r}: a positive number of seconds (30, 30s) or minutes (2m)")
+    return int(match[1]) * (60 if match[2] == "m" else 1)
+
+
+def run_step(
+    host: str,
+    label: str,
+    users: int,
+    duration_s: int,
+    out_dir: Path,
+    *,
+    stop_timeout_s: int = 30,
+    env: Mapping[str, str] | None = None,
+) -> Path:
+    """One headless Locust run of `label`'s user class (a route, or "mixed") with `users` users,
+    all started at once, for `duration_s`; users then get `stop_timeout_s` to finish the answer
+    they are waiting for. Writes out_dir/users-<N>-<label>_{stats,failures,exceptions,stats_history}.csv
+    and a .log, and returns the _stats.csv. `env` adds LOADTEST_* settings for the locustfile."""
+    check_loopback(host)
+    if label not in USER_CLASSES:
+        raise ValueError(f"unknown run {label!r}; choose from {', '.join(USER_CLASSES)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = out_dir / f"users-{users}-{label}"
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host,
+        "-u", str(users), "-r", str(users), "-t", f"{duration_s}s", "--stop-timeout", str(stop_timeout_s),
+        "--csv", str(prefix), "--only-summary", "--exit-code-on-error", "0", USER_CLASSES[label],
+    ]  # fmt: skip
+    log = prefix.with_name(prefix.name + ".log")
+    with log.open("wb") as output:
+        try:
+            process = subprocess.run(
+                command,
+                cwd=REPO,  # the locustfile imports loadtests.gateway from the working directory
+                env={**os.environ, **(env or {})},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                timeout=duration_s + stop_timeout_s + 60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise LoadTestFailed(f"Locust did not stop by itself; its output: {log}") from None
+    stats = prefix.with_name(prefix.name + "_stats.csv")
+    if process.returncode != 0 or not stats.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise LoadTestFailed(f"Locust exited with status {process.returncode} ({log}):\n{tail}")
+    return stats
+
+
+def gateway_state(url: str) -> str:
+    """ "ready" (/readyz answers 200), "starting" (alive, upstreams not ready yet) or "down"."""
+    try:
+        if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+            return "ready"
+        return "starting" if httpx.get(f"{url}/healthz", timeout=5).status_code == 200 else "down"
+    except httpx.TransportError:
+        return "down"
+
+
+def ensure_stack(url: str, *, timeout_s: float, log: Path, say: Callable[[str], None] = print) -> "Popen[bytes] | None":
+    """Uses the gateway at `url` when it is up (waits while it is still starting); otherwise starts
+    `ragft up` with the gateway on that URL's port, and returns it for `stop_process_group`."""
+    check_loopback(url)
+    state = gateway_state(url)
+    if state == "ready":
+        say(f"Using the gateway already up at {url}")
+        return None
+    if state == "starting":
+        say(f"The gateway at {url} is starting; waiting for /readyz (up to {timeout_s:.0f} s)")
+        try:
+            wait_until_ready(f"{url}/readyz", timeout=timeout_s)
+        except NotReady as exc:
+            raise LoadTestFailed(f"the gateway at {url} did not get ready: {exc}") from exc
+        return None
+    parts = urlsplit(url)
+    env = {
+        **os.environ,
+        "RAGFT_GATEWAY_HOST": parts.hostname or "127.0.0.1",
+        "RAGFT_GATEWAY_PORT": str(parts.port or 80),
+    }
+    say(
+        f"No gateway at {url}: starting the local stack (ragft up, output in {log}); the first run may train an adapter"
+    )
+    stack = spawn_ragft("up", env=env, cwd=REPO, own_group=True, log=log)
+    try:
+        seconds = wait_until_ready(f"{url}/readyz", timeout=timeout_s, process=stack)
+    except NotReady as exc:
+        stop_process_group(stack, timeout=60)
+        raise LoadTestFailed(f"the local stack did not get ready: {exc}; see {log}") from exc
+    say(f"The local stack is ready ({seconds:.0f} s)")
+    return stack
+
+
+def run_load_test(
+    gateway: str,
+    *,
+    labels: Iterable[str],
+    steps: Iterable[int],
+    duration_s: int,
+    out_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stop_timeout_s: int = 30,
+    startup_timeout_s: float = 1200,
+    say: Callable[[str], None] = print,
+) -> tuple[Path, Path]:
+    """The whole load test; returns (report.md, report.png). Each step runs every label in turn, so
+    the routes are compared under the same conditions; the stack it started, if any, is stopped."""
+    from loadtests.report import build_report  # matplotlib only when a report is made
+
+    gateway = gateway.rstrip("/")
+    out_dir = out_dir or RESULTS / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels, steps = list(labels), sorted(set(steps))
+    stack = ensure_stack(gateway, timeout_s=startup_timeout_s, log=out_dir / "stack.log", say=say)
+    try:
+        for users in steps:
+            for label in labels:
+                say(f"{label}: {users} user(s) for {duration_s} s")
+                run_step(gateway, label, users, duration_s, out_dir, stop_timeout_s=stop_timeout_s, env=env)
+    finally:
+        if stack is not None:
+            say("Stopping the local stack")
+            stop_process_group(stack, timeout=60)
+    return build_report(out_dir)

@@ -1,0 +1,84 @@
+"""`ragft loadtest`: Locust against the gateway, one route at a time, then a report."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ragft.cli.app import app, fail, say
+from services.gateway.config import GatewaySettings
+
+STEP_USERS = "1,4,16,64"
+
+
+def _users(text: str) -> list[int]:
+    try:
+        users = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: comma-separated numbers of users, e.g. 4 or 1,4,16,64") from None
+    if not users or min(users) < 1:
+        raise typer.BadParameter(f"{text!r}: at least one step, each of 1 user or more")
+    return users
+
+
+@app.command()
+def loadtest(
+    users: Annotated[str, typer.Option(help="Users per run, comma-separated: one step (4) or several (1,4,16).")] = "4",
+    step: Annotated[bool, typer.Option("--step", help=f"The step mode: users {STEP_USERS}.")] = False,
+    duration: Annotated[str, typer.Option(help="How long each step runs, per route: 30, 30s, 2m.")] = "30s",
+    routes: Annotated[
+        str, typer.Option(help="Comma-separated runs: rag, finetuned, hybrid, and mixed (all routes by --weights).")
+    ] = "rag,finetuned,hybrid",
+    weights: Annotated[str, typer.Option(help="The mixed run's share of each route.")] = "rag=1,finetuned=1,hybrid=1",
+    stream: Annotated[str, typer.Option(help="Streamed requests: mixed (every other one), 1 (all) or 0 (none).")] = (
+        "mixed"
+    ),
+    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each request.")] = 64,
+    gateway: Annotated[
+        str | None, typer.Option(help="The gateway's URL (loopback only); default: RAGFT_GATEWAY_HOST and _PORT.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Results folder; default: loadtests/results/<timestamp>/.")] = None,
+    startup_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for a stack this command starts (the first run trains an adapter).")
+    ] = 1200,
+    stop_timeout: Annotated[int, typer.Option(help="Seconds a run's users get to finish their last answer.")] = 30,
+) -> None:
+    """Load-test the gateway with Locust, headless: every route (--routes) at every step (--users),
+    for --duration each, then report.md and report.png in the results folder.
+
+    Uses the gateway when it answers; otherwise runs `ragft up` while the test runs, and stops it.
+    """
+    # Imported here: the loadtests package lives in the checkout beside ragft, and only this command needs it.
+    from loadtests.gateway import STREAM_MODES, parse_weights
+    from loadtests.run import USER_CLASSES, LoadTestFailed, parse_duration, run_load_test
+
+    settings = GatewaySettings()
+    url = gateway or f"http://{settings.gateway_host}:{settings.gateway_port}"
+    labels = [label.strip() for label in routes.split(",") if label.strip()]
+    if not labels or not set(labels) <= set(USER_CLASSES):
+        raise typer.BadParameter(f"--routes {routes!r}: choose from {', '.join(USER_CLASSES)}")
+    if stream not in STREAM_MODES:
+        raise typer.BadParameter(f"--stream {stream!r}: choose from {', '.join(STREAM_MODES)}")
+    try:
+        seconds = parse_duration(duration)
+        parse_weights(weights)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    env = {"LOADTEST_WEIGHTS": weights, "LOADTEST_STREAM": stream, "LOADTEST_MAX_TOKENS": str(max_tokens)}
+    if settings.keys:
+        env["LOADTEST_API_KEY"] = sorted(settings.keys)[0]
+    try:
+        report, chart = run_load_test(
+            url,
+            labels=labels,
+            steps=_users(STEP_USERS if step else users),
+            duration_s=seconds,
+            out_dir=out,
+            env=env,
+            stop_timeout_s=stop_timeout,
+            startup_timeout_s=startup_timeout,
+            say=say,
+        )
+    except LoadTestFailed as exc:
+        fail(exc)
+    say(f"Report: {report}\nChart:  {chart}")

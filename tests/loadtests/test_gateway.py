@@ -1,0 +1,119 @@
+"""What the locustfile checks and measures in one answer (loadtests/gateway.py, no Locust)."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from loadtests.gateway import (
+    AnswerFailed,
+    Options,
+    chat_body,
+    check_response,
+    parse_weights,
+    read_stream,
+    server_timing,
+)
+
+
+def _event(payload: object) -> list[bytes]:
+    return [b"data: " + json.dumps(payload).encode(), b""]
+
+
+def _content(text: str) -> list[bytes]:
+    return _event({"choices": [{"index": 0, "delta": {"content": text}}]})
+
+
+def _clock(*readings: float) -> Iterator[float]:
+    return iter(readings)
+
+
+def _stream(*parts: list[bytes]) -> list[bytes]:
+    return [line for part in parts for line in part]
+
+
+def test_server_timing() -> None:
+    header = "retrieve;dur=37.6, generate;dur=3400.1, total;dur=3438.0"
+    assert server_timing(header) == {"retrieve": 37.6, "generate": 3400.1, "total": 3438.0}
+    assert server_timing(None) == {}
+
+
+def test_a_stream_measured_with_vllm_usage_and_the_gateway_timing() -> None:
+    lines = _stream(
+        _event({"choices": [{"delta": {"role": "assistant", "content": ""}}], "ragft": {"sources": []}}),
+        _content("Hi"),
+        _content(" there"),
+        _content("!"),
+        _event({"choices": [], "usage": {"completion_tokens": 5}}),
+        _event({"choices": [], "ragft": {"timing": {"retrieve": 12.5, "ttft": 80.0, "generate": 300.0}}}),
+        [b"data: [DONE]", b""],
+    )
+    # One clock reading per JSON event: role, 3 contents, usage, timing.
+    clock = _clock(10.05, 10.1, 10.2, 10.5, 10.5, 10.5)
+    answer = read_stream(lines, started=10.0, clock=lambda: next(clock))
+    assert answer.ttft_ms == pytest.approx(100.0)  # the first event with content, not the role event
+    assert answer.tokens == 5  # vLLM's count wins over the 3 chunks
+    assert answer.tokens_per_s == pytest.approx(4 / 0.4)  # tokens after the first / time after the first
+    assert answer.timing == {"retrieve": 12.5, "ttft": 80.0, "generate": 300.0}
+
+
+def test_without_usage_tokens_are_the_content_chunks() -> None:
+    clock = _clock(1.0, 1.5)
+    answer = read_stream(_stream(_content("a"), _content("b"), [b"data: [DONE]"]), 0.5, clock=lambda: next(clock))
+    assert answer.tokens == 2
+    assert answer.tokens_per_s == pytest.approx(2.0)
+    assert answer.timing == {}
+
+
+def test_an_error_event_or_a_cut_stream_fails_the_answer() -> None:
+    error = {"error": {"type": "deadline_exceeded", "message": "the request took longer than 120 s"}}
+    with pytest.raises(AnswerFailed, match="error event: deadline_exceeded: the request took longer"):
+        read_stream(_stream(_content("a"), _event(error), [b"data: [DONE]"]), 0.0)
+    with pytest.raises(AnswerFailed, match=r"without data: \[DONE\]"):
+        read_stream(_stream(_content("a")), 0.0)
+
+
+def _response(status: int, route: str | None, body: object) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    if route is not None:
+        response.headers["X-Ragft-Route"] = route
+    response._content = json.dumps(body).encode()
+    return response
+
+
+def test_check_response_wants_a_200_from_the_route_asked_for() -> None:
+    check_response(_response(200, "hybrid", {}), "hybrid")
+    with pytest.raises(AnswerFailed, match="X-Ragft-Route is 'rag', not 'hybrid'"):
+        check_response(_response(200, "rag", {}), "hybrid")
+    with pytest.raises(AnswerFailed, match="X-Ragft-Route is None"):
+        check_response(_response(200, None, {}), "rag")
+    unavailable = {"error": {"type": "upstream_unavailable", "message": "retrieval is down"}}
+    with pytest.raises(AnswerFailed, match="HTTP 503: upstream_unavailable: retrieval is down"):
+        check_response(_response(503, "rag", unavailable), "rag")
+
+
+def test_weights_and_options_from_the_environment(tmp_path: Path) -> None:
+    assert parse_weights("rag=2, finetuned=1") == {"rag": 2.0, "finetuned": 1.0}
+    for bad in ("auto=1", "rag", "rag=-1", "rag=0"):
+        with pytest.raises(ValueError):
+            parse_weights(bad)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "Q1?"}\n\n{"question": "Q2?"}\n')
+    options = Options.from_env(
+        {"LOADTEST_QUESTIONS": str(questions), "LOADTEST_STREAM": "1", "LOADTEST_MAX_TOKENS": "8"}
+    )
+    assert (options.questions, options.stream, options.max_tokens) == (["Q1?", "Q2?"], "1", 8)
+    assert options.weights == {"rag": 1.0, "finetuned": 1.0, "hybrid": 1.0}
+    assert len(Options.from_env({}).questions) == 110  # the sample knowledge base's question set
+    with pytest.raises(ValueError, match="LOADTEST_STREAM"):
+        Options.from_env({"LOADTEST_STREAM": "sometimes"})
+
+
+def test_chat_body_asks_for_the_usage_chunk_when_streaming() -> None:
+    assert chat_body("Q?", max_tokens=64, stream=True)["stream_options"] == {"include_usage": True}
+    plain = chat_body("Q?", max_tokens=64, stream=False)
+    assert "stream_options" not in plain
+    assert (plain["max_tokens"], plain["temperature"], plain["messages"][0]["content"]) == (64, 0, "Q?")

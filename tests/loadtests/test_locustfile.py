@@ -1,0 +1,96 @@
+"""The locustfile in a real headless Locust run (run_step) against the fake gateway (a few
+seconds), and the runner's refusal of anything but loopback. The run against the real stack is
+another test's."""
+
+import csv
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from loadtests.report import build_report
+from loadtests.run import LoadTestFailed, check_loopback, parse_duration, run_step
+from ragft.process import free_port, stop_process_group, wait_until_ready
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def fake_gateway(**settings: str) -> Iterator[str]:
+    """The fake gateway on a free port, with FAKE_GATEWAY_* settings."""
+    port = free_port()
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tests.loadtests.fake_gateway:app", "--port", str(port),
+         "--log-level", "warning", "--no-access-log"],
+        cwd=REPO, start_new_session=True, env={**os.environ, **settings},
+    )  # fmt: skip
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", timeout=30, process=fake)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process_group(fake, timeout=2)  # uvicorn would wait for the answers Locust gave up on
+
+
+@pytest.fixture
+def fake_gateway_answering_rag() -> Iterator[str]:
+    """Every answer says `X-Ragft-Route: rag`, whatever was asked."""
+    with fake_gateway(FAKE_GATEWAY_ROUTE="rag") as url:
+        yield url
+
+
+def test_a_short_mixed_run_measures_every_answer_and_checks_the_route(
+    fake_gateway_answering_rag: str, tmp_path: Path
+) -> None:
+    weights = {"LOADTEST_WEIGHTS": "rag=1,finetuned=1", "LOADTEST_MAX_TOKENS": "8"}
+    stats = run_step(fake_gateway_answering_rag, "mixed", 2, 3, tmp_path, stop_timeout_s=5, env=weights)
+
+    assert stats == tmp_path / "users-2-mixed_stats.csv"
+    with stats.open(newline="") as handle:
+        entries = {(row["Type"], row["Name"]): row for row in csv.DictReader(handle)}
+    count = {key: int(row["Request Count"]) for key, row in entries.items()}
+    failed = {key: int(row["Failure Count"]) for key, row in entries.items()}
+    # rag: answered as asked, streamed and not, every answer measured.
+    for key in (("POST", "rag"), ("POST", "rag stream")):
+        assert count[key] > 5 and failed[key] == 0
+    assert count[("TTFT", "rag")] == count[("TOKENS_PER_S", "rag")] == count[("POST", "rag stream")]
+    assert (
+        count[("RETRIEVE", "rag")]
+        == count[("GENERATE", "rag")]
+        == count[("POST", "rag")] + count[("POST", "rag stream")]
+    )
+    assert float(entries[("TOKENS_PER_S", "rag")]["Average Content Size"]) == 8  # tokens per answer: vLLM's usage
+    # finetuned: the header says rag, so every request fails and measures nothing more.
+    for key in (("POST", "finetuned"), ("POST", "finetuned stream")):
+        assert count[key] > 5 and failed[key] == count[key]
+    assert ("TTFT", "finetuned") not in entries and ("RETRIEVE", "finetuned") not in entries
+    failures = (tmp_path / "users-2-mixed_failures.csv").read_text()
+    assert "X-Ragft-Route is 'rag', not 'finetuned'" in failures
+
+    report, _ = build_report(tmp_path)
+    assert "| 2 | rag (mixed) |" in report.read_text()
+
+
+def test_an_answer_cut_at_the_stop_timeout_is_not_recorded(tmp_path: Path) -> None:
+    """Answers of 8 s (16 tokens, 0.5 s each), a 2 s run and 1 s to finish: every user is killed
+    mid-answer, and nothing is recorded, neither as an answer (of 3 s) nor as a failure."""
+    with fake_gateway(FAKE_GATEWAY_TOKEN_S="0.5") as url:
+        stats = run_step(url, "rag", 2, 2, tmp_path, stop_timeout_s=1, env={"LOADTEST_MAX_TOKENS": "16"})
+    with stats.open(newline="") as handle:
+        assert [row["Name"] for row in csv.DictReader(handle)] == ["Aggregated"]
+
+
+def test_the_runner_sends_load_to_loopback_only(tmp_path: Path) -> None:
+    with pytest.raises(LoadTestFailed, match="loopback only"):
+        run_step("http://example.com:8000", "rag", 1, 1, tmp_path)
+    check_loopback("http://localhost:8000")
+    assert not list(tmp_path.iterdir())
+
+
+def test_durations() -> None:
+    assert [parse_duration(text) for text in ("30", "30s", "2m")] == [30, 30, 120]
+    with pytest.raises(ValueError):
+        parse_duration("0s")
