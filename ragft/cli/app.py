@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
+import uvicorn
 from rich.console import Console
 from rich.markup import escape
 
@@ -20,6 +21,11 @@ def say(message: str) -> None:
     """Plain text, never wrapped: vLLM's log lines are full of [brackets] that rich would read as
     markup, and a printed command must survive copy and paste."""
     console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def serve(factory: str, host: str, port: int) -> None:
+    """A service's app factory (`module:create_app`) under uvicorn, logging through ragft's own setup."""
+    uvicorn.run(factory, factory=True, host=host, port=port, log_config=None)
 
 
 def fail(exc: Exception) -> NoReturn:

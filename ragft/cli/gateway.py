@@ -3,9 +3,8 @@
 from typing import Annotated
 
 import typer
-import uvicorn
 
-from ragft.cli.app import serve_app
+from ragft.cli.app import serve, serve_app
 
 
 @serve_app.command("gateway")
@@ -14,4 +13,4 @@ def serve_gateway(
     port: Annotated[int, typer.Option(envvar="RAGFT_GATEWAY_PORT", help="Port to listen on.")] = 8000,
 ) -> None:
     """The OpenAI-compatible gateway on :8000: rag, finetuned or hybrid by X-Ragft-Route."""
-    uvicorn.run("services.gateway.app:create_app", factory=True, host=host, port=port, log_config=None)
+    serve("services.gateway.app:create_app", host, port)

@@ -4,10 +4,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ragft.cli.app import app, console, fail, serve_app
+from ragft.cli.app import app, console, fail, serve, serve_app
 
 if TYPE_CHECKING:
     from services.retrieval.runtime import Retrieval
@@ -20,7 +19,7 @@ def serve_retrieval(
     port: Annotated[int, typer.Option(envvar="RAGFT_RETRIEVAL_PORT", help="Port to listen on.")] = 8001,
 ) -> None:
     """The retrieval service (embeddings + Qdrant) on :8001."""
-    uvicorn.run("services.retrieval.app:create_app", factory=True, host=host, port=port, log_config=None)
+    serve("services.retrieval.app:create_app", host, port)
 
 
 def _load(paths: list[Path]) -> "list[DocumentIn]":

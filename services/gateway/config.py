@@ -1,7 +1,7 @@
 """Gateway settings (`RAGFT_` environment variables)."""
 
 from enum import StrEnum
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from pydantic import Field
 
@@ -37,8 +37,9 @@ class GatewaySettings(RagftSettings):
     upstream_connections: int = Field(256, ge=1)
     retry_after_s: int = Field(5, ge=1)
 
-    @property
+    @cached_property
     def keys(self) -> frozenset[str]:
+        """Parsed once: every API request checks them."""
         return frozenset(key.strip() for key in self.api_keys.split(",") if key.strip())
 
 

@@ -41,7 +41,7 @@ class ChatRequest(BaseModel):
     n: int | None = Field(None, ge=1, le=1, description="one answer per request")
 
     def upstream_body(self, model: str, messages: list[ChatMessage]) -> dict[str, Any]:
-        body = self.model_dump(exclude_none=True)
+        body = self.model_dump(exclude_none=True, exclude={"messages"})
         body["model"] = model
         body["messages"] = [message.model_dump(exclude_none=True) for message in messages]
         return body
