@@ -9,7 +9,7 @@ comma := ,
 INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check bench-retrieval bench-generation bench-gateway loadtest loadtest-step clean
+.PHONY: help install run test check bench-retrieval bench-generation bench-gateway loadtest loadtest-step eval clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ loadtest: $(INSTALLED) ## Locust against the gateway, 4 users per route for 30 s
 
 loadtest-step: $(INSTALLED) ## The step mode: 1, 4, 16, 64 users per route; p95 latency against throughput
 	$(BIN)/ragft loadtest --step $(LOADTEST_ARGS)
+
+eval: $(INSTALLED) ## Answer quality per route on data/kb_questions.jsonl (starts the stack if none is up); report in evals/results/
+	$(BIN)/ragft eval $(EVAL_ARGS)
 
 clean: ## Remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

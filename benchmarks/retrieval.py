@@ -5,7 +5,6 @@ Everything runs side by side in one process tree on this machine, so the ratios 
 when the absolute numbers move with the machine's load.
 """
 
-import json
 import os
 import random
 import signal
@@ -21,6 +20,7 @@ import numpy as np
 from prometheus_client import Histogram
 
 from benchmarks.corpus import docstring_corpus
+from evals.dataset import load_questions
 from ragft.process import free_port, spawn_ragft, wait_until_ready
 from services.retrieval.chunking import Chunk
 from services.retrieval.config import RetrievalSettings
@@ -99,12 +99,12 @@ def recall_at_10(retrieval: Retrieval, collection: str, queries: list[str]) -> f
 
 
 def hit_rate(retrieval: Retrieval, collection: str, mode: SearchMode, k: int) -> float:
-    questions = [json.loads(line) for line in (REPO / "data" / "kb_questions.jsonl").read_text().splitlines()]
-    answerable = [q for q in questions if q["doc_id"]]
+    questions = load_questions(REPO / "data" / "kb_questions.jsonl", ["heldout"])
+    answerable = [q for q in questions if q.answerable]
     hits = 0
     for q in answerable:
-        results = retrieval.search(collection, SearchRequest(query=q["question"], top_k=k, mode=mode))
-        hits += q["doc_id"] in {h.doc_id for h in results}
+        results = retrieval.search(collection, SearchRequest(query=q.question, top_k=k, mode=mode))
+        hits += q.doc_id in {h.doc_id for h in results}
     return hits / len(answerable)
 
 

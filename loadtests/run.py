@@ -10,28 +10,18 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from subprocess import Popen
-from urllib.parse import urlsplit
 
-import httpx
-
-from ragft.process import NotReady, spawn_ragft, stop_process_group, wait_until_ready
+from ragft.localstack import StackFailed, check_loopback, gateway_up
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 RESULTS = Path(__file__).resolve().with_name("results")
 # What each run is named after (its CSV files: users-<N>-<label>_stats.csv) and the class it runs.
 USER_CLASSES = {"rag": "RagUser", "finetuned": "FinetunedUser", "hybrid": "HybridUser", "mixed": "MixedUser"}
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-class LoadTestFailed(Exception):
-    pass
-
-
-def check_loopback(url: str) -> None:
-    if urlsplit(url).hostname not in LOOPBACK:
-        raise LoadTestFailed(f"{url} is not on this machine: the load tests send load to loopback only")
+class LoadTestFailed(StackFailed):
+    """Locust failed, or the stack it needs did not come up."""
 
 
 def parse_duration(text: str) -> int:
@@ -87,50 +77,6 @@ def run_step(
     return stats
 
 
-def gateway_state(url: str) -> str:
-    """ "ready" (/readyz answers 200), "starting" (alive, upstreams not ready yet) or "down"."""
-    try:
-        if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-            return "ready"
-        return "starting" if httpx.get(f"{url}/healthz", timeout=5).status_code == 200 else "down"
-    except httpx.TransportError:
-        return "down"
-
-
-def ensure_stack(url: str, *, timeout_s: float, log: Path, say: Callable[[str], None] = print) -> "Popen[bytes] | None":
-    """Uses the gateway at `url` when it is up (waits while it is still starting); otherwise starts
-    `ragft up` with the gateway on that URL's port, and returns it for `stop_process_group`."""
-    check_loopback(url)
-    state = gateway_state(url)
-    if state == "ready":
-        say(f"Using the gateway already up at {url}")
-        return None
-    if state == "starting":
-        say(f"The gateway at {url} is starting; waiting for /readyz (up to {timeout_s:.0f} s)")
-        try:
-            wait_until_ready(f"{url}/readyz", timeout=timeout_s)
-        except NotReady as exc:
-            raise LoadTestFailed(f"the gateway at {url} did not get ready: {exc}") from exc
-        return None
-    parts = urlsplit(url)
-    env = {
-        **os.environ,
-        "RAGFT_GATEWAY_HOST": parts.hostname or "127.0.0.1",
-        "RAGFT_GATEWAY_PORT": str(parts.port or 80),
-    }
-    say(
-        f"No gateway at {url}: starting the local stack (ragft up, output in {log}); the first run may train an adapter"
-    )
-    stack = spawn_ragft("up", env=env, cwd=REPO, own_group=True, log=log)
-    try:
-        seconds = wait_until_ready(f"{url}/readyz", timeout=timeout_s, process=stack)
-    except NotReady as exc:
-        stop_process_group(stack, timeout=60)
-        raise LoadTestFailed(f"the local stack did not get ready: {exc}; see {log}") from exc
-    say(f"The local stack is ready ({seconds:.0f} s)")
-    return stack
-
-
 def run_load_test(
     gateway: str,
     *,
@@ -151,14 +97,9 @@ def run_load_test(
     out_dir = out_dir or RESULTS / datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     labels, steps = list(labels), sorted(set(steps))
-    stack = ensure_stack(gateway, timeout_s=startup_timeout_s, log=out_dir / "stack.log", say=say)
-    try:
+    with gateway_up(gateway, timeout_s=startup_timeout_s, log=out_dir / "stack.log", say=say):
         for users in steps:
             for label in labels:
                 say(f"{label}: {users} user(s) for {duration_s} s")
                 run_step(gateway, label, users, duration_s, out_dir, stop_timeout_s=stop_timeout_s, env=env)
-    finally:
-        if stack is not None:
-            say("Stopping the local stack")
-            stop_process_group(stack, timeout=60)
     return build_report(out_dir)

@@ -1,6 +1,6 @@
 """The `ragft` command line: one Typer app, its commands grouped by service."""
 
-from ragft.cli import gateway, generation, loadtest, retrieval, stack
+from ragft.cli import evaluate, gateway, generation, loadtest, retrieval, stack
 from ragft.cli.app import app
 
-__all__ = ["app", "gateway", "generation", "loadtest", "retrieval", "stack"]
+__all__ = ["app", "evaluate", "gateway", "generation", "loadtest", "retrieval", "stack"]

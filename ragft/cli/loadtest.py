@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from ragft.cli.app import app, fail, say
+from ragft.localstack import StackFailed
 from services.gateway.config import GatewaySettings
 
 STEP_USERS = "1,4,16,64"
@@ -50,7 +51,7 @@ def loadtest(
     """
     # Imported here: the loadtests package lives in the checkout beside ragft, and only this command needs it.
     from loadtests.gateway import STREAM_MODES, parse_weights
-    from loadtests.run import USER_CLASSES, LoadTestFailed, parse_duration, run_load_test
+    from loadtests.run import USER_CLASSES, parse_duration, run_load_test
 
     settings = GatewaySettings()
     url = gateway or f"http://{settings.gateway_host}:{settings.gateway_port}"
@@ -79,6 +80,6 @@ def loadtest(
             startup_timeout_s=startup_timeout,
             say=say,
         )
-    except LoadTestFailed as exc:
+    except StackFailed as exc:
         fail(exc)
     say(f"Report: {report}\nChart:  {chart}")

@@ -14,8 +14,15 @@ import asyncio
 import itertools
 import json
 import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+from ragft.process import free_port, stop_process_group, wait_until_ready
 
 RETRIEVE_S = 0.004
 TOKEN_S = float(os.environ.get("FAKE_GATEWAY_TOKEN_S", "0.002"))
@@ -23,6 +30,7 @@ MAX_TOKENS = 16
 FORCED_ROUTE = os.environ.get("FAKE_GATEWAY_ROUTE", "")
 FAIL_EVERY = int(os.environ.get("FAKE_GATEWAY_FAIL_EVERY", "0"))
 COUNTER = itertools.count(1)
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def _body(receive: Any) -> bytes:
@@ -114,3 +122,19 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         _chunk([], ragft={"timing": {"retrieve": retrieve, "ttft": ttft, "generate": generate, "total": total}})
     )
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+@contextmanager
+def start_fake_gateway(**settings: str) -> Iterator[str]:
+    """The fake gateway on a free port, with FAKE_GATEWAY_* settings."""
+    port = free_port()
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tests.loadtests.fake_gateway:app", "--port", str(port),
+         "--log-level", "warning", "--no-access-log"],
+        cwd=REPO, start_new_session=True, env={**os.environ, **settings},
+    )  # fmt: skip
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", timeout=30, process=fake)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process_group(fake, timeout=2)  # uvicorn would wait for the answers Locust gave up on

@@ -3,42 +3,21 @@ seconds), and the runner's refusal of anything but loopback. The run against the
 another test's."""
 
 import csv
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from loadtests.report import build_report
-from loadtests.run import LoadTestFailed, check_loopback, parse_duration, run_step
-from ragft.process import free_port, stop_process_group, wait_until_ready
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@contextmanager
-def fake_gateway(**settings: str) -> Iterator[str]:
-    """The fake gateway on a free port, with FAKE_GATEWAY_* settings."""
-    port = free_port()
-    fake = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.loadtests.fake_gateway:app", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
-        cwd=REPO, start_new_session=True, env={**os.environ, **settings},
-    )  # fmt: skip
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}/readyz", timeout=30, process=fake)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process_group(fake, timeout=2)  # uvicorn would wait for the answers Locust gave up on
+from loadtests.run import parse_duration, run_step
+from ragft.localstack import StackFailed, check_loopback
+from tests.loadtests.fake_gateway import start_fake_gateway
 
 
 @pytest.fixture
 def fake_gateway_answering_rag() -> Iterator[str]:
     """Every answer says `X-Ragft-Route: rag`, whatever was asked."""
-    with fake_gateway(FAKE_GATEWAY_ROUTE="rag") as url:
+    with start_fake_gateway(FAKE_GATEWAY_ROUTE="rag") as url:
         yield url
 
 
@@ -77,14 +56,14 @@ def test_a_short_mixed_run_measures_every_answer_and_checks_the_route(
 def test_an_answer_cut_at_the_stop_timeout_is_not_recorded(tmp_path: Path) -> None:
     """Answers of 8 s (16 tokens, 0.5 s each), a 2 s run and 1 s to finish: every user is killed
     mid-answer, and nothing is recorded, neither as an answer (of 3 s) nor as a failure."""
-    with fake_gateway(FAKE_GATEWAY_TOKEN_S="0.5") as url:
+    with start_fake_gateway(FAKE_GATEWAY_TOKEN_S="0.5") as url:
         stats = run_step(url, "rag", 2, 2, tmp_path, stop_timeout_s=1, env={"LOADTEST_MAX_TOKENS": "16"})
     with stats.open(newline="") as handle:
         assert [row["Name"] for row in csv.DictReader(handle)] == ["Aggregated"]
 
 
 def test_the_runner_sends_load_to_loopback_only(tmp_path: Path) -> None:
-    with pytest.raises(LoadTestFailed, match="loopback only"):
+    with pytest.raises(StackFailed, match="loopback only"):
         run_step("http://example.com:8000", "rag", 1, 1, tmp_path)
     check_loopback("http://localhost:8000")
     assert not list(tmp_path.iterdir())

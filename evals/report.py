@@ -1,0 +1,237 @@
+"""Scores a run's recorded answers and writes report.md (a row per route, then the questions
+where the routes disagree) and report.png. `python -m evals.report DIR` rebuilds both."""
+
+import random
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from evals.dataset import SPLITS, BadEvalSet, Question, load_questions
+from evals.run import EvalFailed, read_config, read_results
+from evals.scoring import Score, score
+from services.gateway.config import Route
+
+EXAMPLES = 8
+EXAMPLE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: Question
+    route: str
+    record: dict[str, Any]
+    score: Score
+
+
+def _rate(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+@dataclass(frozen=True)
+class RouteSummary:
+    route: str
+    asked: int
+    answers: list[Answer]
+
+    def _answerable(self, split: str | None = None) -> list[Answer]:
+        return [a for a in self.answers if a.question.answerable and split in (None, a.question.split)]
+
+    def accuracy(self, split: str | None = None) -> float | None:
+        return _rate([a.score.correct for a in self._answerable(split)])
+
+    def hit_rate(self) -> float | None:
+        return _rate([a.score.retrieved for a in self._answerable() if a.score.retrieved is not None])
+
+    def abstention(self, answerable: bool) -> float | None:
+        return _rate([a.score.abstained for a in self.answers if a.question.answerable == answerable])
+
+    def voice(self, rule: str) -> float | None:
+        return _rate([getattr(a.score.voice, rule) for a in self.answers])
+
+    def truncated(self) -> float | None:
+        return _rate([a.record.get("finish_reason") == "length" for a in self.answers])
+
+    def latency(self, q: float) -> float | None:
+        return _percentile([a.record["latency_ms"] for a in self.answers], q)
+
+    def retrieve_p50(self) -> float | None:
+        if not Route(self.route).retrieves:
+            return None
+        return _percentile(
+            [a.record["timing"]["retrieve"] for a in self.answers if "retrieve" in a.record["timing"]], 50
+        )
+
+    def models(self) -> list[str]:
+        return sorted({str(a.record.get("model")) for a in self.answers})
+
+    def tokens(self, kind: str) -> float | None:
+        counts = [a.record[kind] for a in self.answers if a.record.get(kind) is not None]
+        return mean(counts) if counts else None
+
+
+def summarize(out_dir: Path) -> tuple[dict[str, Any], list[Question], list[RouteSummary]]:
+    config = read_config(out_dir)
+    every_question = load_questions(Path(config["data"]))
+    records = read_results(out_dir, every_question)
+    asked_ids = {question_id for question_id, _ in records}
+    questions = [q for q in every_question if q.id in asked_ids]
+    summaries = []
+    for route in config["routes"]:
+        answers = []
+        for question in questions:
+            record = records.get((question.id, route))
+            if record and record["status"] == "ok":
+                sources = record["sources"] if Route(route).retrieves else None
+                answers.append(Answer(question, route, record, score(question, record["answer"], sources)))
+        summaries.append(RouteSummary(route, sum(1 for q in questions if (q.id, route) in records), answers))
+    return config, questions, summaries
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def markdown(config: dict[str, Any], questions: list[Question], summaries: list[RouteSummary]) -> str:
+    answerable = [q for q in questions if q.answerable]
+    by_split = {split: sum(1 for q in answerable if q.split == split) for split in SPLITS}
+    lines = [
+        "# Answer quality: the routes on the same questions",
+        "",
+        f"Eval set `{config['data']}`: {len(questions)} questions, "
+        f"{by_split['heldout']} answerable held-out, {by_split['train']} answerable train, "
+        f"{len(questions) - len(answerable)} unanswerable. Gateway {config['gateway']}, temperature 0, "
+        f"max_tokens {config['max_tokens']}, adapter {config['adapter'] or 'the default'}, "
+        f"collection {config['collection'] or 'the default'}.",
+        "",
+        "| route | answers | facts: held-out | facts: train | right document in sources | abstains: unanswerable "
+        "| abstains: answerable | voice: all rules | greeting | sign-off | format | cut at max_tokens "
+        "| latency p50 ms | latency p95 ms | retrieve p50 ms | prompt tokens, mean | completion tokens, mean |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in summaries:
+        cells = [
+            s.route,
+            f"{len(s.answers)}/{s.asked}",
+            _pct(s.accuracy("heldout")),
+            _pct(s.accuracy("train")),
+            _pct(s.hit_rate()),
+            _pct(s.abstention(answerable=False)),
+            _pct(s.abstention(answerable=True)),
+            _pct(s.voice("all")),
+            _pct(s.voice("greeting")),
+            _pct(s.voice("sign_off")),
+            _pct(s.voice("format")),
+            _pct(s.truncated()),
+            _number(s.latency(50)),
+            _number(s.latency(95)),
+            _number(s.retrieve_p50()),
+            _number(s.tokens("prompt_tokens")),
+            _number(s.tokens("completion_tokens")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "- **facts**: answerable questions whose answer contains every required fact (case-insensitive patterns).",
+        "- **right document in sources**: the question's document among the passages retrieved (not for finetuned).",
+        "- **abstains**: the answer says it does not know. Right on unanswerable questions, wrong on answerable ones.",
+        "- **voice**: the fine-tuning set's rules: greeting first, sign-off last, numbered steps or 1-3 sentences.",
+        "- **latency**: request to whole answer at the client, answered requests only; the routes of each question "
+        "were asked one after the other, so they shared the machine's load.",
+        "",
+        "Models that answered: " + "; ".join(f"{s.route}: {', '.join(s.models()) or 'none'}" for s in summaries) + ".",
+        "",
+        "![answer quality and latency per route](report.png)",
+    ]
+    failed = [s for s in summaries if len(s.answers) < s.asked]
+    if failed:
+        lines += ["", "Requests that failed (rerun the same command to retry them): "]
+        lines[-1] += ", ".join(f"{s.route} {s.asked - len(s.answers)}" for s in failed) + "."
+    lines += ["", *_disagreements(questions, summaries)]
+    return "\n".join(lines) + "\n"
+
+
+def _disagreements(questions: list[Question], summaries: list[RouteSummary]) -> list[str]:
+    """A fixed sample (seed 0) of the questions some routes got right and others wrong."""
+    by_question: dict[str, dict[str, Answer]] = {}
+    for s in summaries:
+        for answer in s.answers:
+            by_question.setdefault(answer.question.id, {})[s.route] = answer
+    routes = [s.route for s in summaries]
+    split = [
+        q
+        for q in questions
+        if len(answers := by_question.get(q.id, {})) == len(routes)
+        and len({a.score.correct for a in answers.values()}) == 2
+    ]
+    lines = [f"## Where the routes disagree ({len(split)} of {len(by_question)} questions)", ""]
+    for question in sorted(random.Random(0).sample(split, min(EXAMPLES, len(split))), key=lambda q: q.id):
+        expected = question.answer or "(not in the knowledge base: the right answer says so)"
+        lines += [f"**{question.id}** ({question.split}) {question.question} — expected: {expected}", ""]
+        for route in routes:
+            answer = by_question[question.id][route]
+            text = " ⏎ ".join(answer.record["answer"].split("\n"))
+            if len(text) > EXAMPLE_CHARS:
+                text = text[:EXAMPLE_CHARS] + "…"
+            lines.append(f"- {route} {'✓' if answer.score.correct else '✗'}: {text}")
+        lines.append("")
+    return lines
+
+
+def chart(summaries: list[RouteSummary], path: Path) -> None:
+    figure = Figure(figsize=(12, 4.5), layout="constrained")
+    quality, latency = figure.subplots(1, 2, width_ratios=[2, 1])
+    metrics: dict[str, Callable[[RouteSummary], float | None]] = {
+        "facts: held-out": lambda s: s.accuracy("heldout"),
+        "facts: train": lambda s: s.accuracy("train"),
+        "right document": lambda s: s.hit_rate(),
+        "abstains when\nunanswerable": lambda s: s.abstention(answerable=False),
+        "voice": lambda s: s.voice("all"),
+    }
+    width = 0.8 / max(len(summaries), 1)
+    for i, s in enumerate(summaries):
+        values = [_scaled(metric(s), 100) for metric in metrics.values()]  # n/a: no bar
+        quality.bar(np.arange(len(metrics)) + i * width, values, width, label=s.route)
+        latency.bar(np.arange(2) + i * width, [_scaled(s.latency(q), 1 / 1000) for q in (50, 95)], width, label=s.route)
+    quality.set_xticks(np.arange(len(metrics)) + width * (len(summaries) - 1) / 2, list(metrics))
+    quality.set_ylabel("% of answers")
+    quality.set_ylim(0, 100)
+    quality.set_title("Answer quality")
+    quality.legend()
+    latency.set_xticks(np.arange(2) + width * (len(summaries) - 1) / 2, ["p50", "p95"])
+    latency.set_ylabel("seconds")
+    latency.set_title("Latency, request to whole answer")
+    figure.savefig(path, dpi=100)
+
+
+def _scaled(value: float | None, factor: float) -> float:
+    return float("nan") if value is None else value * factor
+
+
+def build_report(out_dir: Path) -> tuple[Path, Path]:
+    config, questions, summaries = summarize(out_dir)
+    report, picture = out_dir / "report.md", out_dir / "report.png"
+    report.write_text(markdown(config, questions, summaries), encoding="utf-8")
+    chart(summaries, picture)
+    return report, picture
+
+
+if __name__ == "__main__":
+    try:
+        for path in build_report(Path(sys.argv[1])):
+            print(path)
+    except (BadEvalSet, EvalFailed) as exc:
+        sys.exit(f"error: {exc}")

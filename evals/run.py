@@ -1,0 +1,217 @@
+"""Sends every question through the gateway on every route and records the raw answers in
+results.jsonl, one line per (question, route), flushed and synced as each arrives. A rerun with
+the same settings skips what is recorded and retries what failed; scoring happens in the report,
+from the recorded answers."""
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import requests
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from evals.dataset import Question
+from loadtests.gateway import AnswerFailed, chat_body, check_completion, check_response, headers, server_timing
+from ragft.localstack import check_loopback
+
+RESULTS = "results.jsonl"
+CONFIG = "run.json"
+# Failures in a row after which the run stops: the stack is down, not one answer.
+MAX_FAILURES_IN_A_ROW = 5
+FATAL_STATUSES = {400, 401, 403, 404, 413, 422}
+
+
+class EvalFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What a run's answers depend on; a resumed run must have the same. (Each answer records
+    its question's text and the model that gave it: an edited question is asked again.)"""
+
+    gateway: str
+    data: str
+    routes: tuple[str, ...]
+    max_tokens: int
+    adapter: str | None = None
+    collection: str | None = None
+
+    def check_resumable(self, out_dir: Path) -> None:
+        """Records this config in out_dir, or checks it against the one recorded there."""
+        path = out_dir / CONFIG
+        mine = asdict(self) | {"routes": list(self.routes)}
+        if not path.exists():
+            _write_json(path, mine)
+            return
+        recorded = read_config(out_dir)
+        changed = [key for key in mine if key != "routes" and recorded.get(key) != mine[key]]
+        if changed:
+            raise EvalFailed(
+                f"{out_dir} holds a run with other settings ({', '.join(changed)} differ): "
+                "resume it with the same ones, or choose another --out"
+            )
+        routes = list(dict.fromkeys([*recorded["routes"], *self.routes]))  # adding routes to a run is a resume too
+        _write_json(path, recorded | {"routes": routes})
+
+
+def read_config(out_dir: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((out_dir / CONFIG).read_text())
+    except (OSError, ValueError) as exc:
+        raise EvalFailed(f"{out_dir / CONFIG} is missing or damaged ({exc}): not a run folder") from None
+    if not isinstance(config, dict) or not isinstance(config.get("routes"), list):
+        raise EvalFailed(f"{out_dir / CONFIG} is not a run's settings: not a run folder")
+    return config
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Whole or not at all: a crash mid-write leaves the old file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=2) + "\n")
+    partial.replace(path)
+
+
+def read_results(out_dir: Path, questions: Iterable[Question]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The last record per (question id, route) of these questions, as worded now (an answer to
+    an edited question does not count); a line cut short by a crash is ignored."""
+    wording = {q.id: q.question for q in questions}
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+    path = out_dir / RESULTS
+    if not path.exists():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if wording.get(record["id"]) == record["question"]:
+            records[record["id"], record["route"]] = record
+    return records
+
+
+class Asker:
+    """One question on one route, non-streamed, timed from request to the whole answer."""
+
+    def __init__(self, config: EvalConfig, *, api_key: str, timeout_s: float) -> None:
+        self.url = f"{config.gateway}/v1/chat/completions"
+        self.headers = headers("", api_key)
+        if config.adapter:
+            self.headers["X-Ragft-Adapter"] = config.adapter
+        if config.collection:
+            self.headers["X-Ragft-Collection"] = config.collection
+        self.max_tokens = config.max_tokens
+        self.timeout_s = timeout_s
+        self.local = threading.local()
+
+    def _session(self) -> requests.Session:
+        if not hasattr(self.local, "session"):
+            self.local.session = requests.Session()
+            self.local.session.trust_env = False  # loopback: no proxy from the environment
+        session: requests.Session = self.local.session
+        return session
+
+    def __call__(self, question: Question, route: str) -> dict[str, Any]:
+        record: dict[str, Any] = {"id": question.id, "route": route, "question": question.question}
+        body = chat_body(question.question, max_tokens=self.max_tokens, stream=False)
+        started = time.perf_counter()
+        response = None
+        try:
+            response = self._session().post(
+                self.url, json=body, headers=self.headers | {"X-Ragft-Route": route}, timeout=self.timeout_s
+            )
+            check_response(response, route)
+            completion = response.json()
+            check_completion(completion)
+        except requests.ConnectionError as exc:
+            raise EvalFailed(f"the gateway at {self.url} does not answer: {exc}") from None
+        except (AnswerFailed, requests.RequestException, ValueError) as exc:
+            if response is not None and response.status_code in FATAL_STATUSES:
+                raise EvalFailed(f"{route}: {exc} (a setting is wrong, not one answer)") from None
+            return record | {"status": "error", "error": str(exc)}
+        choice = completion["choices"][0]
+        usage = completion.get("usage") or {}
+        ragft = completion.get("ragft") or {}
+        return record | {
+            "status": "ok",
+            "model": completion.get("model"),
+            "answer": choice["message"].get("content") or "",
+            "finish_reason": choice.get("finish_reason"),
+            "sources": [source["doc_id"] for source in ragft.get("sources", [])],
+            "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            "timing": server_timing(response.headers.get("Server-Timing")),
+            "prompt_tokens": usage.get("prompt_tokens"),
+            "completion_tokens": usage.get("completion_tokens"),
+        }
+
+
+def run_eval(
+    config: EvalConfig,
+    questions: Iterable[Question],
+    out_dir: Path,
+    *,
+    concurrency: int = 1,
+    api_key: str = "",
+    timeout_s: float = 300,
+    say: Callable[[str], None] = print,
+) -> int:
+    """Asks what out_dir does not hold yet, question by question (every route of a question
+    before the next one, so a partial run still compares routes on the same questions). Returns
+    the number of requests that failed (they are retried by the next run)."""
+    check_loopback(config.gateway)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.check_resumable(out_dir)
+    questions = list(questions)
+    done = {key for key, record in read_results(out_dir, questions).items() if record["status"] == "ok"}
+    todo = [(q, route) for q in questions for route in config.routes if (q.id, route) not in done]
+    if len(done):
+        say(f"Resuming {out_dir}: {len(done)} answers recorded, {len(todo)} to ask")
+    ask = Asker(config, api_key=api_key, timeout_s=timeout_s)
+    failures = failures_in_a_row = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with (
+        (out_dir / RESULTS).open("a", encoding="utf-8") as results,
+        ThreadPoolExecutor(concurrency) as pool,
+        Progress(*columns, TimeRemainingColumn()) as progress,
+    ):
+        task = progress.add_task("answers", total=len(todo))
+        if results.tell() and not (out_dir / RESULTS).read_bytes().endswith(b"\n"):
+            results.write("\n")  # end a line a crash cut short, so the next record stands alone
+
+        def keep(record: dict[str, Any]) -> None:
+            results.write(json.dumps(record, ensure_ascii=False) + "\n")
+            results.flush()
+            os.fsync(results.fileno())
+            progress.advance(task)
+
+        pending: set[Future[dict[str, Any]]] = set()
+        queue = iter(todo)
+        try:
+            while True:
+                pending |= {pool.submit(ask, *item) for item in islice(queue, concurrency - len(pending))}
+                if not pending:
+                    break
+                finished, pending = wait(pending, return_when="FIRST_COMPLETED")
+                records = [future.result() for future in finished if future.exception() is None]
+                for record in records:
+                    keep(record)
+                    ok = record["status"] == "ok"
+                    failures += not ok
+                    failures_in_a_row = 0 if ok else failures_in_a_row + 1
+                for future in finished:
+                    future.result()  # after keeping the others: a fatal error (EvalFailed) ends the run
+                if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+                    raise EvalFailed(f"{failures_in_a_row} requests in a row failed; the last: {records[-1]['error']}")
+        finally:  # stopped early (a failure, Ctrl-C): keep the answers already on their way
+            running = {future for future in pending if not future.cancel()}
+            for future in wait(running).done:
+                if future.exception() is None:
+                    keep(future.result())
+    return failures

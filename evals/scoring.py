@@ -1,0 +1,95 @@
+"""Scores one answer against its question: the facts it must state, abstention, the right
+document among the sources, and the fine-tuned voice (data/finetune/README.md has the rules)."""
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from evals.dataset import Question
+
+GREETING = "Hi there, thanks for reaching out to Quillbyte Support!"
+SIGN_OFF = "— Quill, Quillbyte Support"
+MAX_STEPS = 6
+MAX_SENTENCES = 3
+
+DASHES = re.compile(r"[\u2010-\u2015\u2212]")
+QUOTES = re.compile(r"[\u2018\u2019\u02bc]")
+STEP = re.compile(r"(\d+)\. \S")
+SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?:\s|$)")
+# Ways an answer says it does not know; matched on normalized text.
+ABSTENTION = re.compile(
+    r"\b(don't|do not) have (that |this |the |any |enough |more |specific )?(information|details)"
+    r"|\bi (don't|do not) know\b|\bi'?m not sure\b|\bi am not sure\b"
+    r"|\b(isn't|is not|are not|aren't|not) (mentioned|stated|specified|covered|listed) in\b"
+    r"|\b(sources?|help center|context|documents?|articles?|knowledge base) (do not|does not|don't|doesn't) "
+    r"(contain|mention|say|include|provide|specify|cover|have)"
+    r"|\bno (information|mention|details?) (about|on|of|regarding|in)\b"
+    r"|\bi (cannot|can't|could not|couldn't|am unable to|was unable to) (find|answer|determine|tell|provide|say)\b"
+)
+MARKUP = re.compile(r"[*`]")  # Markdown emphasis and code marks, which a model may copy from the sources
+
+
+def normalize(text: str) -> str:
+    """NFKC, lower case, one kind of dash and apostrophe, no Markdown marks, single spaces: what
+    facts are matched on."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = MARKUP.sub("", QUOTES.sub("'", DASHES.sub("-", text)))
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def states_facts(question: Question, answer: str) -> bool:
+    text = normalize(answer)
+    return all(re.search(pattern, text) for pattern in question.facts)
+
+
+def abstains(answer: str) -> bool:
+    return bool(ABSTENTION.search(normalize(answer)))
+
+
+@dataclass(frozen=True)
+class Voice:
+    """The fine-tuned voice: greeting first, sign-off last, and a body of numbered steps (at most
+    6) or one line of 1-3 sentences."""
+
+    greeting: bool
+    sign_off: bool
+    format: bool
+
+    @property
+    def all(self) -> bool:
+        return self.greeting and self.sign_off and self.format
+
+
+def voice(answer: str) -> Voice:
+    lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
+    greeting = bool(lines) and lines[0] == GREETING
+    sign_off = bool(lines) and lines[-1] == SIGN_OFF
+    body = lines[int(greeting) : len(lines) - int(sign_off and len(lines) > 1)]
+    return Voice(greeting=greeting, sign_off=sign_off, format=_body_format(body))
+
+
+def _body_format(body: list[str]) -> bool:
+    if not body:
+        return False
+    steps = [STEP.match(line) for line in body]
+    if all(steps):
+        return len(body) <= MAX_STEPS and [int(m[1]) for m in steps if m] == list(range(1, len(body) + 1))
+    return len(body) == 1 and 1 <= len(SENTENCE_END.findall(body[0])) <= MAX_SENTENCES
+
+
+@dataclass(frozen=True)
+class Score:
+    correct: bool  # answerable: states every fact; unanswerable: abstains
+    abstained: bool
+    retrieved: bool | None  # the question's document among the sources; None: nothing to find or no retrieval
+    voice: Voice
+
+
+def score(question: Question, answer: str, source_doc_ids: list[str] | None) -> Score:
+    """`source_doc_ids` is None on a route that does not retrieve."""
+    abstained = abstains(answer)
+    correct = states_facts(question, answer) if question.answerable else abstained
+    retrieved = None
+    if question.doc_id is not None and source_doc_ids is not None:
+        retrieved = question.doc_id in source_doc_ids
+    return Score(correct=correct, abstained=abstained, retrieved=retrieved, voice=voice(answer))

@@ -1,0 +1,87 @@
+"""`ragft eval`: every question on every route through the gateway, scored, with a report."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ragft.cli.app import REPO, app, fail, say
+from ragft.localstack import StackFailed, check_loopback, gateway_up
+from services.gateway.config import GatewaySettings, Route
+
+
+@app.command("eval")
+def evaluate(
+    data: Annotated[Path, typer.Option(help="The eval set (JSONL; data/README.md has the format).")] = REPO
+    / "data"
+    / "kb_questions.jsonl",
+    routes: Annotated[str, typer.Option(help="Comma-separated routes to compare.")] = "rag,finetuned,hybrid",
+    split: Annotated[str, typer.Option(help="Comma-separated splits: heldout, train.")] = "heldout,train",
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N questions (a quick look).")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each answer.")] = 96,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="Requests in flight at once; above 1, vLLM's batching may vary answers.")
+    ] = 1,
+    adapter: Annotated[str | None, typer.Option(help="X-Ragft-Adapter; default: the gateway's.")] = None,
+    collection: Annotated[str | None, typer.Option(help="X-Ragft-Collection; default: the gateway's.")] = None,
+    gateway: Annotated[
+        str | None, typer.Option(help="The gateway's URL (loopback only); default: RAGFT_GATEWAY_HOST and _PORT.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Results folder; a rerun into it resumes. Default: evals/results/<data name>/.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 300,
+    startup_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for a stack this command starts (the first run trains an adapter).")
+    ] = 1200,
+) -> None:
+    """Ask every question of the eval set on each route (temperature 0), score the answers and
+    write report.md and report.png: fact accuracy, retrieval hit rate, abstention, the fine-tuned
+    voice, latency and tokens per route.
+
+    Answers are recorded as they arrive; rerunning the same command resumes where it stopped and
+    retries failed requests. Uses the gateway when it answers; otherwise runs `ragft up` meanwhile.
+    """
+    # Imported here: only this command needs the evals package (and matplotlib, for its chart).
+    from evals.dataset import BadEvalSet, load_questions
+    from evals.report import build_report
+    from evals.run import EvalConfig, EvalFailed, run_eval
+
+    chosen = list(dict.fromkeys(r.strip().lower() for r in routes.split(",") if r.strip()))
+    valid = [str(route) for route in Route]
+    if not chosen or not set(chosen) <= set(valid):
+        raise typer.BadParameter(f"--routes {routes!r}: choose from {', '.join(valid)}")
+    settings = GatewaySettings()
+    url = (gateway or f"http://{settings.gateway_host}:{settings.gateway_port}").rstrip("/")
+    out = out or REPO / "evals" / "results" / data.stem
+    try:
+        questions = load_questions(data, [s.strip() for s in split.split(",") if s.strip()])[:limit]
+        config = EvalConfig(
+            gateway=url,
+            data=str(data.resolve()),
+            routes=tuple(chosen),
+            max_tokens=max_tokens,
+            adapter=adapter,
+            collection=collection,
+        )
+        check_loopback(url)
+        out.mkdir(parents=True, exist_ok=True)
+        config.check_resumable(out)  # before starting a stack for a run that cannot go on
+        say(f"{len(questions)} questions x {len(chosen)} routes; answers recorded in {out}")
+        with gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say):
+            failed = run_eval(
+                config,
+                questions,
+                out,
+                concurrency=concurrency,
+                api_key=min(settings.keys, default=""),
+                timeout_s=timeout,
+                say=say,
+            )
+        report, chart = build_report(out)
+    except (BadEvalSet, EvalFailed, StackFailed) as exc:
+        fail(exc)
+    say(f"Report: {report}\nChart:  {chart}")
+    if failed:
+        say(f"{failed} requests failed; the same command retries them")
+        raise typer.Exit(1)

@@ -1,0 +1,121 @@
+"""The scorer on fixed answers, and on the fine-tuning set whose rules it encodes."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evals.dataset import Question
+from evals.scoring import GREETING, SIGN_OFF, abstains, normalize, score, states_facts, voice
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def question(facts: tuple[str, ...] = (r"\b14[ -]?days?",), doc_id: str | None = "account-delete") -> Question:
+    return Question(id="q1", split="heldout", question="Can I undo?", doc_id=doc_id, answer=None, facts=facts)
+
+
+def test_normalize_folds_case_dashes_quotes_and_spaces() -> None:
+    assert (
+        normalize("  The\u00a0Team\u2014plan  costs\n**€17** \u2013 don\u2019t `x` ")
+        == "the team-plan costs €17 - don't x"
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("Yes, you have 14 days to restore it.", True),
+        ("You can restore it within a 14-day window.", True),
+        ("YES — 14 DAYS.", True),
+        ("You have 114 days.", False),
+        ("You have 7 days.", False),
+        ("", False),
+    ],
+)
+def test_a_fact_is_found_in_its_variants_and_not_in_a_wrong_number(answer: str, expected: bool) -> None:
+    assert states_facts(question(), answer) is expected
+
+
+def test_every_fact_must_be_stated() -> None:
+    both = question(facts=("authenticator", "security keys?"))
+    assert states_facts(both, "Use an authenticator app or a security key.")
+    assert not states_facts(both, "Use an authenticator app.")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "I don't have that information in the Quillbyte help center.",
+        "I do not know.",
+        "The sources do not mention a student discount.",
+        "The help center doesn\u2019t say whether that is possible.",
+        "This is not mentioned in the provided sources.",
+        "I couldn't find anything about smartwatches.",
+        "There is no information about a lifetime license.",
+        "I don't have information about that.",
+        "That isn't mentioned in the sources.",
+        "The knowledge base doesn't cover that.",
+        "I'm not sure.",
+        "I can't provide that.",
+    ],
+)
+def test_abstentions_are_recognised(answer: str) -> None:
+    assert abstains(answer)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Yes, you have 14 days.",
+        "Open Settings > Security and click Reset.",
+        "No, SMS codes are not offered.",
+        "The Team plan is not available in the mobile app.",
+        "Storage is not included in the Free plan.",
+        "If you can't find the Export button, open Settings.",
+    ],
+)
+def test_answers_are_not_abstentions(answer: str) -> None:
+    assert not abstains(answer)
+
+
+def test_the_voice_rules() -> None:
+    steps = f"{GREETING}\n1. Open Settings.\n2. Click Export.\n{SIGN_OFF}"
+    sentences = f"{GREETING}\nYes, within 14 days. Open the trash to restore it.\n{SIGN_OFF}"
+    assert voice(steps).all and voice(sentences).all
+    assert voice(f"{GREETING}\nYes, within 14 days.").sign_off is False
+    assert voice(f"Hello!\nYes.\n{SIGN_OFF}").greeting is False
+    seven = "\n".join(f"{n}. Step {n}." for n in range(1, 8))
+    assert voice(f"{GREETING}\n{seven}\n{SIGN_OFF}").format is False
+    assert voice(f"{GREETING}\n1. One.\n3. Three.\n{SIGN_OFF}").format is False
+    assert voice(f"{GREETING}\nOne. Two. Three. Four.\n{SIGN_OFF}").format is False
+    assert voice(f"{GREETING}\nOne.\nTwo.\n{SIGN_OFF}").format is False
+    assert voice(f"{GREETING}\nYes, it works (see Settings.)\n{SIGN_OFF}").format is True
+    assert voice(f"{GREETING}\n{SIGN_OFF}").format is False
+    assert not voice("").all
+
+
+def test_every_answer_of_the_fine_tuning_set_has_the_voice_and_its_refusals_abstain() -> None:
+    """The scorer encodes the rules the adapter was trained on: the training answers pass them."""
+    answers = [
+        message["content"]
+        for line in (REPO / "data" / "finetune" / "train.jsonl").read_text().splitlines()
+        for message in json.loads(line)["messages"]
+        if message["role"] == "assistant"
+    ]
+    assert len(answers) > 300
+    assert [a for a in answers if not voice(a).all] == []
+    refusals = [a for a in answers if "support@quillbyte.app" in a and "don't have that information" in a]
+    assert refusals and all(abstains(a) for a in refusals)
+
+
+def test_score_per_kind_of_question() -> None:
+    answerable, unanswerable = question(), question(facts=(), doc_id=None)
+    right = score(answerable, "Yes, 14 days.", ["account-delete", "other"])
+    assert (right.correct, right.abstained, right.retrieved) == (True, False, True)
+    assert score(answerable, "Yes, 14 days.", ["other"]).retrieved is False
+    assert score(answerable, "Yes, 14 days.", None).retrieved is None  # a route that does not retrieve
+    assert score(answerable, "I don't know.", []).correct is False
+    assert score(unanswerable, "I don't know.", []).correct is True
+    assert score(unanswerable, "Yes, there is a smartwatch app.", []).correct is False
+    assert score(unanswerable, "I don't know.", ["x"]).retrieved is None  # nothing to find
