@@ -1,6 +1,7 @@
 """The eval set: one JSON object per line (data/kb_questions.jsonl describes the fields)."""
 
 import json
+import random
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -73,6 +74,14 @@ def load_questions(path: Path, splits: Iterable[str] = SPLITS) -> list[Question]
     if not questions:
         raise BadEvalSet(f"{path} has no questions in the split(s) {', '.join(sorted(wanted))}")
     return questions
+
+
+def in_run_order(questions: list[Question], seed: int = 0) -> list[Question]:
+    """A fixed shuffle, so the first N questions (a run stopped early, or --limit N) are a fair
+    sample of the set: held-out, train and unanswerable ones in proportion."""
+    ordered = list(questions)
+    random.Random(seed).shuffle(ordered)
+    return ordered
 
 
 def _first_error(exc: Exception) -> str:

@@ -17,7 +17,9 @@ def evaluate(
     / "kb_questions.jsonl",
     routes: Annotated[str, typer.Option(help="Comma-separated routes to compare.")] = "rag,finetuned,hybrid",
     split: Annotated[str, typer.Option(help="Comma-separated splits: heldout, train.")] = "heldout,train",
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N questions (a quick look).")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Only the first N questions of the run's fixed shuffle (a fair sample).")
+    ] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each answer.")] = 96,
     concurrency: Annotated[
         int, typer.Option(min=1, max=64, help="Requests in flight at once; above 1, vLLM's batching may vary answers.")
@@ -37,13 +39,14 @@ def evaluate(
 ) -> None:
     """Ask every question of the eval set on each route (temperature 0), score the answers and
     write report.md and report.png: fact accuracy, retrieval hit rate, abstention, the fine-tuned
-    voice, latency and tokens per route.
+    voice, latency and tokens per route. Questions go in a fixed shuffled order (seed 0), so a
+    run stopped early is a fair sample of the set.
 
     Answers are recorded as they arrive; rerunning the same command resumes where it stopped and
     retries failed requests. Uses the gateway when it answers; otherwise runs `ragft up` meanwhile.
     """
     # Imported here: only this command needs the evals package (and matplotlib, for its chart).
-    from evals.dataset import BadEvalSet, load_questions
+    from evals.dataset import BadEvalSet, in_run_order, load_questions
     from evals.report import build_report
     from evals.run import EvalConfig, EvalFailed, run_eval
 
@@ -55,7 +58,7 @@ def evaluate(
     url = (gateway or f"http://{settings.gateway_host}:{settings.gateway_port}").rstrip("/")
     out = out or REPO / "evals" / "results" / data.stem
     try:
-        questions = load_questions(data, [s.strip() for s in split.split(",") if s.strip()])[:limit]
+        questions = in_run_order(load_questions(data, [s.strip() for s in split.split(",") if s.strip()]))[:limit]
         config = EvalConfig(
             gateway=url,
             data=str(data.resolve()),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.dataset import BadEvalSet, Question, load_questions
+from evals.dataset import BadEvalSet, Question, in_run_order, load_questions
 from evals.scoring import normalize, states_facts
 from services.retrieval.loaders import load_document
 
@@ -133,3 +133,11 @@ def test_duplicate_ids_unknown_splits_and_missing_files_are_refused(tmp_path: Pa
         load_questions(path, ["train"])
     with pytest.raises(BadEvalSet, match="cannot read"):
         load_questions(tmp_path / "missing.jsonl")
+
+
+def test_the_run_order_is_a_fixed_shuffle_whose_start_covers_every_kind(questions: list[Question]) -> None:
+    ordered = in_run_order(questions)
+    assert ordered == in_run_order(questions) and sorted(q.id for q in ordered) == sorted(q.id for q in questions)
+    assert ordered != questions
+    first = ordered[:40]
+    assert {q.split for q in first} == {"heldout", "train"} and any(not q.answerable for q in first)
