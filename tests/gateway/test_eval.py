@@ -19,7 +19,7 @@ def test_a_short_eval_scores_every_route_and_resumes(gateway_url: str, tmp_path:
     out = tmp_path / "run"
     command = ("eval", "--data", str(data), "--gateway", gateway_url, "--out", str(out), "--max-tokens", "48")
 
-    first = run_ragft(*command, env=dict(os.environ), timeout=600)
+    first = run_ragft(*command, env=dict(os.environ), timeout=1200)
     assert first.returncode == 0, first.stderr[-2000:]
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted((r["id"], r["route"]) for r in records) == sorted(
