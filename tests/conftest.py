@@ -152,7 +152,7 @@ def voice_adapter(generation_env: dict[str, str], base_model: Path) -> Path:
     result = run_ragft(
         "finetune", "--data", str(TINY_SET), "--out", str(out),
         "--epochs", "12", "--learning-rate", "2e-3", "--batch-size", "8",
-        env=generation_env, timeout=1800,  # 2-5 minutes usually; 12+ on a slow shared machine
+        env=generation_env, timeout=1800,  # over 12 minutes on a slow day on this 2-core machine
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     return out
