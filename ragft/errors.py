@@ -7,7 +7,11 @@
     ├── NotFound               404 not_found
     ├── PayloadTooLarge        413 payload_too_large
     ├── UpstreamFailed         502 upstream_error
-    ├── UpstreamUnavailable    503 upstream_unavailable (+ Retry-After)
+    ├── RetryLater                 (+ Retry-After)
+    │   ├── RateLimited        429 rate_limited
+    │   ├── UpstreamUnavailable 503 upstream_unavailable
+    │   ├── Overloaded         503 overloaded
+    │   └── ShuttingDown       503 shutting_down
     └── UpstreamTimeout        504 upstream_timeout
 
 Handlers below turn these and FastAPI's validation errors into that shape; anything
@@ -38,6 +42,9 @@ class RagftError(Exception):
 
     def headers(self) -> dict[str, str]:
         return {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(error_body(self.type, self.message, self.param), self.status_code, headers=self.headers())
 
 
 class InvalidRequest(RagftError):
@@ -72,16 +79,35 @@ class UpstreamFailed(RagftError):
     type = "upstream_error"
 
 
-class UpstreamUnavailable(RagftError):
-    status_code = 503
-    type = "upstream_unavailable"
+class RetryLater(RagftError):
+    """A refusal that may succeed later: `Retry-After` says when to try again."""
 
     def __init__(self, message: str, *, retry_after: int = 5) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = max(1, retry_after)
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class RateLimited(RetryLater):
+    status_code = 429
+    type = "rate_limited"
+
+
+class UpstreamUnavailable(RetryLater):
+    status_code = 503
+    type = "upstream_unavailable"
+
+
+class Overloaded(RetryLater):
+    status_code = 503
+    type = "overloaded"
+
+
+class ShuttingDown(RetryLater):
+    status_code = 503
+    type = "shutting_down"
 
 
 class UpstreamTimeout(RagftError):
@@ -102,11 +128,7 @@ async def _ragft_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RagftError)
     if exc.status_code >= 500:
         log.warning("request failed", error_type=exc.type, error=exc.message)
-    return JSONResponse(
-        error_body(exc.type, exc.message, exc.param),
-        exc.status_code,
-        headers=exc.headers(),
-    )
+    return exc.response()
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Collection names become folder names in the embedded store and path segments in URLs;
@@ -24,3 +25,7 @@ class RagftSettings(BaseSettings):
     served_model_name: str = "base"
     collection: str = "help-center"
     default_adapter: str = "support-voice"
+    # Larger request bodies get a 413 before they are read; each service sets its own default.
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    # After SIGTERM: /readyz says 503, new requests get 503, and those in flight get this long to finish.
+    drain_s: float = Field(30, ge=0)

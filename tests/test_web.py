@@ -1,13 +1,18 @@
-"""The skeleton every service shares: error shape, request ids and health endpoints."""
+"""The skeleton every service shares: error shape, request ids, health endpoints, the body
+limit and draining."""
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.testclient import TestClient
 
 from ragft.errors import UpstreamUnavailable
+from ragft.settings import RagftSettings
 from ragft.web import create_service_app
+
+LIMIT = 2048
 
 
 def _app(ready: bool = True) -> TestClient:
@@ -21,13 +26,16 @@ def _app(ready: bool = True) -> TestClient:
     def down() -> None:
         raise UpstreamUnavailable("qdrant is gone", retry_after=7)
 
+    @router.post("/echo")
+    async def echo(request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
     async def readiness(_: Request) -> str | None:
         return None if ready else "store is down"
 
-    return TestClient(
-        create_service_app("demo", lifespan=_no_lifespan, routers=[router], readiness=readiness),
-        raise_server_exceptions=False,
-    )
+    settings = RagftSettings(max_body_bytes=LIMIT, drain_s=5)
+    app = create_service_app("demo", lifespan=_no_lifespan, routers=[router], readiness=readiness, settings=settings)
+    return TestClient(app, raise_server_exceptions=False)
 
 
 @asynccontextmanager
@@ -61,3 +69,42 @@ def test_readiness_reports_why_not() -> None:
     assert response.status_code == 503
     assert response.json()["error"] == {"type": "not_ready", "message": "store is down", "param": None}
     assert _app().get("/healthz").json()["service"] == "demo"
+
+
+def _chunked(size: int) -> Iterator[bytes]:
+    """A body without Content-Length, sent in chunks."""
+    for _ in range(size // 512):
+        yield b"x" * 512
+
+
+def test_a_body_over_the_limit_is_a_413_declared_or_chunked() -> None:
+    client = _app()
+    assert client.post("/echo", content=b"x" * LIMIT).json() == {"bytes": LIMIT}
+    assert client.post("/echo", content=_chunked(LIMIT)).json() == {"bytes": LIMIT}
+    for content in (b"x" * (LIMIT + 1), _chunked(LIMIT + 512)):
+        response = client.post("/echo", content=content)
+        assert response.status_code == 413
+        assert response.json()["error"] == {
+            "type": "payload_too_large",
+            "message": f"the request body is over the limit of {LIMIT} bytes",
+            "param": "body",
+        }
+
+
+def test_draining_turns_readiness_and_new_requests_away_but_not_liveness() -> None:
+    client = _app()
+    with client:
+        assert client.get("/readyz").status_code == 200
+        lifecycle = client.app.state.lifecycle  # type: ignore[attr-defined]
+        assert not lifecycle.drained()
+        lifecycle.draining_since = time.monotonic()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["error"]["message"] == "shutting down"
+        refused = client.post("/echo", content=b"{}")
+        assert refused.status_code == 503
+        assert refused.json()["error"]["type"] == "shutting_down"
+        assert refused.headers["Retry-After"]
+        assert client.get("/healthz").status_code == 200
+        assert lifecycle.in_flight == 0
+        assert lifecycle.drained()

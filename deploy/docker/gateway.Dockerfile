@@ -45,7 +45,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     RAGFT_LOG_FORMAT=json \
-    RAGFT_GATEWAY_HOST=0.0.0.0
+    RAGFT_GATEWAY_HOST=0.0.0.0 \
+    RAGFT_DRAIN_S=25
 
 USER ragft:ragft
 EXPOSE 8000
@@ -54,8 +55,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4).status == 200 else 1)"]
 
-# uvicorn directly rather than `ragft serve gateway`: the ragft CLI imports every command module
+# The gateway module rather than `ragft serve gateway`: the ragft CLI imports every command module
 # (honcho, typer, rich, the generation and retrieval commands), which this image does not carry.
-# create_app() configures structlog and silences uvicorn's own access log, as the CLI does.
-CMD ["uvicorn", "--factory", "services.gateway.app:create_app", "--host", "0.0.0.0", "--port", "8000", \
-     "--timeout-graceful-shutdown", "25"]
+# Both drain on SIGTERM: readiness 503, new requests refused, streams in flight given RAGFT_DRAIN_S.
+CMD ["python", "-m", "services.gateway"]

@@ -4,7 +4,6 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
-import uvicorn
 from rich.console import Console
 from rich.markup import escape
 
@@ -24,8 +23,13 @@ def say(message: str) -> None:
 
 
 def serve(factory: str, host: str, port: int) -> None:
-    """A service's app factory (`module:create_app`) under uvicorn, logging through ragft's own setup."""
-    uvicorn.run(factory, factory=True, host=host, port=port, log_config=None)
+    """A service's app factory (`module:create_app`) under uvicorn, logging through ragft's own
+    setup, draining on SIGTERM."""
+    from uvicorn.importer import import_from_string
+
+    from ragft.web import run_service
+
+    run_service(import_from_string(factory)(), host, port)
 
 
 def fail(exc: Exception) -> NoReturn:

@@ -38,4 +38,4 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await gateway.close()
 
     configure_logging(settings.log_level, settings.log_format)
-    return create_service_app("gateway", lifespan=lifespan, routers=[router], readiness=_readiness)
+    return create_service_app("gateway", lifespan=lifespan, routers=[router], readiness=_readiness, settings=settings)

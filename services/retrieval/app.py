@@ -37,4 +37,4 @@ def create_app(settings: RetrievalSettings | None = None) -> FastAPI:
             retrieval.close()
 
     configure_logging(settings.log_level, settings.log_format)
-    return create_service_app("retrieval", lifespan=lifespan, routers=[router], readiness=_readiness)
+    return create_service_app("retrieval", lifespan=lifespan, routers=[router], readiness=_readiness, settings=settings)

@@ -21,6 +21,8 @@ class RetrievalSettings(RagftSettings):
     chunk_overlap: int = Field(32, ge=0)
     max_document_chars: int = Field(200_000, ge=1)
     max_batch_documents: int = Field(256, ge=1)
+    # A full batch of the largest documents, as JSON with escapes.
+    max_body_bytes: int = Field(64 << 20, ge=1024)
     upsert_batch_points: int = Field(256, ge=1)
 
     @model_validator(mode="after")
