@@ -1,13 +1,14 @@
 """One chat request on its route: retrieve (rag, hybrid), build the prompt, generate, and
 return the completion or relay vLLM's events as they arrive."""
 
+import asyncio
 import json
 import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -17,7 +18,18 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter, Histogram
 from starlette.types import Receive, Scope, Send
 
-from ragft.errors import InvalidRequest, NotFound, RagftError, UnknownRoute, UpstreamFailed, error_body
+from ragft.errors import (
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    RagftError,
+    UnknownRoute,
+    UpstreamFailed,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    error_body,
+)
+from ragft.logging import get_logger
 from ragft.settings import COLLECTION_NAME
 from services.gateway.config import GatewaySettings, Route
 from services.gateway.prompt import grounded_messages, search_query
@@ -29,12 +41,19 @@ CHAT_REQUESTS = Counter(
     "Chat completions by route and outcome (ok, or the error type).",
     ["route", "outcome"],
 )
+DEGRADED = Counter(
+    "ragft_gateway_degraded_total",
+    "Requests answered on a lesser route than asked, by the route asked and the part that was down.",
+    ["route", "component"],
+)
 STAGE_SECONDS = Histogram(
     "ragft_gateway_stage_seconds",
     "Time per stage of a chat completion: retrieve, generate, ttft (streaming) and total.",
     ["route", "stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80),
 )
+
+log = get_logger(__name__)
 
 COMPLETIONS = "/v1/chat/completions"
 DONE = b"data: [DONE]\n\n"
@@ -49,6 +68,8 @@ class Plan:
     collection: str | None
     adapter: str | None
     model: str
+    # Set when the route could not run as asked and a lesser one answered instead.
+    degraded: dict[str, str] | None = None
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], settings: GatewaySettings) -> "Plan":
@@ -70,13 +91,24 @@ class Plan:
             raise InvalidRequest(f"the {route.value} route needs an adapter name", param="X-Ragft-Adapter")
         return cls(route, collection, adapter, adapter or settings.served_model_name)
 
+    @property
+    def asked(self) -> str:
+        """The route the request asked for."""
+        return self.degraded["requested_route"] if self.degraded else self.route.value
+
+    def without_retrieval(self, error: RagftError) -> "Plan":
+        """hybrid answered as finetuned, saying so."""
+        reason = {"component": "retrieval", "requested_route": self.route.value, "message": error.message}
+        return replace(self, route=Route.FINETUNED, collection=None, degraded=reason)
+
     def ragft(self, sources: list[Source]) -> dict[str, Any]:
-        return {
+        ragft = {
             "route": self.route.value,
             "adapter": self.adapter,
             "collection": self.collection,
             "sources": [source.model_dump() for source in sources],
         }
+        return ragft | ({"degraded": self.degraded} if self.degraded else {})
 
 
 @dataclass
@@ -97,13 +129,19 @@ class Timing:
 
 
 async def chat(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: float) -> Response:
+    settings = gateway.settings
+    _check_limits(request, settings)
+    asked = plan.route.value
     timing = Timing(plan.route)
+    ttft_at = min(deadline, asyncio.get_running_loop().time() + settings.ttft_s)
+    held = AsyncExitStack()  # the admission slot, then the upstream response
     try:
-        sources = await _retrieve(request, plan, gateway, timing, deadline)
+        held.enter_context(gateway.admission.slot())
+        plan, sources = await _retrieve(request, plan, gateway, timing, deadline)
         messages = grounded_messages(request.messages, sources) if plan.route.retrieves else request.messages
-        body = request.upstream_body(plan.model, messages)
+        body = request.upstream_body(plan.model, messages, default_max_tokens=settings.max_tokens_limit)
         if request.stream:
-            return await _stream(body, plan, sources, gateway, timing, deadline)
+            return await _stream(body, plan, sources, gateway, timing, (ttft_at, deadline), held.pop_all())
         started = time.perf_counter()
         with _adapter_named(plan):
             completion = await gateway.generation.json("POST", COMPLETIONS, deadline=deadline, body=body)
@@ -112,19 +150,41 @@ async def chat(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: flo
         timing.record("generate", started)
         timing.record("total", timing.started)
     except RagftError as exc:
-        CHAT_REQUESTS.labels(plan.route.value, exc.type).inc()
+        CHAT_REQUESTS.labels(asked, exc.type).inc()
         raise
-    CHAT_REQUESTS.labels(plan.route.value, "ok").inc()
+    finally:
+        await held.aclose()
+    CHAT_REQUESTS.labels(asked, "ok").inc()
     completion["ragft"] = plan.ragft(sources)
     return JSONResponse(completion, headers=_headers(plan, timing))
 
 
+def _check_limits(request: ChatRequest, settings: GatewaySettings) -> None:
+    """The request limits that need the settings; the schema checks the rest."""
+    if len(request.messages) > settings.max_messages:
+        raise PayloadTooLarge(
+            f"{len(request.messages)} messages; the limit is {settings.max_messages}", param="messages"
+        )
+    for number, message in enumerate(request.messages):
+        if len(message.text) > settings.max_message_chars:
+            raise PayloadTooLarge(
+                f"message {number} has {len(message.text)} characters; the limit is {settings.max_message_chars}",
+                param=f"messages.{number}.content",
+            )
+    for name in ("max_tokens", "max_completion_tokens"):
+        asked = getattr(request, name)
+        if asked is not None and asked > settings.max_tokens_limit:
+            raise InvalidRequest(f"{name} is {asked}; the limit is {settings.max_tokens_limit}", param=name)
+
+
 async def _retrieve(
     request: ChatRequest, plan: Plan, gateway: Gateway, timing: Timing, deadline: float
-) -> list[Source]:
+) -> tuple[Plan, list[Source]]:
+    """The plan that will run, and its sources. hybrid goes on without them when retrieval is
+    down and the degradation policy says so."""
     if plan.collection is None:
         timing.ms["retrieve"] = 0.0  # in the header, so every route reports the same stages
-        return []
+        return plan, []
     query = search_query(request.messages, gateway.settings.max_query_chars)
     if not query:
         raise InvalidRequest(
@@ -132,9 +192,17 @@ async def _retrieve(
             param="messages",
         )
     started = time.perf_counter()
-    sources = await gateway.search(plan.collection, query, deadline=deadline)
+    try:
+        sources = await gateway.search(plan.collection, query, deadline=deadline)
+    except (UpstreamUnavailable, UpstreamFailed, UpstreamTimeout) as exc:
+        if plan.route is not Route.HYBRID or gateway.settings.hybrid_without_retrieval == "fail":
+            raise
+        DEGRADED.labels(plan.route.value, "retrieval").inc()
+        log.warning("answering without retrieval", route=plan.route.value, error=exc.message)
+        timing.record("retrieve", started)
+        return plan.without_retrieval(exc), []
     timing.record("retrieve", started)
-    return sources
+    return plan, sources
 
 
 @contextmanager
@@ -149,67 +217,85 @@ def _adapter_named(plan: Plan) -> Iterator[None]:
 
 
 def _headers(plan: Plan, timing: Timing) -> dict[str, str]:
-    return {"X-Ragft-Route": plan.route.value, "Server-Timing": timing.header()}
+    headers = {"X-Ragft-Route": plan.route.value, "Server-Timing": timing.header()}
+    if plan.degraded:
+        headers["X-Ragft-Degraded"] = plan.degraded["component"]
+    return headers
 
 
 async def _stream(
-    body: dict[str, Any], plan: Plan, sources: list[Source], gateway: Gateway, timing: Timing, deadline: float
+    body: dict[str, Any],
+    plan: Plan,
+    sources: list[Source],
+    gateway: Gateway,
+    timing: Timing,
+    deadlines: tuple[float, float],
+    held: AsyncExitStack,
 ) -> Response:
-    """Errors up to vLLM's response headers are HTTP errors; after them, error events."""
+    """Waits for vLLM's first event (by the time-to-first-token limit, then the deadline), so
+    every failure up to the first token is an HTTP error; after it, failures are error events.
+    `held` is closed when the stream ends, however it ends."""
+    ttft_at, deadline = deadlines
+    limit = f"the time-to-first-token limit ({gateway.settings.ttft_s:g} s)" if ttft_at < deadline else "the deadline"
     started = time.perf_counter()
-    upstream = AsyncExitStack()
-    with _adapter_named(plan):
-        response = await upstream.enter_async_context(
-            gateway.generation.open("POST", COMPLETIONS, deadline=deadline, body=body)
-        )
+    try:
+        with _adapter_named(plan):
+            response = await held.enter_async_context(
+                gateway.generation.open("POST", COMPLETIONS, deadline=ttft_at, body=body, limit=limit)
+            )
+        async with gateway.generation.failures(ttft_at, limit):
+            pending = await _next_event(response)
+    except BaseException:
+        await held.aclose()
+        raise
+    timing.record("ttft", timing.started)
     # vLLM names its chunks after the request id too, so the whole stream has one id.
     chunk_id = f"chatcmpl-{structlog.contextvars.get_contextvars().get('request_id', uuid.uuid4().hex)}"
     role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
     first = _chunk(chunk_id, plan.model, [role], plan.ragft(sources))
-    events = _relay(response, first, chunk_id, gateway, plan, timing, started, deadline, upstream)
-    return EventStream(events, upstream, headers=_headers(plan, timing))
+    relay = _Relay(response, chunk_id, gateway, plan, timing, started, deadline, held)
+    return EventStream(relay.events(first, pending), held, headers=_headers(plan, timing))
 
 
-async def _relay(
-    response: aiohttp.ClientResponse,
-    first: bytes,
-    chunk_id: str,
-    gateway: Gateway,
-    plan: Plan,
-    timing: Timing,
-    generate_started: float,
-    deadline: float,
-    upstream: AsyncExitStack,
-) -> AsyncGenerator[bytes]:
-    """vLLM's events one by one as they arrive. The stream ends with `[DONE]` only after vLLM's
-    own `[DONE]`; anything else (deadline, broken or cut stream) ends with an error event first."""
-    outcome = "client_closed"
-    try:
-        yield first
-        while True:
-            try:
-                async with gateway.generation.failures(deadline):
-                    event = await _next_event(response)
-            except RagftError as exc:
-                outcome = exc.type
-                yield _event(error_body(exc.type, exc.message))
-                yield DONE
-                return
-            if "ttft" not in timing.ms:  # vLLM's first event comes with the first token
-                timing.record("ttft", timing.started)
-            if event == DONE:
-                timing.record("generate", generate_started)
-                timing.record("total", timing.started)
-                outcome = "ok"
-                yield _chunk(chunk_id, plan.model, [], {"timing": timing.ms})
-                yield DONE
-                return
-            yield event
-    finally:
-        CHAT_REQUESTS.labels(plan.route.value, outcome).inc()
-        if outcome != "ok":
-            response.close()  # so vLLM sees the disconnect and stops generating
-        await upstream.aclose()
+@dataclass
+class _Relay:
+    response: aiohttp.ClientResponse
+    chunk_id: str
+    gateway: Gateway
+    plan: Plan
+    timing: Timing
+    generate_started: float
+    deadline: float
+    held: AsyncExitStack
+
+    async def events(self, first: bytes, pending: bytes) -> AsyncGenerator[bytes]:
+        """Our first event, then vLLM's events one by one as they arrive. The stream ends with
+        `[DONE]` only after vLLM's own `[DONE]`; anything else (deadline, broken or cut stream)
+        ends with an error event first."""
+        outcome = "client_closed"
+        event = pending
+        try:
+            yield first
+            while event != DONE:
+                yield event
+                try:
+                    async with self.gateway.generation.failures(self.deadline):
+                        event = await _next_event(self.response)
+                except RagftError as exc:
+                    outcome = exc.type
+                    yield _event(error_body(exc.type, exc.message))
+                    yield DONE
+                    return
+            self.timing.record("generate", self.generate_started)
+            self.timing.record("total", self.timing.started)
+            outcome = "ok"
+            yield _chunk(self.chunk_id, self.plan.model, [], {"timing": self.timing.ms})
+            yield DONE
+        finally:
+            CHAT_REQUESTS.labels(self.plan.asked, outcome).inc()
+            if outcome != "ok":
+                self.response.close()  # so vLLM sees the disconnect and stops generating
+            await self.held.aclose()
 
 
 async def _next_event(response: aiohttp.ClientResponse) -> bytes:
@@ -241,22 +327,22 @@ def _event(payload: dict[str, Any]) -> bytes:
 
 
 class EventStream(StreamingResponse):
-    """An SSE response that closes its events and the upstream request however it ends, so a
-    client that disconnects (even before the first event) stops vLLM at once, not when garbage
-    is collected."""
+    """An SSE response that closes its events and what they hold (the upstream request, the
+    admission slot) however it ends, so a client that disconnects (even before the first event)
+    stops vLLM at once, not when garbage is collected."""
 
-    def __init__(self, events: AsyncGenerator[bytes], upstream: AsyncExitStack, headers: dict[str, str]) -> None:
+    def __init__(self, events: AsyncGenerator[bytes], held: AsyncExitStack, headers: dict[str, str]) -> None:
         super().__init__(
             events,
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
         self.events = events
-        self.upstream = upstream
+        self.held = held
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self.events.aclose()
-            await self.upstream.aclose()  # a no-op when the events closed it
+            await self.held.aclose()  # a no-op when the events closed it

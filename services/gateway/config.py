@@ -2,6 +2,7 @@
 
 from enum import StrEnum
 from functools import cached_property, lru_cache
+from typing import Literal
 
 from pydantic import Field
 
@@ -30,12 +31,33 @@ class GatewaySettings(RagftSettings):
     api_keys: str = ""
     # Whole-request budget: retrieval, generation and (streaming) every read of the stream.
     deadline_s: float = Field(120, gt=0)
+    # A stream whose first token has not come by then gets a 504 instead of its first event.
+    ttft_s: float = Field(60, gt=0)
     # Passages put in the prompt; 4 chunks of ~200 tokens fit the 2048-token base model.
     top_k: int = Field(4, ge=1, le=20)
     # Earlier user turns carried into the search query so follow-ups keep their subject.
     max_query_chars: int = Field(1000, ge=50, le=4000)
     upstream_connections: int = Field(256, ge=1)
     retry_after_s: int = Field(5, ge=1)
+    # One retry of a refused connection or a 502/503, paid from a budget: retries add at most
+    # this share of the calls made, so they never multiply the load on a failing upstream.
+    retry_budget: float = Field(0.2, ge=0, le=1)
+    # This many failed calls in a row to an upstream stop calls to it for the cool-down; then
+    # one call probes it.
+    breaker_failures: int = Field(5, ge=1)
+    breaker_cooldown_s: float = Field(10, gt=0)
+    # hybrid while retrieval is down: "fail" (503), or answer as finetuned, marked degraded.
+    hybrid_without_retrieval: Literal["fail", "finetuned"] = "fail"
+    # Chat completions in flight at once; more get a 503 at once rather than waiting in a queue.
+    max_in_flight: int = Field(64, ge=1)
+    # Requests per minute per API key (per client address without keys), in bursts of up to
+    # rate_limit_burst; 0: no limit.
+    rate_limit_per_minute: float = Field(0, ge=0)
+    rate_limit_burst: int = Field(10, ge=1)
+    max_messages: int = Field(64, ge=1)
+    max_message_chars: int = Field(32_000, ge=1)
+    # The largest max_tokens a request may ask for, and what a request that names none gets.
+    max_tokens_limit: int = Field(1024, ge=1)
 
     @cached_property
     def keys(self) -> frozenset[str]:

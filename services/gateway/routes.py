@@ -6,10 +6,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from services.gateway.chat import Plan, chat
-from services.gateway.deps import DeadlineDep, GatewayDep, require_api_key
+from services.gateway.deps import DeadlineDep, GatewayDep, admit_caller
 from services.gateway.schemas import ChatRequest
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(admit_caller)])
 
 
 @router.post("/chat/completions", response_model=None)

@@ -1,4 +1,5 @@
-"""What the gateway holds for its lifetime: its settings and one client per upstream."""
+"""What the gateway holds for its lifetime: its settings, one client per upstream, admission
+control and the rate limiter."""
 
 import asyncio
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ from pydantic import ValidationError
 
 from ragft.errors import NotFound, UpstreamFailed
 from services.gateway.config import GatewaySettings
+from services.gateway.resilience import Admission, CircuitBreaker, RateLimiter, RetryBudget
 from services.gateway.schemas import Source
 from services.gateway.upstreams import Upstream
 
@@ -19,16 +21,27 @@ class Gateway:
     settings: GatewaySettings
     retrieval: Upstream
     generation: Upstream
+    admission: Admission
+    rate_limiter: RateLimiter
 
     @classmethod
     def open(cls, settings: GatewaySettings) -> "Gateway":
         def upstream(name: str, url: str) -> Upstream:
-            return Upstream(name, url, connections=settings.upstream_connections, retry_after=settings.retry_after_s)
+            return Upstream(
+                name,
+                url,
+                connections=settings.upstream_connections,
+                retry_after=settings.retry_after_s,
+                breaker=CircuitBreaker(name, settings.breaker_failures, settings.breaker_cooldown_s),
+                budget=RetryBudget(settings.retry_budget),
+            )
 
         return cls(
             settings,
             upstream("retrieval", settings.retrieval_url),
             upstream("generation", settings.generation_url),
+            Admission(settings.max_in_flight, settings.retry_after_s),
+            RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         )
 
     async def close(self) -> None:

@@ -40,8 +40,10 @@ class ChatRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     n: int | None = Field(None, ge=1, le=1, description="one answer per request")
 
-    def upstream_body(self, model: str, messages: list[ChatMessage]) -> dict[str, Any]:
+    def upstream_body(self, model: str, messages: list[ChatMessage], *, default_max_tokens: int) -> dict[str, Any]:
         body = self.model_dump(exclude_none=True, exclude={"messages"})
+        if self.max_tokens is None and self.max_completion_tokens is None:
+            body["max_tokens"] = default_max_tokens  # no request runs to the end of the context
         body["model"] = model
         body["messages"] = [message.model_dump(exclude_none=True) for message in messages]
         return body

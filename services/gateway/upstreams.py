@@ -2,7 +2,9 @@
 
 aiohttp rather than httpx on this hot path: as a proxy's client it measured several times
 faster on these machines (ARCHITECTURE.md, field notes). Every call carries the request id and
-the request's deadline, and every failure leaves here as one of ragft's errors."""
+the request's deadline, goes through the upstream's circuit breaker, is retried at most once
+(before any byte of the answer, within the retry budget), and every failure leaves here as one
+of ragft's errors."""
 
 import asyncio
 import json
@@ -22,21 +24,41 @@ from ragft.errors import (
     UpstreamUnavailable,
 )
 from ragft.http import request_id_headers
+from services.gateway.resilience import CircuitBreaker, RetryBudget
 
 UPSTREAM_ERRORS = Counter(
     "ragft_gateway_upstream_errors_total",
     "Failed calls from the gateway to an upstream service.",
     ["upstream", "type"],
 )
+UPSTREAM_RETRIES = Counter("ragft_gateway_upstream_retries_total", "Calls tried a second time.", ["upstream"])
+# A second try may succeed after these: a connection refused or dropped, a 502 or a 503.
+RETRYABLE_STATUSES = (502, 503)
+
+
+class _Retryable(Exception):
+    def __init__(self, error: RagftError) -> None:
+        self.error = error
 
 
 class Upstream:
     """One pooled connection set to one service. Open it inside the event loop (the lifespan)."""
 
-    def __init__(self, name: str, base_url: str, *, connections: int, retry_after: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        connections: int,
+        retry_after: int,
+        breaker: CircuitBreaker,
+        budget: RetryBudget,
+    ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.retry_after = retry_after
+        self.breaker = breaker
+        self.budget = budget
         self.session = aiohttp.ClientSession(
             # Idle connections are dropped before uvicorn and vLLM drop theirs (5 s), so a request
             # never goes out on a connection the upstream is closing.
@@ -49,16 +71,18 @@ class Upstream:
 
     @asynccontextmanager
     async def open(
-        self, method: str, path: str, *, deadline: float, body: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        deadline: float,
+        body: dict[str, Any] | None = None,
+        limit: str = "the deadline",
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The response of a call that succeeded (status < 400), its body not yet read. Left
-        early, by an error or a cancelled client, the connection is closed so the upstream stops."""
-        async with self.failures(deadline):
-            response = await self.session.request(method, self.base_url + path, json=body, headers=request_id_headers())
-            if response.status >= 400:
-                payload = await response.read()
-                response.release()
-                raise self._count(self._status_error(response.status, payload))
+        """The response of a call that succeeded (status < 400), its body not yet read, by
+        `deadline` (`limit` names it in the error). Left early, by an error or a cancelled
+        client, the connection is closed so the upstream stops."""
+        response = await self._call(method, path, deadline, body, limit)
         try:
             yield response
         except BaseException:
@@ -75,13 +99,64 @@ class Upstream:
             raise self._count(UpstreamFailed(f"the {self.name} service answered with invalid JSON: {exc}")) from exc
 
     async def check(self, path: str, *, deadline: float) -> None:
-        """Raises unless `path` answers with a success status."""
-        async with self.open("GET", path, deadline=deadline):
-            pass
+        """Raises unless `path` answers with a success status. A health check of its own: no
+        breaker, no retry."""
+        try:
+            response = await self._attempt("GET", path, deadline, None, "the readiness check's time")
+        except _Retryable as exc:
+            raise exc.error from None
+        response.release()
+
+    async def _call(
+        self, method: str, path: str, deadline: float, body: dict[str, Any] | None, limit: str
+    ) -> aiohttp.ClientResponse:
+        try:
+            self.breaker.admit()
+        except UpstreamUnavailable as exc:
+            raise self._count(exc, "circuit_open") from None
+        self.budget.earn()
+        retried = False
+        while True:
+            try:
+                response = await self._attempt(method, path, deadline, body, limit)
+            except _Retryable as exc:
+                self.breaker.failed()
+                if retried or self.breaker.open or not self.budget.spend():
+                    raise exc.error from None
+                retried = True
+                UPSTREAM_RETRIES.labels(self.name).inc()
+                continue
+            except (UpstreamFailed, UpstreamTimeout):
+                self.breaker.failed()
+                raise
+            except RagftError:  # a 4xx: the upstream is well, the request was not
+                self.breaker.succeeded()
+                raise
+            self.breaker.succeeded()
+            return response
+
+    async def _attempt(
+        self, method: str, path: str, deadline: float, body: dict[str, Any] | None, limit: str
+    ) -> aiohttp.ClientResponse:
+        """One try: the response, with a status below 400. Raises `_Retryable` when a second
+        try may succeed, else one of ragft's errors."""
+        try:
+            async with self.failures(deadline, limit):
+                response = await self.session.request(
+                    method, self.base_url + path, json=body, headers=request_id_headers()
+                )
+                if response.status >= 400:
+                    payload = await response.read()
+                    response.release()
+                    error = self._count(self._status_error(response.status, payload))
+                    raise _Retryable(error) if response.status in RETRYABLE_STATUSES else error
+        except UpstreamUnavailable as exc:  # a refused or dropped connection
+            raise _Retryable(exc) from exc
+        return response
 
     @asynccontextmanager
-    async def failures(self, deadline: float) -> AsyncIterator[None]:
-        """Turns the deadline and aiohttp's exceptions into ragft's errors."""
+    async def failures(self, deadline: float, limit: str = "the deadline") -> AsyncIterator[None]:
+        """Turns the deadline (`limit` names it) and aiohttp's exceptions into ragft's errors."""
         try:
             async with asyncio.timeout_at(deadline):
                 yield
@@ -94,7 +169,7 @@ class Upstream:
                 )
             ) from exc
         except TimeoutError as exc:
-            raise self._count(UpstreamTimeout(f"the {self.name} service did not answer within the deadline")) from exc
+            raise self._count(UpstreamTimeout(f"the {self.name} service did not answer within {limit}")) from exc
         except aiohttp.ClientError as exc:
             raise self._count(UpstreamFailed(f"the {self.name} service sent a broken response: {exc}")) from exc
 
@@ -108,8 +183,8 @@ class Upstream:
             return UpstreamUnavailable(f"the {self.name} service is not ready: {message}", retry_after=self.retry_after)
         return UpstreamFailed(f"the {self.name} service failed ({status}): {message}")
 
-    def _count(self, error: RagftError) -> RagftError:
-        UPSTREAM_ERRORS.labels(self.name, error.type).inc()
+    def _count(self, error: RagftError, kind: str | None = None) -> RagftError:
+        UPSTREAM_ERRORS.labels(self.name, kind or error.type).inc()
         return error
 
 

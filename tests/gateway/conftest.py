@@ -1,6 +1,7 @@
 """The gateway as a process on loopback, in front of the session's real retrieval service and
 real vLLM; `start_gateway` starts more with other settings for the fault tests."""
 
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -16,6 +17,18 @@ from tests.conftest import embedded_env, serving
 GatewayStarter = Callable[..., AbstractContextManager[str]]
 
 
+@contextmanager
+def gateway_process(
+    data_dir: Path, log: Path | None = None, **settings: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`ragft serve gateway` with these settings on a free port: its URL and its process."""
+    port = free_port()
+    env = embedded_env(data_dir, RAGFT_GATEWAY_PORT=str(port), **settings)
+    url = f"http://127.0.0.1:{port}"
+    with serving("serve", "gateway", env=env, ready=f"{url}/healthz", log=log) as process:
+        yield url, process
+
+
 @pytest.fixture(scope="session")
 def start_gateway(tmp_path_factory: pytest.TempPathFactory, retrieval_url: str, generation_url: str) -> GatewayStarter:
     """`with start_gateway(RAGFT_X="...") as url:` a gateway with those settings on top of the
@@ -23,15 +36,12 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory, retrieval_url: str, 
 
     @contextmanager
     def start(log: Path | None = None, **settings: str) -> Iterator[str]:
-        port = free_port()
         defaults = {
             "RAGFT_RETRIEVAL_URL": retrieval_url,
             "RAGFT_GENERATION_URL": generation_url,
             "RAGFT_DEFAULT_ADAPTER": "voice",
         }
-        env = embedded_env(tmp_path_factory.mktemp("gateway"), RAGFT_GATEWAY_PORT=str(port), **{**defaults, **settings})
-        url = f"http://127.0.0.1:{port}"
-        with serving("serve", "gateway", env=env, ready=f"{url}/healthz", log=log):
+        with gateway_process(tmp_path_factory.mktemp("gateway"), log, **{**defaults, **settings}) as (url, _):
             yield url
 
     return start

@@ -1,19 +1,23 @@
 """Bad input and failing upstreams: a clear error in the standard shape, and nothing hangs."""
 
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
+import psutil
 import pytest
 
-from ragft.process import free_port
-from tests.conftest import embedded_env, serving
+from ragft.process import free_port, spawn_ragft, stop_process_group, wait_until_ready
+from tests.conftest import REPO, embedded_env, serving
 from tests.gateway.conftest import GatewayStarter, wait_until_idle
 
 USER = [{"role": "user", "content": "How do I reset my password?"}]
@@ -47,7 +51,11 @@ def _error(response: httpx.Response, status: int) -> dict[str, Any]:
         ({"messages": [{"role": "user", "content": "  "}]}, {}, 400, "messages", "no user message has text"),
         ({"messages": USER, "temperature": "hot"}, {}, 422, "temperature", "number"),
         ({"messages": USER, "max_tokens": 0}, {}, 422, "max_tokens", "greater than or equal to 1"),
-        ({"messages": USER, "max_tokens": 100000}, {"X-Ragft-Route": "finetuned"}, 400, None, "max_model_len"),
+        ({"messages": USER, "max_tokens": 100000}, {"X-Ragft-Route": "finetuned"}, 400, "max_tokens", "limit is 1024"),
+        ({"messages": USER, "max_completion_tokens": 1025}, {}, 400, "max_completion_tokens", "limit is 1024"),
+        ({"messages": USER * 65}, {}, 413, "messages", "65 messages; the limit is 64"),
+        ({"messages": [{"role": "user", "content": "x" * 32_001}]}, {}, 413, "messages.0.content", "limit is 32000"),
+        ({"messages": [{"role": "user", "content": "x" * 30_000}] * 40}, {}, 413, "body", "limit of 1048576 bytes"),
         ({"messages": USER, "n": 3}, {}, 422, "n", "less than or equal to 1"),
         ([1, 2], {}, 422, "body", "valid dictionary"),
     ],
@@ -108,6 +116,32 @@ def test_retrieval_down_fails_rag_and_hybrid_fast_while_finetuned_answers(
         assert 'ragft_gateway_upstream_errors_total{type="upstream_unavailable",upstream="retrieval"}' in metrics
 
 
+def test_hybrid_answers_as_finetuned_when_the_policy_says_so_and_says_it_did(start_gateway: GatewayStarter) -> None:
+    # Nothing listens on the retrieval port: a stopped retrieval service, as the test above shows.
+    dead = f"http://127.0.0.1:{free_port()}"
+    with start_gateway(RAGFT_RETRIEVAL_URL=dead, RAGFT_HYBRID_WITHOUT_RETRIEVAL="finetuned") as url:
+        hybrid = {"X-Ragft-Route": "hybrid"}
+        answered = _post(url, {"messages": USER, "max_tokens": 8}, headers=hybrid)
+        assert answered.status_code == 200, answered.text
+        assert answered.headers["x-ragft-degraded"] == "retrieval"
+        assert answered.headers["x-ragft-route"] == "finetuned"
+        ragft = answered.json()["ragft"]
+        assert (ragft["route"], ragft["adapter"], ragft["sources"]) == ("finetuned", "voice", [])
+        assert ragft["degraded"]["component"] == "retrieval"
+        assert ragft["degraded"]["requested_route"] == "hybrid"
+        assert "unreachable" in ragft["degraded"]["message"]
+        body = {"messages": USER, "max_tokens": 8, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=hybrid, timeout=60) as r:
+            assert r.headers["x-ragft-degraded"] == "retrieval"
+            events = _events(r)
+        assert events[0]["ragft"]["degraded"]["component"] == "retrieval"
+        assert events[-1] == "[DONE]" and "error" not in events[-2]
+        # rag has no lesser route: it still fails loudly.
+        assert _error(_post(url, {"messages": USER}, headers={"X-Ragft-Route": "rag"}), 503)
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'ragft_gateway_degraded_total{component="retrieval",route="hybrid"} 2.0' in metrics
+
+
 def test_generation_down_is_a_503(start_gateway: GatewayStarter) -> None:
     # Nothing listens on the port: what a stopped vLLM looks like to the gateway, without the
     # 40-second restart of the session's real one.
@@ -124,7 +158,7 @@ def _events(response: httpx.Response) -> list[Any]:
     return [line if line == "[DONE]" else json.loads(line) for line in lines]
 
 
-LONG = {"messages": USER, "max_tokens": 1500, "ignore_eos": True}
+LONG = {"messages": USER, "max_tokens": 1000, "ignore_eos": True}  # within RAGFT_MAX_TOKENS_LIMIT
 
 
 def test_the_deadline_gives_504_before_streaming_and_an_error_event_after(
@@ -142,6 +176,41 @@ def test_the_deadline_gives_504_before_streaming_and_an_error_event_after(
         assert events[-2]["error"]["type"] == "upstream_timeout"
         assert events[-1] == "[DONE]"
         assert wait_until_idle(generation_url) == 0  # the cut requests no longer generate
+
+
+def test_vllm_killed_mid_stream_and_mid_request(
+    start_gateway: GatewayStarter, generation_env: dict[str, str], base_model: Path, tmp_path: Path
+) -> None:
+    """A vLLM of its own (the base model alone), killed with SIGKILL, engine processes and all,
+    while it streams one answer and generates another."""
+    adapters = tmp_path / "adapters"
+    adapters.mkdir()
+    env = {**generation_env, "RAGFT_GENERATION_PORT": str(free_port()), "RAGFT_ADAPTERS_DIR": str(adapters)}
+    vllm_url = f"http://127.0.0.1:{env['RAGFT_GENERATION_PORT']}"
+    launcher = spawn_ragft("serve", "generation", env=env, cwd=REPO, own_group=True)
+    try:
+        wait_until_ready(f"{vllm_url}/health", timeout=300, process=launcher)
+        vllm = psutil.Process(launcher.pid).children()[0]  # the launcher starts vLLM in a group of its own
+        base = {"X-Ragft-Route": "finetuned", "X-Ragft-Adapter": "base"}
+        with start_gateway(RAGFT_GENERATION_URL=vllm_url) as url, ThreadPoolExecutor(1) as pool:
+            plain = pool.submit(_post, url, LONG, headers=base)
+            body = {**LONG, "stream": True}
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=base, timeout=60) as r:
+                events = (line.removeprefix("data: ") for line in r.iter_lines() if line.startswith("data: "))
+                started = [next(events) for _ in range(6)]  # ragft's event, then tokens: vLLM is generating
+                os.killpg(vllm.pid, signal.SIGKILL)
+                rest = list(events)
+            assert launcher.wait(timeout=30) != 0  # the launcher reports vLLM's death
+            assert '"content"' in started[-1]
+            assert rest[-1] == "[DONE]"
+            error = json.loads(rest[-2])["error"]
+            assert error["type"] == "upstream_error"
+            assert "generation service" in error["message"]
+            cut = plain.result()  # a connection dropped before the answer's first byte
+            assert _error(cut, 503)["type"] == "upstream_unavailable"
+            assert "generation" in cut.json()["error"]["message"]
+    finally:
+        stop_process_group(launcher, timeout=30)
 
 
 class _BrokenVllm(BaseHTTPRequestHandler):

@@ -1,0 +1,124 @@
+"""A stand-in for vLLM that fails, stalls or answers on cue, to test the gateway's own logic
+under faults a real vLLM cannot be made to show on demand (a 502, a stall before the first
+token, a queue of slow streams), or to see exactly what the gateway sends. Each chat completion
+takes the next step of the script, or `default` when the script is empty; `bodies` keeps the
+request bodies in order."""
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Send `tokens` tokens, `token_s` apart, after `stall_s` (headers sent, no event yet)."""
+
+    tokens: int = 2
+    token_s: float = 0.0
+    stall_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Answer with this status, or with status 0, drop the connection without answering."""
+
+    status: int
+
+
+Step = Answer | Fail
+
+
+@dataclass
+class ScriptedVllm:
+    url: str = ""
+    default: Step = Answer()
+    script: deque[Step] = field(default_factory=deque)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def calls(self) -> int:
+        return len(self.bodies)
+
+    def next_step(self, body: dict[str, Any]) -> Step:
+        with self.lock:
+            self.bodies.append(body)
+            return self.script.popleft() if self.script else self.default
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    event = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0, "model": "voice",
+             "choices": [choice]}  # fmt: skip
+    return f"data: {json.dumps(event)}\n\n".encode()
+
+
+def _handler(vllm: ScriptedVllm) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._json(200, {"object": "list", "data": [{"id": "base", "object": "model"}]})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            step = vllm.next_step(body)
+            if isinstance(step, Fail):
+                if step.status == 0:
+                    self.close_connection = True
+                    return
+                self._json(step.status, {"error": {"message": f"scripted {step.status}", "type": "scripted"}})
+                return
+            if not body.get("stream"):
+                time.sleep(step.stall_s + step.tokens * step.token_s)
+                message = {"role": "assistant", "content": "ok " * step.tokens}
+                self._json(200, {"id": "chatcmpl-scripted", "object": "chat.completion", "created": 0,
+                                 "model": "voice", "choices": [{"index": 0, "message": message,
+                                                                "finish_reason": "stop"}]})  # fmt: skip
+                return
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(step.stall_s)
+            try:
+                self.wfile.write(_chunk({"role": "assistant", "content": ""}))
+                for _ in range(step.tokens):
+                    time.sleep(step.token_s)
+                    self.wfile.write(_chunk({"content": "ok "}))
+                    self.wfile.flush()
+                self.wfile.write(_chunk({}, "stop") + b"data: [DONE]\n\n")
+            except OSError:  # the gateway hung up: what it does on a deadline or a client leaving
+                pass
+
+        def _json(self, status: int, payload: dict[str, Any]) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@contextmanager
+def scripted_vllm(default: Step = Answer()) -> Iterator[ScriptedVllm]:
+    vllm = ScriptedVllm(default=default)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(vllm))
+    server.daemon_threads = True
+    vllm.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield vllm
+    finally:
+        server.shutdown()
+        server.server_close()
