@@ -100,12 +100,20 @@ def ingest_http(
             _raise_for_error(client.put(f"/v1/collections/{collection}"))
         except httpx.TransportError as exc:
             raise IngestError(f"retrieval service unreachable at {url}: {exc}") from exc
-        for batch in batches(documents, batch_size):
-            body = {"documents": [doc.model_dump() for doc in batch]}
-            response = _post_with_retry(client, f"/v1/collections/{collection}/documents", body)
-            _raise_for_error(response)
-            chunks += response.json()["chunks"]
-            on_documents(len(batch))
+        done = 0
+        try:
+            for batch in batches(documents, batch_size):
+                body = {"documents": [doc.model_dump() for doc in batch]}
+                response = _post_with_retry(client, f"/v1/collections/{collection}/documents", body)
+                _raise_for_error(response)
+                chunks += response.json()["chunks"]
+                done += len(batch)
+                on_documents(len(batch))
+        except IngestError as exc:
+            raise IngestError(
+                f"{exc}; {done} of {len(documents)} documents were stored before it; "
+                "run the same command again to store the rest (documents are replaced, not duplicated)"
+            ) from exc
     return IngestSummary(len(documents), chunks, time.perf_counter() - started)
 
 

@@ -3,7 +3,9 @@ restart on the same data folder find every chunk again."""
 
 import json
 import os
+import shutil
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,52 @@ def test_ingest_kill_restart_keeps_every_chunk(tmp_path: Path) -> None:
     with serving("serve", "retrieval", env=env, ready=f"{url}/readyz"):
         assert _collection(port, "help-center") == before
         assert _hits(port, question["question"]) == hits
+
+
+def test_kill_9_during_ingestion_loses_no_acknowledged_document_and_a_rerun_completes(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = embedded_env(tmp_path / "data", RAGFT_RETRIEVAL_URL=url, RAGFT_RETRIEVAL_PORT=str(port))
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    articles = sorted(p for p in SAMPLE_KB.iterdir() if p.is_file())[:12]
+    for article in articles:
+        shutil.copy(article, kb)
+    ingest = ("ingest", str(kb), "--batch-size", "1")
+
+    with serving("serve", "retrieval", env=env, ready=f"{url}/readyz") as service:
+        client = spawn_ragft(*ingest, env=env, cwd=REPO, log=tmp_path / "ingest.log")
+        deadline = time.monotonic() + 120
+        while (stored := _stored(port)) is None or stored["documents"] < 3:
+            assert time.monotonic() < deadline and client.poll() is None, "ingestion did not start"
+            time.sleep(0.05)
+        acknowledged = {a.stem: chunks for a in articles if (chunks := _chunks(port, a.stem))}
+        assert len(acknowledged) >= 3
+        os.kill(service.pid, signal.SIGKILL)
+        service.wait(timeout=10)
+        assert client.wait(timeout=60) == 1
+    told = " ".join((tmp_path / "ingest.log").read_text().split())
+    assert "unreachable" in told and "run the same command again" in told
+
+    with serving("serve", "retrieval", env=env, ready=f"{url}/readyz"):
+        assert {doc: _chunks(port, doc) for doc in acknowledged} == acknowledged
+        rerun = run_ragft(*ingest, env=env)
+        assert rerun.returncode == 0, rerun.stderr
+        stored = _stored(port)
+        assert stored is not None and stored["documents"] == 12
+        assert f"({stored['chunks']} chunks)" in rerun.stderr  # every chunk once: none duplicated, none left over
+
+
+def _stored(port: int) -> dict[str, Any] | None:
+    """The help-center collection's counts, or None before it exists."""
+    listed = {c["name"]: c for c in httpx.get(f"http://127.0.0.1:{port}/v1/collections").json()["collections"]}
+    return listed.get("help-center")
+
+
+def _chunks(port: int, doc_id: str) -> list[str] | None:
+    """A stored document's chunks, or None when it is not stored."""
+    found = httpx.get(f"http://127.0.0.1:{port}/v1/collections/help-center/documents/{doc_id}")
+    return [chunk["text"] for chunk in found.json()["chunks"]] if found.status_code == 200 else None
 
 
 def test_ingest_reports_unreadable_input_and_writes_nothing(tmp_path: Path) -> None:
