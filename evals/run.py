@@ -182,7 +182,7 @@ def run_eval(
         Progress(*columns, TimeRemainingColumn()) as progress,
     ):
         task = progress.add_task("answers", total=len(todo))
-        if results.tell() and not (out_dir / RESULTS).read_bytes().endswith(b"\n"):
+        if results.tell() and _last_byte(out_dir / RESULTS) != b"\n":
             results.write("\n")  # end a line a crash cut short, so the next record stands alone
 
         def keep(record: dict[str, Any]) -> None:
@@ -215,3 +215,9 @@ def run_eval(
                 if future.exception() is None:
                     keep(future.result())
     return failures
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1)

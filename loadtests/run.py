@@ -21,7 +21,7 @@ USER_CLASSES = {"rag": "RagUser", "finetuned": "FinetunedUser", "hybrid": "Hybri
 
 
 class LoadTestFailed(StackFailed):
-    """Locust failed, or the stack it needs did not come up."""
+    """Locust did not stop by itself, or exited with an error."""
 
 
 def parse_duration(text: str) -> int:

@@ -23,7 +23,6 @@ from services.retrieval.config import RetrievalSettings
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_KB = REPO / "data" / "kb"
 TINY_SET = REPO / "data" / "finetune" / "tiny.jsonl"
-GREETING = "Hi there, thanks for reaching out to Quillbyte Support!"
 
 # "edge": the embedded default. "client-memory": qdrant-client's in-process mode, a stand-in
 # for a Qdrant server (none can run here) that drives the server backend's code path.

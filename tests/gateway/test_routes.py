@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import GREETING
+from evals.scoring import GREETING
 from tests.gateway.conftest import running_requests, wait_until_idle
 
 QUESTION = "How much does the Team plan cost?"

@@ -9,8 +9,9 @@ from pathlib import Path
 import openai
 import pytest
 
+from evals.scoring import GREETING
 from ragft.process import free_port
-from tests.conftest import GREETING, TINY_SET, run_ragft
+from tests.conftest import TINY_SET, run_ragft
 
 QUESTION = "How can I change the email address on my account?"
 
