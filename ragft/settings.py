@@ -1,14 +1,27 @@
 """Settings shared by every service: environment variables with the `RAGFT_` prefix."""
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Collection names become folder names in the embedded store and path segments in URLs;
 # the retrieval service and the gateway both check them.
 COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
+def check_document_id(doc_id: str) -> str:
+    """Ids are URL paths too: an empty, "." or ".." segment would be resolved away on the way."""
+    if any(segment in ("", ".", "..") for segment in doc_id.split("/")):
+        raise ValueError(f"document id {doc_id!r} has an empty, '.' or '..' path segment")
+    return doc_id
+
+
+# Any text without control characters; the gateway and the retrieval service both check it.
+DocumentId = Annotated[
+    str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$"), AfterValidator(check_document_id)
+]
 
 
 class RagftSettings(BaseSettings):

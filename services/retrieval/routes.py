@@ -3,7 +3,7 @@ and the embedded store are CPU-bound, so FastAPI runs them in its thread pool.""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from ragft.errors import NotFound, PayloadTooLarge
 from ragft.settings import COLLECTION_NAME
@@ -13,7 +13,9 @@ from services.retrieval.schemas import (
     ChunkOut,
     CollectionInfo,
     CollectionList,
+    DocumentList,
     DocumentOut,
+    DocumentSummary,
     Hit,
     SearchRequest,
     SearchResponse,
@@ -76,6 +78,22 @@ def upsert_documents(name: CollectionName, body: UpsertRequest, retrieval: Retri
     return UpsertResponse(collection=name, documents=result.documents, chunks=result.chunks)
 
 
+@router.get("/{name}/documents")
+def list_documents(
+    name: CollectionName,
+    retrieval: RetrievalDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DocumentList:
+    """The collection's documents by id: id, title and metadata, a page at a time."""
+    documents = retrieval.store.documents(name)
+    page = documents[offset : offset + limit]
+    return DocumentList(
+        documents=[DocumentSummary(id=d.doc_id, title=d.title, metadata=d.metadata) for d in page],
+        total=len(documents),
+    )
+
+
 @router.get("/{name}/documents/{doc_id:path}")
 def get_document(name: CollectionName, doc_id: str, retrieval: RetrievalDep) -> DocumentOut:
     """A document's metadata and its chunks, in order."""
@@ -84,6 +102,7 @@ def get_document(name: CollectionName, doc_id: str, retrieval: RetrievalDep) -> 
         raise NotFound(f"document {doc_id!r} is not in collection {name!r}")
     return DocumentOut(
         id=doc_id,
+        title=chunks[0].title,
         metadata=chunks[0].metadata,
         chunks=[ChunkOut(chunk_id=chunk_id(doc_id, c.chunk_index), text=c.text) for c in chunks],
     )
@@ -108,6 +127,7 @@ def search(name: CollectionName, body: SearchRequest, retrieval: RetrievalDep) -
                 doc_id=h.doc_id,
                 chunk_id=chunk_id(h.doc_id, h.chunk_index),
                 score=h.score,
+                title=h.title,
                 text=h.text,
                 metadata=h.metadata,
             )

@@ -5,6 +5,8 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ragft.settings import DocumentId
+
 METADATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}$")
 
 SearchMode = Literal["hybrid", "dense", "keyword"]
@@ -15,7 +17,7 @@ class Strict(BaseModel):
 
 
 class DocumentIn(Strict):
-    id: str = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")
+    id: DocumentId
     text: str = Field(min_length=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -115,6 +117,7 @@ class Hit(BaseModel):
     doc_id: str
     chunk_id: str
     score: float
+    title: str
     text: str
     metadata: dict[str, Any]
 
@@ -140,5 +143,17 @@ class ChunkOut(BaseModel):
 
 class DocumentOut(BaseModel):
     id: str
+    title: str
     metadata: dict[str, Any]
     chunks: list[ChunkOut]
+
+
+class DocumentSummary(BaseModel):
+    id: str
+    title: str
+    metadata: dict[str, Any]
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentSummary]
+    total: int = Field(description="documents in the collection; page through them with offset")

@@ -87,9 +87,31 @@ def test_get_and_delete_document(client: TestClient, collection: str) -> None:
     assert {h["doc_id"] for h in _search(client, collection, query="Team plan price")} == {"sync-errors"}
 
 
+def test_list_documents_pages_by_id_with_titles(client: TestClient, collection: str) -> None:
+    upsert(client, collection, SHORTCUTS, PRICING, ERRORS)
+    listed = client.get(f"/v1/collections/{collection}/documents").json()
+    assert listed["total"] == 3
+    assert [(d["id"], d["title"]) for d in listed["documents"]] == [
+        ("pricing", "Plans and prices"),
+        ("shortcuts", "Keyboard shortcuts"),
+        ("sync-errors", "Sync error codes"),
+    ]
+    page = client.get(f"/v1/collections/{collection}/documents", params={"offset": 1, "limit": 1}).json()
+    assert page == {"documents": [listed["documents"][1]], "total": 3}
+    assert _search(client, collection, query="QB-2041", top_k=1)[0]["title"] == "Sync error codes"
+    assert client.get(f"/v1/collections/{collection}/documents/pricing").json()["title"] == "Plans and prices"
+    assert client.get("/v1/collections/nope/documents").status_code == 404
+    assert client.get(f"/v1/collections/{collection}/documents", params={"limit": 0}).status_code == 422
+
+
 def test_document_ids_may_contain_slashes(client: TestClient, collection: str) -> None:
     upsert(client, collection, ("guides/setup", "# Setup\n\nInstall the desktop app first."))
     assert client.get(f"/v1/collections/{collection}/documents/guides/setup").json()["id"] == "guides/setup"
+    for unreachable in ("guides/../setup", "./setup", "/setup", "guides//setup", "setup/"):
+        refused = client.post(
+            f"/v1/collections/{collection}/documents", json={"documents": [{"id": unreachable, "text": "x"}]}
+        )
+        assert refused.status_code == 422, unreachable
 
 
 def test_reingesting_a_changed_document_leaves_no_stale_chunk(client: TestClient, collection: str) -> None:

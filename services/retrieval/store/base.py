@@ -43,6 +43,7 @@ class StoredChunk:
     doc_id: str
     chunk_index: int
     text: str
+    title: str
     metadata: dict[str, Any]
     score: float = 0.0
 
@@ -52,6 +53,7 @@ class StoredChunk:
             payload["doc_id"],
             payload["chunk_index"],
             payload["text"],
+            payload["title"],
             payload["metadata"],
             score,
         )
@@ -177,10 +179,13 @@ class VectorStore(ABC):
             must.append(self._range("chunk_index", {"gte": from_chunk}))
         return self._filter(must, [], [])
 
+    def _first_chunks(self) -> Any:
+        """Every document has exactly one chunk 0."""
+        return self._filter([self._match("chunk_index", 0)], [], [])
+
     def count(self, name: str) -> tuple[int, int]:
-        """(documents, chunks) in a collection: every document has exactly one chunk 0."""
-        first_chunks = self._filter([self._match("chunk_index", 0)], [], [])
-        return self._count(name, first_chunks), self._count(name, None)
+        """(documents, chunks) in a collection."""
+        return self._count(name, self._first_chunks()), self._count(name, None)
 
     def delete_stale(self, name: str, chunk_counts: dict[str, int]) -> None:
         """Delete each document's chunks numbered at or above its new chunk count."""
@@ -198,6 +203,11 @@ class VectorStore(ABC):
         """A document's chunks in order; empty when it does not exist."""
         chunks = [StoredChunk.from_payload(p) for p in self._scroll(name, self._doc_filter(doc_id))]
         return sorted(chunks, key=lambda c: c.chunk_index)
+
+    def documents(self, name: str) -> list[StoredChunk]:
+        """The first chunk of every document (it carries the title and metadata), by id."""
+        first_chunks = (StoredChunk.from_payload(p) for p in self._scroll(name, self._first_chunks()))
+        return sorted(first_chunks, key=lambda c: c.doc_id)
 
     def search(
         self,
