@@ -1,11 +1,13 @@
 """Child processes on loopback: a free port, and waiting until a service is ready."""
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,25 @@ import httpx
 
 class NotReady(Exception):
     pass
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent_preexec() -> Callable[[], None]:
+    """A `preexec_fn` that makes the child get SIGTERM when its parent dies, even by SIGKILL
+    (Linux), so a child in a session of its own is not left running without its supervisor.
+    The kernel watches the thread that forks: call Popen from the main thread."""
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+
+    def arm() -> None:
+        if prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from ragft.logging import get_logger
-from ragft.process import NotReady, port_is_free, stop_process_group, wait_until_ready
+from ragft.process import NotReady, die_with_parent_preexec, port_is_free, stop_process_group, wait_until_ready
 from services.generation.adapters import Adapter, check_compatible, discover, max_lora_rank
 from services.generation.config import GenerationSettings
 
@@ -98,9 +98,16 @@ def run(settings: GenerationSettings, echo: Callable[[str], None]) -> int:
     names = ", ".join(a.name for a in adapters) or "none"
     echo(f"Starting vLLM: base model {settings.base_model_path} as {settings.served_model_name!r}; adapters: {names}")
     started = time.monotonic()
-    # Its own process group, so stopping it reaches vLLM's engine and workers too.
+    # Its own process group, so stopping it reaches vLLM's engine and workers too; and stopped
+    # if this launcher dies without a chance to stop it (SIGKILL, OOM).
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=die_with_parent_preexec(),
     )
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
 

@@ -1,0 +1,50 @@
+"""ragft.process: a child in a session of its own (as vLLM is) dies with its supervisor, even
+when the supervisor is killed with SIGKILL and cannot stop it."""
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+SUPERVISOR = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    from ragft.process import die_with_parent_preexec
+    armed = {"preexec_fn": die_with_parent_preexec()} if sys.argv[1] == "armed" else {}
+    child = subprocess.Popen(["sleep", "120"], start_new_session=True, **armed)
+    print(child.pid, flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("armed", [True, False])
+def test_a_child_dies_with_its_killed_supervisor_only_when_armed(armed: bool) -> None:
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, "armed" if armed else "plain"], stdout=subprocess.PIPE, text=True
+    )
+    assert supervisor.stdout is not None
+    child = 0
+    try:
+        child = int(supervisor.stdout.readline())
+        assert _alive(child)
+        supervisor.kill()
+        supervisor.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _alive(child) is not armed
+    finally:
+        supervisor.kill()
+        if child and _alive(child):
+            psutil.Process(child).kill()
