@@ -137,10 +137,9 @@ class RequestContextMiddleware:
         """`receive` for the app, or the refusal of a body over the limit. A declared length is
         checked before reading; a chunked body is read (up to the limit) and replayed."""
         limit = self.max_body_bytes
-        too_large = PayloadTooLarge(f"the request body is over the limit of {limit} bytes", param="body")
         declared = headers.get(b"content-length")
         if declared is not None:
-            return too_large if declared.isdigit() and int(declared) > limit else receive
+            return self._too_large() if declared.isdigit() and int(declared) > limit else receive
         if b"chunked" not in headers.get(b"transfer-encoding", b""):
             return receive
         chunks, size, more = [], 0, True
@@ -151,7 +150,7 @@ class RequestContextMiddleware:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > limit:
-                return too_large
+                return self._too_large()
             more = message.get("more_body", False)
         replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
@@ -159,6 +158,9 @@ class RequestContextMiddleware:
             return replay.pop() if replay else await receive()
 
         return replayed
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"the request body is over the limit of {self.max_body_bytes} bytes", param="body")
 
 
 def health_router(service: str, readiness: ReadinessCheck, lifecycle: Lifecycle) -> APIRouter:

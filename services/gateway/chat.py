@@ -131,7 +131,6 @@ class Timing:
 async def chat(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: float) -> Response:
     settings = gateway.settings
     _check_limits(request, settings)
-    asked = plan.route.value
     timing = Timing(plan.route)
     ttft_at = min(deadline, asyncio.get_running_loop().time() + settings.ttft_s)
     held = AsyncExitStack()  # the admission slot, then the upstream response
@@ -150,11 +149,11 @@ async def chat(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: flo
         timing.record("generate", started)
         timing.record("total", timing.started)
     except RagftError as exc:
-        CHAT_REQUESTS.labels(asked, exc.type).inc()
+        CHAT_REQUESTS.labels(plan.asked, exc.type).inc()
         raise
     finally:
         await held.aclose()
-    CHAT_REQUESTS.labels(asked, "ok").inc()
+    CHAT_REQUESTS.labels(plan.asked, "ok").inc()
     completion["ragft"] = plan.ragft(sources)
     return JSONResponse(completion, headers=_headers(plan, timing))
 

@@ -1,11 +1,13 @@
 """The gateway as a process on loopback, in front of the session's real retrieval service and
 real vLLM; `start_gateway` starts more with other settings for the fault tests."""
 
+import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -57,6 +59,12 @@ def gateway_url(start_gateway: GatewayStarter) -> Iterator[str]:
 def openai_client(gateway_url: str) -> openai.OpenAI:
     """The official OpenAI client, unchanged, pointed at the gateway."""
     return openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def sse_events(response: httpx.Response) -> list[Any]:
+    """A stream's events in order: parsed JSON, and the final "[DONE]"."""
+    lines = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    return [line if line == "[DONE]" else json.loads(line) for line in lines]
 
 
 def running_requests(generation_url: str) -> float:

@@ -18,7 +18,7 @@ import pytest
 
 from ragft.process import free_port, spawn_ragft, stop_process_group, wait_until_ready
 from tests.conftest import REPO, embedded_env, serving
-from tests.gateway.conftest import GatewayStarter, wait_until_idle
+from tests.gateway.conftest import GatewayStarter, sse_events, wait_until_idle
 
 USER = [{"role": "user", "content": "How do I reset my password?"}]
 
@@ -133,7 +133,7 @@ def test_hybrid_answers_as_finetuned_when_the_policy_says_so_and_says_it_did(sta
         body = {"messages": USER, "max_tokens": 8, "stream": True}
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=hybrid, timeout=60) as r:
             assert r.headers["x-ragft-degraded"] == "retrieval"
-            events = _events(r)
+            events = sse_events(r)
         assert events[0]["ragft"]["degraded"]["component"] == "retrieval"
         assert events[-1] == "[DONE]" and "error" not in events[-2]
         # rag has no lesser route: it still fails loudly.
@@ -153,11 +153,6 @@ def test_generation_down_is_a_503(start_gateway: GatewayStarter) -> None:
         assert _error(httpx.get(f"{url}/v1/models"), 503)
 
 
-def _events(response: httpx.Response) -> list[Any]:
-    lines = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
-    return [line if line == "[DONE]" else json.loads(line) for line in lines]
-
-
 LONG = {"messages": USER, "max_tokens": 1000, "ignore_eos": True}  # within RAGFT_MAX_TOKENS_LIMIT
 
 
@@ -171,7 +166,7 @@ def test_the_deadline_gives_504_before_streaming_and_an_error_event_after(
         headers = {"X-Ragft-Route": "finetuned"}
         with httpx.stream("POST", f"{url}/v1/chat/completions", json={**LONG, "stream": True}, headers=headers) as r:
             assert r.status_code == 200
-            events = _events(r)
+            events = sse_events(r)
         assert "ragft" in events[0]
         assert events[-2]["error"]["type"] == "upstream_timeout"
         assert events[-1] == "[DONE]"
@@ -251,7 +246,7 @@ def test_an_upstream_that_dies_mid_stream_ends_with_an_error_not_a_clean_finish(
     with start_gateway(RAGFT_GENERATION_URL=broken_vllm) as url:
         body = {"messages": USER, "stream": True}
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers={"X-Ragft-Route": "finetuned"}) as r:
-            events = _events(r)
+            events = sse_events(r)
         assert [e["choices"][0]["delta"]["content"] for e in events[1:3]] == ["Hel", "lo"]
         assert events[3]["error"]["type"] == "upstream_error"
         assert "before the answer was complete" in events[3]["error"]["message"]

@@ -4,7 +4,6 @@ budget, the circuit breaker, admission control, rate limits and draining on SIGT
 The gateway is the real process; vLLM is the scripted stand-in (tests/gateway/scripted_vllm.py),
 because these tests need an upstream that fails, stalls or holds a stream on cue."""
 
-import json
 import signal
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.gateway.conftest import gateway_process
+from tests.gateway.conftest import gateway_process, sse_events
 from tests.gateway.scripted_vllm import Answer, Fail, ScriptedVllm, scripted_vllm
 
 FINETUNED = {"X-Ragft-Route": "finetuned", "X-Ragft-Adapter": "voice"}
@@ -31,11 +30,6 @@ def _error(response: httpx.Response, status: int, type_: str) -> str:
     error = response.json()["error"]
     assert error["type"] == type_, error
     return str(error["message"])
-
-
-def _events(response: httpx.Response) -> list[Any]:
-    lines = [line.removeprefix("data: ") for line in response.text.splitlines() if line.startswith("data: ")]
-    return [line if line == "[DONE]" else json.loads(line) for line in lines]
 
 
 def _metric(url: str, name: str) -> float:
@@ -63,7 +57,7 @@ def test_a_stall_before_the_first_token_is_a_504_but_a_slow_steady_stream_is_not
         assert time.monotonic() - started < 4
         assert "time-to-first-token limit (1 s)" in message
         vllm.default = Answer(tokens=5, token_s=0.4)  # 2 s in all, the first token in 0.4 s
-        events = _events(_chat(url, stream=True))
+        events = sse_events(_chat(url, stream=True))
         assert [e["choices"][0]["delta"].get("content") for e in events[2:7]] == ["ok "] * 5
         assert events[-1] == "[DONE]" and not any("error" in e for e in events[:-1])
 
@@ -161,7 +155,7 @@ def test_sigterm_drains_streams_in_flight_refuses_new_work_then_exits(tmp_path: 
             assert httpx.get(f"{url}/healthz").status_code == 200
             refused = _chat(url)
             assert "shutting down" in _error(refused, 503, "shutting_down")
-            events = _events(streaming.result())
+            events = sse_events(streaming.result())
         assert events[-1] == "[DONE]" and not any("error" in e for e in events[:-1])
         assert len([e for e in events[1:-1] if e["choices"] and e["choices"][0]["delta"].get("content")]) == 8
         assert process.wait(timeout=10) == 0
