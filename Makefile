@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 comma := ,
 # One marker per set of extras: asking for other extras installs them.
 INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+# The playground's test drives Debian's Chromium: Playwright's own browser download needs the internet.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install --yes --no-install-recommends
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test check bench-retrieval bench-generation bench-gateway loadtest loadtest-step eval clean
@@ -28,6 +32,9 @@ $(INSTALLED): pyproject.toml constraints.txt
 
 install: $(INSTALLED) ## Create .venv and install ragft with pinned dependencies
 
+$(CHROMIUM):
+	$(APT_INSTALL) chromium || ($(SUDO) apt-get update && $(APT_INSTALL) chromium)
+
 run: $(INSTALLED) ## Set up what is missing (once), then run retrieval, generation and the gateway until Ctrl-C
 	$(BIN)/ragft up
 
@@ -36,7 +43,7 @@ check: $(INSTALLED) ## Lint, format check and type check
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-test: check ## Lint, type check and run the test suite
+test: check $(CHROMIUM) ## Lint, type check and run the test suite (installs Debian's chromium for the playground test)
 	$(BIN)/pytest
 
 bench-retrieval: $(INSTALLED) ## Ingest throughput, search latency and recall of the retrieval service

@@ -21,7 +21,13 @@ COMPLETION = json.dumps(
         "usage": {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52},
     }
 ).encode()
-HIT = {"doc_id": "billing-plans-and-prices", "chunk_id": "billing-plans-and-prices#0", "score": 0.03, "metadata": {}}
+HIT = {
+    "doc_id": "billing-plans-and-prices",
+    "chunk_id": "billing-plans-and-prices#0",
+    "score": 0.03,
+    "title": "Plans",
+    "metadata": {},
+}
 SEARCH = json.dumps({"hits": [{**HIT, "text": "The Team plan costs 10 euros per seat per month. " * 8}] * 4}).encode()
 JSON = [(b"content-type", b"application/json")]
 

@@ -4,11 +4,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
 
 from ragft.logging import configure_logging, get_logger
 from ragft.web import create_service_app
 from services.gateway.config import GatewaySettings, get_settings
-from services.gateway.routes import router
+from services.gateway.routes import PLAYGROUND, knowledge, page, router
 from services.gateway.runtime import Gateway
 
 log = get_logger(__name__)
@@ -38,4 +39,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await gateway.close()
 
     configure_logging(settings.log_level, settings.log_format)
-    return create_service_app("gateway", lifespan=lifespan, routers=[router], readiness=_readiness, settings=settings)
+    app = create_service_app(
+        "gateway", lifespan=lifespan, routers=[router, knowledge, page], readiness=_readiness, settings=settings
+    )
+    app.mount("/playground", StaticFiles(directory=PLAYGROUND), name="playground")
+    return app

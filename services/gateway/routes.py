@@ -1,15 +1,26 @@
-"""The OpenAI-compatible API: chat completions on three routes, and the models behind them."""
+"""The gateway's API: OpenAI-compatible chat completions and models, the knowledge-base calls the
+playground makes (proxied to the retrieval service), and the playground page itself."""
 
-from typing import Any
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import FileResponse, Response
 
+from ragft.errors import InvalidRequest
+from ragft.settings import COLLECTION_NAME, check_document_id
 from services.gateway.chat import Plan, chat
 from services.gateway.deps import DeadlineDep, GatewayDep, admit_caller
-from services.gateway.schemas import ChatRequest
+from services.gateway.schemas import ChatRequest, NewDocument
+
+PLAYGROUND = FilePath(__file__).with_name("playground")
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(admit_caller)])
+knowledge = APIRouter(prefix="/v1/ragft/collections", tags=["knowledge base"], dependencies=[Depends(admit_caller)])
+page = APIRouter(include_in_schema=False)
+
+CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME, description="letters, digits, _ and -")]
 
 
 @router.post("/chat/completions", response_model=None)
@@ -24,3 +35,46 @@ async def chat_completions(body: ChatRequest, request: Request, gateway: Gateway
 async def models(gateway: GatewayDep, deadline: DeadlineDep) -> Any:
     """The base model and every adapter the generation service serves."""
     return await gateway.models(deadline=deadline)
+
+
+@knowledge.get("")
+async def list_collections(gateway: GatewayDep, deadline: DeadlineDep) -> Any:
+    """The retrieval service's collections, with their document and chunk counts."""
+    return await gateway.retrieval.json("GET", "/v1/collections", deadline=deadline)
+
+
+@knowledge.get("/{name}/documents")
+async def list_documents(
+    name: CollectionName,
+    gateway: GatewayDep,
+    deadline: DeadlineDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    """A page of the collection's documents (id, title, metadata) and how many there are."""
+    path = f"/v1/collections/{name}/documents?offset={offset}&limit={limit}"
+    return await gateway.retrieval.json("GET", path, deadline=deadline)
+
+
+@knowledge.get("/{name}/documents/{doc_id:path}")
+async def get_document(name: CollectionName, doc_id: str, gateway: GatewayDep, deadline: DeadlineDep) -> Any:
+    """A document's metadata and its chunks, in order."""
+    try:
+        check_document_id(doc_id)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="doc_id") from None
+    path = f"/v1/collections/{name}/documents/{quote(doc_id, safe='/')}"
+    return await gateway.retrieval.json("GET", path, deadline=deadline)
+
+
+@knowledge.post("/{name}/documents")
+async def add_document(name: CollectionName, body: NewDocument, gateway: GatewayDep, deadline: DeadlineDep) -> Any:
+    """Adds (or replaces) one document; answers once it is searchable."""
+    path = f"/v1/collections/{name}/documents"
+    return await gateway.retrieval.json("POST", path, deadline=deadline, body=body.upsert_body())
+
+
+@page.get("/")
+async def playground() -> FileResponse:
+    """The playground: the three routes side by side, and the knowledge base."""
+    return FileResponse(PLAYGROUND / "index.html")

@@ -5,6 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragft.settings import DocumentId
+
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -55,5 +57,20 @@ class Source(BaseModel):
     doc_id: str
     chunk_id: str
     score: float
+    title: str = ""  # a retrieval service older than the gateway sends none
     text: str
     metadata: dict[str, Any]
+
+
+class NewDocument(BaseModel):
+    """A document added from the playground; the retrieval service checks its size."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: DocumentId
+    text: str = Field(min_length=1)
+    title: str | None = Field(None, max_length=200)
+
+    def upsert_body(self) -> dict[str, Any]:
+        metadata = {"title": self.title} if self.title else {}
+        return {"documents": [{"id": self.id, "text": self.text, "metadata": metadata}]}

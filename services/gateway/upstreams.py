@@ -18,6 +18,7 @@ from prometheus_client import Counter
 from ragft.errors import (
     InvalidRequest,
     NotFound,
+    PayloadTooLarge,
     RagftError,
     UpstreamFailed,
     UpstreamTimeout,
@@ -177,6 +178,8 @@ class Upstream:
         message = _error_message(payload) or f"HTTP {status}"
         if status == 404:
             return NotFound(message)
+        if status == 413:
+            return PayloadTooLarge(message)
         if status < 500:
             return InvalidRequest(message)
         if status == 503:
