@@ -53,10 +53,23 @@ STAGE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80),
 )
 
+TOKENS = Counter(
+    "ragft_gateway_tokens_total",
+    "Prompt and completion tokens by the route that answered, from vLLM's usage.",
+    ["route", "kind"],
+)
+REQUEST_TOKENS = Histogram(
+    "ragft_gateway_request_tokens",
+    "Prompt and completion tokens per answered request, by route.",
+    ["route", "kind"],
+    buckets=(8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+)
+
 log = get_logger(__name__)
 
 COMPLETIONS = "/v1/chat/completions"
 DONE = b"data: [DONE]\n\n"
+USAGE_CHUNK = re.compile(rb'"usage":\s*\{')
 ROUTES = ", ".join(Route)
 
 
@@ -140,7 +153,8 @@ async def chat(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: flo
         messages = grounded_messages(request.messages, sources) if plan.route.retrieves else request.messages
         body = request.upstream_body(plan.model, messages, default_max_tokens=settings.max_tokens_limit)
         if request.stream:
-            return await _stream(body, plan, sources, gateway, timing, (ttft_at, deadline), held.pop_all())
+            deadlines = (ttft_at, deadline)
+            return await _stream(body, plan, sources, gateway, timing, deadlines, held.pop_all(), request.wants_usage)
         started = time.perf_counter()
         with _adapter_named(plan):
             completion = await gateway.generation.json("POST", COMPLETIONS, deadline=deadline, body=body)
@@ -154,6 +168,7 @@ async def chat(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: flo
     finally:
         await held.aclose()
     CHAT_REQUESTS.labels(plan.asked, "ok").inc()
+    count_tokens(plan.route, completion.get("usage"))
     completion["ragft"] = plan.ragft(sources)
     return JSONResponse(completion, headers=_headers(plan, timing))
 
@@ -230,6 +245,7 @@ async def _stream(
     timing: Timing,
     deadlines: tuple[float, float],
     held: AsyncExitStack,
+    usage_asked: bool,
 ) -> Response:
     """Waits for vLLM's first event (by the time-to-first-token limit, then the deadline), so
     every failure up to the first token is an HTTP error; after it, failures are error events.
@@ -252,7 +268,7 @@ async def _stream(
     chunk_id = f"chatcmpl-{structlog.contextvars.get_contextvars().get('request_id', uuid.uuid4().hex)}"
     role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
     first = _chunk(chunk_id, plan.model, [role], plan.ragft(sources))
-    relay = _Relay(response, chunk_id, gateway, plan, timing, started, deadline, held)
+    relay = _Relay(response, chunk_id, gateway, plan, timing, started, deadline, held, usage_asked)
     return EventStream(relay.events(first, pending), held, headers=_headers(plan, timing))
 
 
@@ -266,6 +282,7 @@ class _Relay:
     generate_started: float
     deadline: float
     held: AsyncExitStack
+    usage_asked: bool
 
     async def events(self, first: bytes, pending: bytes) -> AsyncGenerator[bytes]:
         """Our first event, then vLLM's events one by one as they arrive. The stream ends with
@@ -273,10 +290,14 @@ class _Relay:
         ends with an error event first."""
         outcome = "client_closed"
         event = pending
+        usage: dict[str, int] = {}
         try:
             yield first
             while event != DONE:
-                yield event
+                if (reported := _usage(event)) is not None:
+                    usage = count_tokens(self.plan.route, reported)
+                if reported is None or self.usage_asked:
+                    yield event
                 try:
                     async with self.gateway.generation.failures(self.deadline):
                         event = await _next_event(self.response)
@@ -288,7 +309,7 @@ class _Relay:
             self.timing.record("generate", self.generate_started)
             self.timing.record("total", self.timing.started)
             outcome = "ok"
-            yield _chunk(self.chunk_id, self.plan.model, [], {"timing": self.timing.ms})
+            yield _chunk(self.chunk_id, self.plan.model, [], {"timing": self.timing.ms, "usage": usage})
             yield DONE
         finally:
             CHAT_REQUESTS.labels(self.plan.asked, outcome).inc()
@@ -305,6 +326,29 @@ async def _next_event(response: aiohttp.ClientResponse) -> bytes:
     if not event.endswith(b"\n\n"):
         raise UpstreamFailed("the generation service closed the stream before the answer was complete")
     return event
+
+
+def count_tokens(route: Route, usage: Any) -> dict[str, int]:
+    """Records vLLM's usage for the route; returns the prompt and completion counts it held."""
+    counted = {}
+    for kind in ("prompt", "completion"):
+        tokens = usage.get(f"{kind}_tokens") if isinstance(usage, dict) else None
+        if isinstance(tokens, int):
+            TOKENS.labels(route.value, kind).inc(tokens)
+            REQUEST_TOKENS.labels(route.value, kind).observe(tokens)
+            counted[f"{kind}_tokens"] = tokens
+    return counted
+
+
+def _usage(event: bytes) -> Any:
+    """The usage of vLLM's usage chunk (the one with `"usage":{`), else None; other events are
+    relayed without being parsed."""
+    if not USAGE_CHUNK.search(event):
+        return None
+    try:
+        return json.loads(event.removeprefix(b"data: "))["usage"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _chunk(chunk_id: str, model: str, choices: list[dict[str, Any]], ragft: dict[str, Any]) -> bytes:

@@ -46,9 +46,17 @@ class ChatRequest(BaseModel):
         body = self.model_dump(exclude_none=True, exclude={"messages"})
         if self.max_tokens is None and self.max_completion_tokens is None:
             body["max_tokens"] = default_max_tokens  # no request runs to the end of the context
+        if self.stream:  # vLLM's usage chunk feeds the token metrics; it reaches only clients that asked
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         body["model"] = model
         body["messages"] = [message.model_dump(exclude_none=True) for message in messages]
         return body
+
+    @property
+    def wants_usage(self) -> bool:
+        """Whether the client asked for the stream's usage chunk (`stream_options.include_usage`)."""
+        options = (self.model_extra or {}).get("stream_options")
+        return isinstance(options, dict) and options.get("include_usage") is True
 
 
 class Source(BaseModel):

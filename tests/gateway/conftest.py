@@ -61,6 +61,14 @@ def openai_client(gateway_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
+def metric(url: str, name: str) -> float:
+    """One sample of the service's /metrics, by its full name and labels."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} is not in the metrics")
+
+
 def sse_events(response: httpx.Response) -> list[Any]:
     """A stream's events in order: parsed JSON, and the final "[DONE]"."""
     lines = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]

@@ -2,7 +2,7 @@
 under faults a real vLLM cannot be made to show on demand (a 502, a stall before the first
 token, a queue of slow streams), or to see exactly what the gateway sends. Each chat completion
 takes the next step of the script, or `default` when the script is empty; `bodies` keeps the
-request bodies in order."""
+request bodies in order. Its usage counts a prompt token per character of the messages' JSON."""
 
 import json
 import threading
@@ -73,12 +73,14 @@ def _handler(vllm: ScriptedVllm) -> type[BaseHTTPRequestHandler]:
                     return
                 self._json(step.status, {"error": {"message": f"scripted {step.status}", "type": "scripted"}})
                 return
+            usage = {"prompt_tokens": len(json.dumps(body["messages"])), "completion_tokens": step.tokens}
             if not body.get("stream"):
                 time.sleep(step.stall_s + step.tokens * step.token_s)
                 message = {"role": "assistant", "content": "ok " * step.tokens}
                 self._json(200, {"id": "chatcmpl-scripted", "object": "chat.completion", "created": 0,
                                  "model": "voice", "choices": [{"index": 0, "message": message,
-                                                                "finish_reason": "stop"}]})  # fmt: skip
+                                                                "finish_reason": "stop"}],
+                                 "usage": usage})  # fmt: skip
                 return
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
@@ -91,7 +93,10 @@ def _handler(vllm: ScriptedVllm) -> type[BaseHTTPRequestHandler]:
                     time.sleep(step.token_s)
                     self.wfile.write(_chunk({"content": "ok "}))
                     self.wfile.flush()
-                self.wfile.write(_chunk({}, "stop") + b"data: [DONE]\n\n")
+                self.wfile.write(_chunk({}, "stop"))
+                if body.get("stream_options", {}).get("include_usage"):
+                    self.wfile.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
             except OSError:  # the gateway hung up: what it does on a deadline or a client leaving
                 pass
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.gateway.conftest import gateway_process, sse_events
+from tests.gateway.conftest import gateway_process, metric, sse_events
 from tests.gateway.scripted_vllm import Answer, Fail, ScriptedVllm, scripted_vllm
 
 FINETUNED = {"X-Ragft-Route": "finetuned", "X-Ragft-Adapter": "voice"}
@@ -30,13 +30,6 @@ def _error(response: httpx.Response, status: int, type_: str) -> str:
     error = response.json()["error"]
     assert error["type"] == type_, error
     return str(error["message"])
-
-
-def _metric(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{name} is not in the metrics")
 
 
 def _wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
@@ -82,7 +75,7 @@ def test_a_refused_or_failed_call_is_retried_once_and_retries_stay_within_the_bu
         for _ in range(50):
             _error(_chat(url), 502, "upstream_error")
         assert vllm.calls - before == 50 + 11
-        retries = _metric(url, 'ragft_gateway_upstream_retries_total{upstream="generation"}')
+        retries = metric(url, 'ragft_gateway_upstream_retries_total{upstream="generation"}')
         assert retries == 2 + 11
 
 
@@ -95,7 +88,7 @@ def test_the_breaker_fails_fast_after_repeated_failures_then_one_call_probes(tmp
         assert "stops calling it" in _error(fast, 503, "upstream_unavailable")
         assert fast.headers["retry-after"] in ("1", "2")
         assert vllm.calls == 3  # the open breaker called nothing
-        assert _metric(url, 'ragft_gateway_circuit_open{upstream="generation"}') == 1
+        assert metric(url, 'ragft_gateway_circuit_open{upstream="generation"}') == 1
         time.sleep(2.1)
         assert _chat(url).status_code == 503  # the probe, still failing: open again
         assert vllm.calls == 4
@@ -106,7 +99,7 @@ def test_the_breaker_fails_fast_after_repeated_failures_then_one_call_probes(tmp
         assert _chat(url).status_code == 200  # the probe succeeds: closed
         assert _chat(url).status_code == 200
         assert vllm.calls == 6
-        assert _metric(url, 'ragft_gateway_circuit_open{upstream="generation"}') == 0
+        assert metric(url, 'ragft_gateway_circuit_open{upstream="generation"}') == 0
 
 
 def test_admission_control_refuses_beyond_the_cap_at_once_and_frees_slots(tmp_path: Path) -> None:
@@ -123,7 +116,7 @@ def test_admission_control_refuses_beyond_the_cap_at_once_and_frees_slots(tmp_pa
             assert [future.result().status_code for future in slow] == [200, 200]
         vllm.default = Answer()
         assert _chat(url).status_code == 200
-        assert _metric(url, "ragft_gateway_chat_in_flight") == 0
+        assert metric(url, "ragft_gateway_chat_in_flight") == 0
 
 
 def test_rate_limits_are_per_key_and_exact_under_concurrency(tmp_path: Path) -> None:
