@@ -69,8 +69,8 @@ log = get_logger(__name__)
 
 COMPLETIONS = "/v1/chat/completions"
 DONE = b"data: [DONE]\n\n"
-USAGE_CHUNK = re.compile(rb'"usage":\s*\{')
 ROUTES = ", ".join(Route)
+USAGE_CHUNK = re.compile(rb'"usage":\s*\{')
 
 
 @dataclass
@@ -141,7 +141,33 @@ class Timing:
         return ", ".join(f"{stage};dur={ms}" for stage, ms in self.ms.items())
 
 
+@dataclass
+class Completed:
+    """A whole answer: vLLM's completion with the `ragft` object, and how it was made."""
+
+    completion: dict[str, Any]
+    plan: Plan
+    timing: Timing
+
+
+@dataclass
+class Streamed:
+    """An answer whose first token has come: its events, what they hold, and the headers."""
+
+    events: AsyncGenerator[bytes]
+    held: AsyncExitStack
+    headers: dict[str, str]
+
+
 async def chat(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: float) -> Response:
+    answered = await answer(request, plan, gateway, deadline)
+    if isinstance(answered, Streamed):
+        return EventStream(answered.events, answered.held, answered.headers)
+    return JSONResponse(answered.completion, headers=_headers(answered.plan, answered.timing))
+
+
+async def answer(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: float) -> Completed | Streamed:
+    """One chat request on its route: the whole completion, or the stream once its first token came."""
     settings = gateway.settings
     _check_limits(request, settings)
     timing = Timing(plan.route)
@@ -170,7 +196,7 @@ async def chat(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: flo
     CHAT_REQUESTS.labels(plan.asked, "ok").inc()
     count_tokens(plan.route, completion.get("usage"))
     completion["ragft"] = plan.ragft(sources)
-    return JSONResponse(completion, headers=_headers(plan, timing))
+    return Completed(completion, plan, timing)
 
 
 def _check_limits(request: ChatRequest, settings: GatewaySettings) -> None:
@@ -246,7 +272,7 @@ async def _stream(
     deadlines: tuple[float, float],
     held: AsyncExitStack,
     usage_asked: bool,
-) -> Response:
+) -> Streamed:
     """Waits for vLLM's first event (by the time-to-first-token limit, then the deadline), so
     every failure up to the first token is an HTTP error; after it, failures are error events.
     `held` is closed when the stream ends, however it ends."""
@@ -269,7 +295,7 @@ async def _stream(
     role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
     first = _chunk(chunk_id, plan.model, [role], plan.ragft(sources))
     relay = _Relay(response, chunk_id, gateway, plan, timing, started, deadline, held, usage_asked)
-    return EventStream(relay.events(first, pending), held, headers=_headers(plan, timing))
+    return Streamed(relay.events(first, pending), held, _headers(plan, timing))
 
 
 @dataclass

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, Response
 from ragft.errors import InvalidRequest
 from ragft.settings import COLLECTION_NAME, check_document_id
 from services.gateway.chat import Plan, chat
+from services.gateway.compare import CompareRequest, compare
 from services.gateway.deps import DeadlineDep, GatewayDep, admit_caller
 from services.gateway.schemas import ChatRequest, NewDocument
 
@@ -29,6 +30,16 @@ async def chat_completions(body: ChatRequest, request: Request, gateway: Gateway
     and `X-Ragft-Collection` pick the adapter and the knowledge base."""
     plan = Plan.from_headers(request.headers, gateway.settings)
     return await chat(body, plan, gateway, deadline)
+
+
+@router.post("/compare", response_model=None)
+async def compare_routes(
+    body: CompareRequest, request: Request, gateway: GatewayDep, deadline: DeadlineDep
+) -> Response:
+    """The same chat body on several routes at once (`routes`, default all three): per route the
+    answer, sources, timing and tokens, or its error. `stream: true` interleaves the routes'
+    events, each tagged with its route."""
+    return await compare(body, request.headers, gateway, deadline)
 
 
 @router.get("/models")

@@ -1,0 +1,117 @@
+"""`POST /v1/compare`: one chat body answered on several routes at once, side by side. Each
+route runs exactly as a chat completion on it would (limits, admission, metrics); one route
+failing gives that route an error while the others still answer."""
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+from fastapi.responses import JSONResponse, Response
+from pydantic import Field
+
+from ragft.errors import RagftError, UnknownRoute, error_body
+from services.gateway.chat import DONE, ROUTES, Completed, EventStream, Plan, Streamed, answer
+from services.gateway.config import Route
+from services.gateway.runtime import Gateway
+from services.gateway.schemas import ChatRequest
+
+
+class CompareRequest(ChatRequest):
+    routes: list[str] = Field(
+        default_factory=lambda: [route.value for route in Route], min_length=1, max_length=len(Route)
+    )
+
+    def chat_request(self) -> ChatRequest:
+        return ChatRequest.model_validate(self.model_dump(exclude={"routes"}, exclude_none=True))
+
+
+def plans(body: CompareRequest, headers: Mapping[str, str], gateway: Gateway) -> list[Plan]:
+    """One plan per route asked for, each with the adapter and collection headers."""
+    chosen = []
+    for name in body.routes:
+        try:
+            chosen.append(Route(name.strip().lower()))
+        except ValueError:
+            raise UnknownRoute(f"{name!r} is not a route; use one of: {ROUTES}", param="routes") from None
+    if len(set(chosen)) < len(chosen):
+        raise UnknownRoute(f"routes {body.routes} name a route twice", param="routes")
+    lowered = {key.lower(): value for key, value in headers.items()}
+    return [Plan.from_headers({**lowered, "x-ragft-route": route.value}, gateway.settings) for route in chosen]
+
+
+async def compare(body: CompareRequest, headers: Mapping[str, str], gateway: Gateway, deadline: float) -> Response:
+    request = body.chat_request()
+    routes = plans(body, headers, gateway)
+    if request.stream:  # each route's stream holds its own slot and upstream response
+        return EventStream(_merged(request, routes, gateway, deadline), AsyncExitStack(), headers={})
+    results = await asyncio.gather(*(_one(request, plan, gateway, deadline) for plan in routes))
+    return JSONResponse({"object": "ragft.comparison", "results": results})
+
+
+async def _one(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: float) -> dict[str, Any]:
+    """A route's answer, sources, timing and tokens; or its error, in the error shape."""
+    try:
+        answered = await answer(request, plan, gateway, deadline)
+    except RagftError as exc:
+        return {"route": plan.route.value, "status": exc.status_code, **error_body(exc.type, exc.message, exc.param)}
+    assert isinstance(answered, Completed)
+    completion = answered.completion
+    usage = completion.get("usage") or {}
+    return {
+        "route": plan.route.value,
+        "status": 200,
+        "answered_as": answered.plan.route.value,
+        "answer": completion["choices"][0]["message"]["content"] if completion.get("choices") else None,
+        "model": completion.get("model"),
+        "ragft": completion["ragft"],
+        "timing": answered.timing.ms,
+        "usage": {kind: usage.get(kind) for kind in ("prompt_tokens", "completion_tokens")},
+    }
+
+
+async def _merged(request: ChatRequest, routes: list[Plan], gateway: Gateway, deadline: float) -> AsyncGenerator[bytes]:
+    """Every route's stream as it arrives, each event tagged with its route: `{"route", "chunk"}`,
+    `{"route", "error"}` and, when a route's stream ends, `{"route", "done": true}`; then
+    `[DONE]`. Leaving early (a client that disconnects) stops every route's generation."""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def relay(plan: Plan) -> None:
+        route = plan.route.value
+        try:
+            try:
+                answered = await answer(request, plan, gateway, deadline)
+            except RagftError as exc:
+                await queue.put(_tagged(route, error_body(exc.type, exc.message, exc.param)))
+                return
+            assert isinstance(answered, Streamed)
+            try:
+                async for event in answered.events:
+                    if event != DONE:
+                        payload = json.loads(event.removeprefix(b"data: "))
+                        await queue.put(_tagged(route, payload if "error" in payload else {"chunk": payload}))
+            finally:
+                await answered.events.aclose()
+        finally:
+            await queue.put(_tagged(route, {"done": True}))
+            await queue.put(None)
+
+    tasks = [asyncio.create_task(relay(plan)) for plan in routes]
+    try:
+        running = len(tasks)
+        while running:
+            event = await queue.get()
+            if event is None:
+                running -= 1
+            else:
+                yield event
+        yield DONE
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _tagged(route: str, payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps({"route": route, **payload}, separators=(",", ":")).encode() + b"\n\n"

@@ -1,0 +1,72 @@
+"""`POST /v1/compare` with the scripted vLLM and no retrieval service: finetuned answers while
+rag and hybrid fail, each in its own result, plain and streamed. The three answers from the real
+stack are checked in test_routes."""
+
+import json
+import subprocess
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import httpx
+
+from ragft.process import free_port
+from tests.gateway.conftest import gateway_process, sse_events
+from tests.gateway.scripted_vllm import Answer, scripted_vllm
+
+USER = [{"role": "user", "content": "How do I reset my password?"}]
+
+
+def _gateway(vllm_url: str, tmp_path: Path) -> AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    return gateway_process(
+        tmp_path, None, RAGFT_GENERATION_URL=vllm_url, RAGFT_RETRIEVAL_URL=nowhere, RAGFT_DEFAULT_ADAPTER="voice"
+    )
+
+
+def test_each_route_gets_its_answer_or_its_own_error(tmp_path: Path) -> None:
+    with scripted_vllm(Answer(tokens=3)) as vllm, _gateway(vllm.url, tmp_path) as (url, _):
+        compared = httpx.post(f"{url}/v1/compare", json={"messages": USER}, timeout=30)
+        assert compared.status_code == 200, compared.text
+        results = {result["route"]: result for result in compared.json()["results"]}
+        assert list(results) == ["rag", "finetuned", "hybrid"]
+        finetuned = results["finetuned"]
+        assert finetuned["status"] == 200 and finetuned["answer"] == "ok ok ok "
+        assert finetuned["usage"] == {"prompt_tokens": len(json.dumps(USER)), "completion_tokens": 3}
+        assert set(finetuned["timing"]) == {"retrieve", "generate", "total"}
+        assert finetuned["ragft"]["adapter"] == "voice" and finetuned["ragft"]["sources"] == []
+        for route in ("rag", "hybrid"):
+            assert results[route]["status"] == 503
+            assert "retrieval service is unreachable" in results[route]["error"]["message"]
+        assert [body["model"] for body in vllm.bodies] == ["voice"]  # rag and hybrid never generated
+
+        only = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": ["FINETUNED"]}, timeout=30)
+        assert [result["route"] for result in only.json()["results"]] == ["finetuned"]
+
+
+def test_a_streamed_comparison_tags_every_event_with_its_route(tmp_path: Path) -> None:
+    with scripted_vllm(Answer(tokens=4)) as vllm, _gateway(vllm.url, tmp_path) as (url, _):
+        body = {"messages": USER, "stream": True, "routes": ["rag", "finetuned"]}
+        with httpx.stream("POST", f"{url}/v1/compare", json=body, timeout=30) as response:
+            events = sse_events(response)
+    assert events[-1] == "[DONE]"
+    by_route: dict[str, list[dict]] = {"rag": [], "finetuned": []}
+    for event in events[:-1]:
+        by_route[event["route"]].append(event)
+    assert [list(event) for event in by_route["rag"]] == [["route", "error"], ["route", "done"]]
+    finetuned = by_route["finetuned"]
+    assert finetuned[-1] == {"route": "finetuned", "done": True}
+    text = "".join(c["delta"].get("content", "") for e in finetuned[:-1] for c in e["chunk"]["choices"])
+    assert text == "ok " * 4
+    assert finetuned[-2]["chunk"]["ragft"]["usage"]["completion_tokens"] == 4
+
+
+def test_unknown_or_repeated_routes_are_refused_with_the_valid_ones(tmp_path: Path) -> None:
+    with scripted_vllm() as vllm, _gateway(vllm.url, tmp_path) as (url, _):
+        unknown = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": ["rag", "magic"]})
+        repeated = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": ["rag", "RAG"]})
+        empty = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": []})
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "routes"
+    assert "rag, finetuned, hybrid" in unknown.json()["error"]["message"]
+    assert repeated.status_code == 400 and "twice" in repeated.json()["error"]["message"]
+    assert empty.status_code == 422
+    assert vllm.calls == 0
