@@ -6,9 +6,9 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import AsyncExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -23,15 +23,14 @@ from ragft.errors import (
     NotFound,
     PayloadTooLarge,
     RagftError,
-    UnknownRoute,
     UpstreamFailed,
     UpstreamTimeout,
     UpstreamUnavailable,
     error_body,
 )
 from ragft.logging import get_logger
-from ragft.settings import COLLECTION_NAME
-from services.gateway.config import GatewaySettings, Route
+from services.gateway.config import AUTO, GatewaySettings, Route
+from services.gateway.plan import Plan
 from services.gateway.prompt import grounded_messages, search_query
 from services.gateway.runtime import Gateway, adapter_not_found
 from services.gateway.schemas import ChatRequest, Source
@@ -69,73 +68,21 @@ log = get_logger(__name__)
 
 COMPLETIONS = "/v1/chat/completions"
 DONE = b"data: [DONE]\n\n"
-ROUTES = ", ".join(Route)
 USAGE_CHUNK = re.compile(rb'"usage":\s*\{')
-
-
-@dataclass
-class Plan:
-    """What the headers ask for: the route, and the collection and adapter it uses."""
-
-    route: Route
-    collection: str | None
-    adapter: str | None
-    model: str
-    # Set when the route could not run as asked and a lesser one answered instead.
-    degraded: dict[str, str] | None = None
-
-    @classmethod
-    def from_headers(cls, headers: Mapping[str, str], settings: GatewaySettings) -> "Plan":
-        raw = headers.get("x-ragft-route", settings.default_route.value)
-        try:
-            route = Route(raw.strip().lower())
-        except ValueError:
-            raise UnknownRoute(
-                f"X-Ragft-Route {raw!r} is not a route; use one of: {ROUTES}", param="X-Ragft-Route"
-            ) from None
-        collection = headers.get("x-ragft-collection", settings.collection) if route.retrieves else None
-        if collection is not None and not re.match(COLLECTION_NAME, collection):
-            raise InvalidRequest(
-                f"X-Ragft-Collection {collection!r} is not a collection name: letters, digits, _ and -",
-                param="X-Ragft-Collection",
-            )
-        adapter = headers.get("x-ragft-adapter", settings.default_adapter) if route.uses_adapter else None
-        if adapter is not None and not adapter.strip():
-            raise InvalidRequest(f"the {route.value} route needs an adapter name", param="X-Ragft-Adapter")
-        return cls(route, collection, adapter, adapter or settings.served_model_name)
-
-    @property
-    def asked(self) -> str:
-        """The route the request asked for."""
-        return self.degraded["requested_route"] if self.degraded else self.route.value
-
-    def without_retrieval(self, error: RagftError) -> "Plan":
-        """hybrid answered as finetuned, saying so."""
-        reason = {"component": "retrieval", "requested_route": self.route.value, "message": error.message}
-        return replace(self, route=Route.FINETUNED, collection=None, degraded=reason)
-
-    def ragft(self, sources: list[Source]) -> dict[str, Any]:
-        ragft = {
-            "route": self.route.value,
-            "adapter": self.adapter,
-            "collection": self.collection,
-            "sources": [source.model_dump() for source in sources],
-        }
-        return ragft | ({"degraded": self.degraded} if self.degraded else {})
 
 
 @dataclass
 class Timing:
     """Stage durations in ms, for the Server-Timing header, the stream's last event and the metrics."""
 
-    route: Route
+    route: str  # the route asked for, so auto's stages are its own
     started: float = field(default_factory=time.perf_counter)
     ms: dict[str, float] = field(default_factory=dict)
 
     def record(self, stage: str, since: float) -> None:
         seconds = time.perf_counter() - since
         self.ms[stage] = round(seconds * 1000, 1)
-        STAGE_SECONDS.labels(self.route.value, stage).observe(seconds)
+        STAGE_SECONDS.labels(self.route, stage).observe(seconds)
 
     def header(self) -> str:
         return ", ".join(f"{stage};dur={ms}" for stage, ms in self.ms.items())
@@ -170,7 +117,7 @@ async def answer(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: f
     """One chat request on its route: the whole completion, or the stream once its first token came."""
     settings = gateway.settings
     _check_limits(request, settings)
-    timing = Timing(plan.route)
+    timing = Timing(plan.asked)
     ttft_at = min(deadline, asyncio.get_running_loop().time() + settings.ttft_s)
     held = AsyncExitStack()  # the admission slot, then the upstream response
     try:
@@ -220,29 +167,40 @@ def _check_limits(request: ChatRequest, settings: GatewaySettings) -> None:
 async def _retrieve(
     request: ChatRequest, plan: Plan, gateway: Gateway, timing: Timing, deadline: float
 ) -> tuple[Plan, list[Source]]:
-    """The plan that will run, and its sources. hybrid goes on without them when retrieval is
-    down and the degradation policy says so."""
+    """The plan that will run, and its sources. auto chooses its route from the search; hybrid
+    goes on without sources when retrieval is down and the degradation policy says so, and auto
+    always does."""
     if plan.collection is None:
         timing.ms["retrieve"] = 0.0  # in the header, so every route reports the same stages
         return plan, []
     query = search_query(request.messages, gateway.settings.max_query_chars)
     if not query:
         raise InvalidRequest(
-            f"the {plan.route.value} route searches with the user's message, and no user message has text",
+            f"the {plan.asked} route searches with the user's message, and no user message has text",
             param="messages",
         )
     started = time.perf_counter()
     try:
-        sources = await gateway.search(plan.collection, query, deadline=deadline)
-    except (UpstreamUnavailable, UpstreamFailed, UpstreamTimeout) as exc:
-        if plan.route is not Route.HYBRID or gateway.settings.hybrid_without_retrieval == "fail":
+        found = await gateway.search(plan.collection, query, deadline=deadline)
+    except NotFound as exc:
+        if plan.asked != AUTO:
             raise
-        DEGRADED.labels(plan.route.value, "retrieval").inc()
-        log.warning("answering without retrieval", route=plan.route.value, error=exc.message)
+        timing.record("retrieve", started)
+        return plan.finetuned(exc.message), []
+    except (UpstreamUnavailable, UpstreamFailed, UpstreamTimeout) as exc:
+        fails = plan.route is Route.RAG or gateway.settings.hybrid_without_retrieval == "fail"
+        if plan.asked != AUTO and fails:
+            raise
+        DEGRADED.labels(plan.asked, "retrieval").inc()
+        log.warning("answering without retrieval", route=plan.asked, error=exc.message)
         timing.record("retrieve", started)
         return plan.without_retrieval(exc), []
     timing.record("retrieve", started)
-    return plan, sources
+    if plan.asked == AUTO:
+        plan = plan.chosen(found, gateway.settings.auto_min_keyword_score)
+        if plan.route is Route.FINETUNED:
+            return plan, []
+    return plan, found.hits
 
 
 @contextmanager

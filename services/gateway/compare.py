@@ -12,15 +12,16 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
 from ragft.errors import RagftError, UnknownRoute, error_body
-from services.gateway.chat import DONE, ROUTES, Completed, EventStream, Plan, Streamed, answer
+from services.gateway.chat import DONE, Completed, EventStream, Streamed, answer
 from services.gateway.config import Route
+from services.gateway.plan import ROUTE_NAMES, ROUTES, Plan
 from services.gateway.runtime import Gateway
 from services.gateway.schemas import ChatRequest
 
 
 class CompareRequest(ChatRequest):
     routes: list[str] = Field(
-        default_factory=lambda: [route.value for route in Route], min_length=1, max_length=len(Route)
+        default_factory=lambda: [route.value for route in Route], min_length=1, max_length=len(ROUTE_NAMES)
     )
 
     def chat_request(self) -> ChatRequest:
@@ -28,17 +29,14 @@ class CompareRequest(ChatRequest):
 
 
 def plans(body: CompareRequest, headers: Mapping[str, str], gateway: Gateway) -> list[Plan]:
-    """One plan per route asked for, each with the adapter and collection headers."""
-    chosen = []
-    for name in body.routes:
-        try:
-            chosen.append(Route(name.strip().lower()))
-        except ValueError:
-            raise UnknownRoute(f"{name!r} is not a route; use one of: {ROUTES}", param="routes") from None
+    """One plan per route asked for (auto too), each with the adapter and collection headers."""
+    chosen = [name.strip().lower() for name in body.routes]
+    if unknown := [name for name in chosen if name not in ROUTE_NAMES]:
+        raise UnknownRoute(f"{unknown[0]!r} is not a route; use one of: {ROUTES}", param="routes")
     if len(set(chosen)) < len(chosen):
         raise UnknownRoute(f"routes {body.routes} name a route twice", param="routes")
     lowered = {key.lower(): value for key, value in headers.items()}
-    return [Plan.from_headers({**lowered, "x-ragft-route": route.value}, gateway.settings) for route in chosen]
+    return [Plan.from_headers({**lowered, "x-ragft-route": name}, gateway.settings) for name in chosen]
 
 
 async def compare(body: CompareRequest, headers: Mapping[str, str], gateway: Gateway, deadline: float) -> Response:
@@ -55,12 +53,12 @@ async def _one(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: flo
     try:
         answered = await answer(request, plan, gateway, deadline)
     except RagftError as exc:
-        return {"route": plan.route.value, "status": exc.status_code, **error_body(exc.type, exc.message, exc.param)}
+        return {"route": plan.asked, "status": exc.status_code, **error_body(exc.type, exc.message, exc.param)}
     assert isinstance(answered, Completed)
     completion = answered.completion
     usage = completion.get("usage") or {}
     return {
-        "route": plan.route.value,
+        "route": plan.asked,
         "status": 200,
         "answered_as": answered.plan.route.value,
         "answer": completion["choices"][0]["message"]["content"] if completion.get("choices") else None,
@@ -78,7 +76,7 @@ async def _merged(request: ChatRequest, routes: list[Plan], gateway: Gateway, de
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     async def relay(plan: Plan) -> None:
-        route = plan.route.value
+        route = plan.asked
         try:
             try:
                 answered = await answer(request, plan, gateway, deadline)

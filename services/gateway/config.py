@@ -23,6 +23,10 @@ class Route(StrEnum):
         return self is not Route.RAG
 
 
+# The route that picks one of the three per request, from the search it makes.
+AUTO = "auto"
+
+
 class GatewaySettings(RagftSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
@@ -33,6 +37,9 @@ class GatewaySettings(RagftSettings):
     deadline_s: float = Field(120, gt=0)
     # A stream whose first token has not come by then gets a 504 instead of its first event.
     ttft_s: float = Field(60, gt=0)
+    # `auto` answers from the knowledge base (rag, or hybrid when the request names an adapter)
+    # when the best chunk's BM25 score per query term reaches this, else on the adapter alone.
+    auto_min_keyword_score: float = Field(1.6, ge=0)
     # Passages put in the prompt; 4 chunks of ~200 tokens fit the 2048-token base model.
     top_k: int = Field(4, ge=1, le=20)
     # Earlier user turns carried into the search query so follow-ups keep their subject.

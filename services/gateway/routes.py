@@ -10,9 +10,10 @@ from fastapi.responses import FileResponse, Response
 
 from ragft.errors import InvalidRequest
 from ragft.settings import COLLECTION_NAME, check_document_id
-from services.gateway.chat import Plan, chat
+from services.gateway.chat import chat
 from services.gateway.compare import CompareRequest, compare
 from services.gateway.deps import DeadlineDep, GatewayDep, admit_caller
+from services.gateway.plan import Plan
 from services.gateway.schemas import ChatRequest, NewDocument
 
 PLAYGROUND = FilePath(__file__).with_name("playground")

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from ragft.errors import NotFound, UpstreamFailed
 from services.gateway.config import GatewaySettings
 from services.gateway.resilience import Admission, CircuitBreaker, RateLimiter, RetryBudget
-from services.gateway.schemas import Source
+from services.gateway.schemas import SearchResult
 from services.gateway.upstreams import Upstream
 
 READINESS_S = 3.0
@@ -48,7 +48,7 @@ class Gateway:
         await self.retrieval.close()
         await self.generation.close()
 
-    async def search(self, collection: str, query: str, *, deadline: float) -> list[Source]:
+    async def search(self, collection: str, query: str, *, deadline: float) -> SearchResult:
         path = f"/v1/collections/{quote(collection, safe='')}/search"
         body = {"query": query, "top_k": self.settings.top_k}
         try:
@@ -56,8 +56,8 @@ class Gateway:
         except NotFound as exc:
             raise NotFound(exc.message, param="X-Ragft-Collection") from exc
         try:
-            return [Source.model_validate(hit) for hit in found["hits"]]
-        except (KeyError, TypeError, ValidationError) as exc:
+            return SearchResult.model_validate(found)
+        except ValidationError as exc:
             raise UpstreamFailed(f"the retrieval service answered a search with an unexpected body: {exc}") from exc
 
     async def models(self, *, deadline: float) -> object:

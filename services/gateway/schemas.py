@@ -70,6 +70,13 @@ class Source(BaseModel):
     metadata: dict[str, Any]
 
 
+class SearchResult(BaseModel):
+    """A search's passages, and the best keyword score, which `auto` reads."""
+
+    hits: list[Source]
+    keyword_score: float | None = None  # a retrieval service older than the gateway sends none
+
+
 class NewDocument(BaseModel):
     """A document added from the playground; the retrieval service checks its size."""
 

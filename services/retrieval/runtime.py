@@ -56,5 +56,12 @@ class Retrieval:
                 exact=exact,
             )
 
+    def keyword_score(self, collection: str, request: SearchRequest) -> float | None:
+        """The best chunk's BM25 score per distinct query term, so long and short questions
+        compare: how much of the question the collection covers."""
+        keywords = self.keywords.query(request.query)
+        best = self.store.keyword_score(collection, keywords=keywords, filter=request.filter)
+        return None if best is None or not keywords.indices else best / len(keywords.indices)
+
     def close(self) -> None:
         self.store.close()

@@ -124,6 +124,9 @@ class Hit(BaseModel):
 
 class SearchResponse(BaseModel):
     hits: list[Hit]
+    # The best chunk's BM25 score per query term (hybrid and keyword modes; None when no chunk
+    # shares a term): whether the collection covers the question at all, which `auto` reads.
+    keyword_score: float | None = None
 
 
 class CollectionInfo(BaseModel):

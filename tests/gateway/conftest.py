@@ -61,11 +61,14 @@ def openai_client(gateway_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-def metric(url: str, name: str) -> float:
-    """One sample of the service's /metrics, by its full name and labels."""
+def metric(url: str, name: str, default: float | None = None) -> float:
+    """One sample of the service's /metrics, by its full name and labels; `default` when a
+    labelled sample has not been counted yet."""
     for line in httpx.get(f"{url}/metrics").text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
+    if default is not None:
+        return default
     raise AssertionError(f"{name} is not in the metrics")
 
 

@@ -66,7 +66,7 @@ def test_unknown_or_repeated_routes_are_refused_with_the_valid_ones(tmp_path: Pa
         repeated = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": ["rag", "RAG"]})
         empty = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": []})
     assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "routes"
-    assert "rag, finetuned, hybrid" in unknown.json()["error"]["message"]
+    assert "rag, finetuned, hybrid, auto" in unknown.json()["error"]["message"]
     assert repeated.status_code == 400 and "twice" in repeated.json()["error"]["message"]
     assert empty.status_code == 422
     assert vllm.calls == 0

@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from evals.scoring import GREETING
-from tests.gateway.conftest import running_requests, wait_until_idle
+from tests.gateway.conftest import metric, running_requests, wait_until_idle
 
 QUESTION = "How much does the Team plan cost?"
 QUICK = [{"role": "user", "content": "hi"}]
@@ -88,6 +88,42 @@ def test_streaming_sends_the_sources_first_and_the_timing_last(openai_client: op
     assert set(last["timing"]) == {"retrieve", "ttft", "generate", "total"}
     assert (last["timing"]["retrieve"] > 0) == (route != "finetuned")
     assert last["timing"]["ttft"] <= last["timing"]["total"]
+
+
+def test_auto_answers_from_the_knowledge_base_only_when_it_covers_the_question(openai_client: openai.OpenAI) -> None:
+    answers = {}
+    for question in ("Can we pay by wire transfer instead of card?", "Is there a Quillbyte app for smartwatches?"):
+        raw = openai_client.chat.completions.with_raw_response.create(
+            model="x",
+            messages=[{"role": "user", "content": question}],
+            max_tokens=24,
+            temperature=0,
+            extra_headers={"X-Ragft-Route": "auto"},
+        )
+        completion = raw.parse()
+        answers[raw.headers["x-ragft-route"]] = (completion, (completion.model_extra or {})["ragft"])
+    assert list(answers) == ["rag", "finetuned"]
+    (rag, rag_ragft), (finetuned, finetuned_ragft) = answers["rag"], answers["finetuned"]
+    assert rag.model == "base" and rag_ragft["sources"] and rag_ragft["route_reason"]["chosen"] == "rag"
+    assert finetuned.model == "voice" and (finetuned.choices[0].message.content or "").startswith(GREETING)
+    assert finetuned_ragft["sources"] == [] and "does not cover" in finetuned_ragft["route_reason"]["because"]
+
+
+def test_compare_answers_on_the_three_routes_with_timings_and_tokens(gateway_url: str) -> None:
+    prompt_tokens = 'ragft_gateway_tokens_total{kind="prompt",route="hybrid"}'
+    before = metric(gateway_url, prompt_tokens, default=0)
+    body = {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 16, "temperature": 0}
+    compared = httpx.post(f"{gateway_url}/v1/compare", json=body, timeout=300)
+    assert compared.status_code == 200, compared.text
+    results = {result["route"]: result for result in compared.json()["results"]}
+    assert list(results) == ["rag", "finetuned", "hybrid"]
+    for route, result in results.items():
+        assert result["status"] == 200 and result["answered_as"] == route and result["answer"].strip()
+        assert set(result["timing"]) == {"retrieve", "generate", "total"}
+        assert result["usage"]["completion_tokens"] <= 16
+    assert results["rag"]["usage"]["prompt_tokens"] > 5 * results["finetuned"]["usage"]["prompt_tokens"]
+    assert HOLDS_THE_FACT in _doc_ids(results["hybrid"]["ragft"])
+    assert metric(gateway_url, prompt_tokens) == before + results["hybrid"]["usage"]["prompt_tokens"]
 
 
 def test_the_request_id_reaches_both_services(

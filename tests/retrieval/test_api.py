@@ -54,6 +54,24 @@ def test_keyword_search_catches_error_codes(client: TestClient, collection: str)
     assert _search(client, collection, query="zebra", mode="keyword") == []
 
 
+def test_the_keyword_score_says_how_well_the_collection_covers_a_question(client: TestClient, collection: str) -> None:
+    upsert(client, collection, PRICING, ERRORS, SHORTCUTS)
+
+    def keyword_score(query: str, mode: str = "hybrid") -> float | None:
+        response = client.post(f"/v1/collections/{collection}/search", json={"query": query, "mode": mode})
+        return response.json()["keyword_score"]
+
+    covered, uncovered = (
+        keyword_score("What does the Team plan cost per seat?"),
+        keyword_score("Is there a team chat app?"),
+    )
+    assert covered is not None and uncovered is not None and covered > 2 * uncovered
+    assert keyword_score("What does the Team plan cost per seat?", "keyword") == covered
+    # Per query term: repeating the question's words does not raise it.
+    assert keyword_score("Team plan cost, team plan cost?") == keyword_score("Team plan cost?")
+    assert keyword_score("zebra") is None and keyword_score("Team plan cost?", "dense") is None
+
+
 def test_filters_on_metadata_and_doc_id(client: TestClient, collection: str) -> None:
     upsert(client, collection, PRICING, product="billing", version=2)
     upsert(client, collection, ERRORS, SHORTCUTS, product="apps", version=7)

@@ -223,3 +223,10 @@ class VectorStore(ABC):
         flt = self.translate(filter) if filter else None
         found = self._query(name, dense=dense, keywords=keywords, mode=mode, top_k=top_k, flt=flt, exact=exact)
         return [StoredChunk.from_payload(payload, score) for payload, score in found]
+
+    def keyword_score(self, name: str, *, keywords: SparseVector, filter: Filter | None = None) -> float | None:
+        """The best BM25 score of any chunk for the query (None: no chunk shares a term with it).
+        Unlike the fused score, which only ranks, it says how well the collection covers a question."""
+        flt = self.translate(filter) if filter else None
+        found = self._query(name, dense=[], keywords=keywords, mode="keyword", top_k=1, flt=flt, exact=False)
+        return found[0][1] if found else None

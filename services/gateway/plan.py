@@ -1,0 +1,114 @@
+"""What a chat request will run: its route, collection and adapter, read from the headers; and
+for `auto`, the route chosen from the search it makes."""
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ragft.errors import InvalidRequest, RagftError, UnknownRoute
+from ragft.settings import COLLECTION_NAME
+from services.gateway.config import AUTO, GatewaySettings, Route
+from services.gateway.schemas import SearchResult, Source
+
+ROUTE_NAMES = (*Route, AUTO)
+ROUTES = ", ".join(ROUTE_NAMES)
+
+
+@dataclass
+class Plan:
+    """The route, and the collection and adapter it uses. An `auto` plan searches as rag (or as
+    hybrid when the request names an adapter) until `chosen` settles its route."""
+
+    route: Route
+    collection: str | None
+    adapter: str | None
+    model: str
+    asked: str  # the route the request asked for: one of the three, or auto
+    # Set when the route could not run as asked and a lesser one answered instead.
+    degraded: dict[str, str] | None = None
+    route_reason: dict[str, Any] | None = None  # why auto chose the route
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str], settings: GatewaySettings) -> "Plan":
+        raw = headers.get("x-ragft-route", settings.default_route.value)
+        asked = raw.strip().lower()
+        if asked == AUTO:
+            route = Route.HYBRID if "x-ragft-adapter" in headers else Route.RAG
+        else:
+            try:
+                route = Route(asked)
+            except ValueError:
+                raise UnknownRoute(
+                    f"X-Ragft-Route {raw!r} is not a route; use one of: {ROUTES}", param="X-Ragft-Route"
+                ) from None
+        collection = headers.get("x-ragft-collection", settings.collection) if route.retrieves else None
+        if collection is not None and not re.match(COLLECTION_NAME, collection):
+            raise InvalidRequest(
+                f"X-Ragft-Collection {collection!r} is not a collection name: letters, digits, _ and -",
+                param="X-Ragft-Collection",
+            )
+        # auto keeps the adapter for the finetuned answer it may choose.
+        adapter: str | None = headers.get("x-ragft-adapter", settings.default_adapter)
+        if not (route.uses_adapter or asked == AUTO):
+            adapter = None
+        if adapter is not None and not adapter.strip():
+            raise InvalidRequest(f"the {asked} route needs an adapter name", param="X-Ragft-Adapter")
+        model = adapter if adapter and route.uses_adapter else settings.served_model_name
+        return cls(route, collection, adapter, model, asked)
+
+    def without_retrieval(self, error: RagftError) -> "Plan":
+        """hybrid or auto answered as finetuned, saying so."""
+        reason = {"component": "retrieval", "requested_route": self.asked, "message": error.message}
+        return self.finetuned(f"retrieval failed: {error.message}", degraded=reason)
+
+    def chosen(self, found: SearchResult, threshold: float) -> "Plan":
+        """auto's route: the knowledge base's (rag or hybrid) when the best keyword score reaches
+        the threshold, else finetuned. The fused scores only rank passages; they are reported."""
+        score = found.keyword_score
+        scores = [hit.score for hit in found.hits]
+        evidence: dict[str, Any] = {
+            "keyword_score": score,
+            "min_keyword_score": threshold,
+            "top_score": scores[0] if scores else None,
+            "score_gap": round(scores[0] - scores[1], 6) if len(scores) > 1 else None,
+            "adapter_named": self.route is Route.HYBRID,
+        }
+        if not found.hits:
+            return self.finetuned(f"collection {self.collection!r} has no passages for the question", evidence)
+        if score is None:
+            return self.finetuned("the knowledge base does not cover the question: no passage shares a word", evidence)
+        if score < threshold:
+            because = f"the knowledge base does not cover the question: best keyword score {score:g} < {threshold:g}"
+            return self.finetuned(because, evidence)
+        because = f"the knowledge base covers the question: best keyword score {score:g} >= {threshold:g}"
+        return replace(
+            self,
+            adapter=self.adapter if self.route is Route.HYBRID else None,
+            route_reason={"chosen": self.route.value, "because": because, **evidence},
+        )
+
+    def finetuned(
+        self, because: str, evidence: dict[str, Any] | None = None, degraded: dict[str, str] | None = None
+    ) -> "Plan":
+        """The adapter alone, with no retrieval; auto's reason says why."""
+        reason = {"chosen": Route.FINETUNED.value, "because": because, **(evidence or {})}
+        return replace(
+            self,
+            route=Route.FINETUNED,
+            collection=None,
+            model=self.adapter or self.model,
+            degraded=degraded,
+            route_reason=reason if self.asked == AUTO else None,
+        )
+
+    def ragft(self, sources: list[Source]) -> dict[str, Any]:
+        ragft: dict[str, Any] = {
+            "route": self.route.value,
+            "adapter": self.adapter,
+            "collection": self.collection,
+            "sources": [source.model_dump() for source in sources],
+        }
+        if self.route_reason:
+            ragft["route_reason"] = self.route_reason
+        return ragft | ({"degraded": self.degraded} if self.degraded else {})
