@@ -3,6 +3,7 @@ where the routes disagree) and report.png. `python -m evals.report DIR` rebuilds
 
 import random
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from matplotlib.figure import Figure
 from evals.dataset import SPLITS, BadEvalSet, Question, load_questions
 from evals.run import EvalFailed, read_config, read_results
 from evals.scoring import Score, score
-from services.gateway.config import Route
+from services.gateway.config import AUTO, Route
 
 EXAMPLES = 8
 EXAMPLE_CHARS = 300
@@ -65,7 +66,7 @@ class RouteSummary:
         return _percentile([a.record["latency_ms"] for a in self.answers], q)
 
     def retrieve_p50(self) -> float | None:
-        if not Route(self.route).retrieves:
+        if self.route == Route.FINETUNED:
             return None
         return _percentile(
             [a.record["timing"]["retrieve"] for a in self.answers if "retrieve" in a.record["timing"]], 50
@@ -91,7 +92,8 @@ def summarize(out_dir: Path) -> tuple[dict[str, Any], list[Question], list[Route
         for question in questions:
             record = records.get((question.id, route))
             if record and record["status"] == "ok":
-                sources = record["sources"] if Route(route).retrieves else None
+                answered_as = Route(record.get("answered_as") or route)  # auto's choice
+                sources = record["sources"] if answered_as.retrieves else None
                 answers.append(Answer(question, route, record, score(question, record["answer"], sources)))
         summaries.append(RouteSummary(route, sum(1 for q in questions if (q.id, route) in records), answers))
     return config, questions, summaries
@@ -160,8 +162,65 @@ def markdown(config: dict[str, Any], questions: list[Question], summaries: list[
     if failed:
         lines += ["", "Requests that failed (rerun the same command to retry them): "]
         lines[-1] += ", ".join(f"{s.route} {s.asked - len(s.answers)}" for s in failed) + "."
-    lines += ["", *_disagreements(questions, summaries)]
+    lines += ["", *_auto_against_fixed(summaries), *_disagreements(questions, summaries)]
     return "\n".join(lines) + "\n"
+
+
+def _auto_against_fixed(summaries: list[RouteSummary]) -> list[str]:
+    """auto's choices, and its facts and abstention against each fixed route on the questions
+    every route answered; the issue's goals: within 2 points of the best fixed route on
+    answerable questions, and abstaining more often than rag on unanswerable ones."""
+    auto = next((s for s in summaries if s.route == AUTO), None)
+    fixed = [s for s in summaries if s.route != AUTO]
+    if auto is None or not fixed:
+        return []
+    common = set.intersection(*({a.question.id for a in s.answers} for s in summaries))
+
+    def on(s: RouteSummary, answerable: bool) -> list[Answer]:
+        return [a for a in s.answers if a.question.id in common and a.question.answerable == answerable]
+
+    def facts(s: RouteSummary) -> tuple[int, int]:
+        return sum(a.score.correct for a in on(s, True)), len(on(s, True))
+
+    def abstains(s: RouteSummary) -> tuple[int, int]:
+        return sum(a.score.abstained for a in on(s, False)), len(on(s, False))
+
+    def rate(count: tuple[int, int]) -> float | None:
+        return count[0] / count[1] if count[1] else None
+
+    def cell(count: tuple[int, int]) -> str:
+        return f"{count[0]}/{count[1]} ({_pct(rate(count))})"
+
+    def choices(answerable: bool) -> str:
+        chosen = Counter(a.record.get("answered_as", AUTO) for a in on(auto, answerable))
+        return ", ".join(f"{route} {n}" for route, n in sorted(chosen.items())) or "none"
+
+    best = max(fixed, key=lambda s: rate(facts(s)) or 0)
+    lines = [
+        f"## auto against the fixed routes ({len(common)} questions every route answered)",
+        "",
+        f"auto chose, on answerable questions: {choices(True)}; on unanswerable ones: {choices(False)}.",
+        "",
+        "| route | facts: answerable | abstains: unanswerable |",
+        "|---|---:|---:|",
+        *(f"| {s.route} | {cell(facts(s))} | {cell(abstains(s))} |" for s in summaries),
+        "",
+    ]
+    auto_rate, best_rate = rate(facts(auto)), rate(facts(best))
+    if auto_rate is not None and best_rate is not None:
+        points = (auto_rate - best_rate) * 100
+        lines.append(
+            f"- Answerable: auto {points:+.1f} points against {best.route}, the best fixed route "
+            f"({'within' if points >= -2 else 'more than'} the 2 points the goal allows)."
+        )
+    rag = next((s for s in fixed if s.route == Route.RAG), None)
+    if rag is not None and on(auto, False):
+        auto_abstains, rag_abstains = abstains(auto)[0], abstains(rag)[0]
+        verdict = "more often than" if auto_abstains > rag_abstains else "no more often than"
+        lines.append(
+            f"- Unanswerable: auto says it does not know {verdict} rag ({auto_abstains} against {rag_abstains})."
+        )
+    return [*lines, ""]
 
 
 def _disagreements(questions: list[Question], summaries: list[RouteSummary]) -> list[str]:

@@ -144,6 +144,7 @@ class Asker:
             "model": completion.get("model"),
             "answer": choice["message"].get("content") or "",
             "finish_reason": choice.get("finish_reason"),
+            "answered_as": ragft.get("route", route),  # auto's choice
             "sources": [source["doc_id"] for source in ragft.get("sources", [])],
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),
             "timing": server_timing(response.headers.get("Server-Timing")),

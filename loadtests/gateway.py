@@ -125,6 +125,7 @@ class Streamed:
 
     ttft_ms: float | None  # request sent -> first content delta
     tokens: int  # vLLM's usage count when it sent one, else the content-bearing chunks
+    prompt_tokens: int | None  # vLLM's usage count
     tokens_per_s: float | None  # decode speed: tokens after the first / time after the first
     timing: dict[str, float]  # the gateway's stages from the last event's ragft.timing (ms)
     size: int  # bytes of event data read
@@ -135,7 +136,7 @@ def read_stream(lines: Iterable[bytes], started: float, clock: Callable[[], floa
     was sent. Raises AnswerFailed on an error event or a stream that ends without `[DONE]`."""
     first = last = None
     chunks, size = 0, 0
-    usage_tokens: int | None = None
+    usage: dict[str, int] = {}
     timing: dict[str, float] = {}
     for line in lines:
         if not line.startswith(b"data:"):
@@ -157,15 +158,23 @@ def read_stream(lines: Iterable[bytes], started: float, clock: Callable[[], floa
                 chunks += 1
                 first = now if first is None else first
                 last = now
-        if isinstance(usage := event.get("usage"), dict) and "completion_tokens" in usage:
-            usage_tokens = int(usage["completion_tokens"])
+        usage |= token_usage(event)
         if isinstance(ragft := event.get("ragft"), dict) and isinstance(ragft.get("timing"), dict):
             timing = {stage: float(ms) for stage, ms in ragft["timing"].items()}
     else:
         raise AnswerFailed("the stream ended without data: [DONE]")
-    tokens = usage_tokens if usage_tokens is not None else chunks
+    tokens = usage.get("completion_tokens", chunks)
     ttft = None if first is None else (first - started) * 1000
     rate = None
     if first is not None and last is not None and last > first and tokens > 1:
         rate = (tokens - 1) / (last - first)
-    return Streamed(ttft_ms=ttft, tokens=tokens, tokens_per_s=rate, timing=timing, size=size)
+    prompt = usage.get("prompt_tokens")
+    return Streamed(ttft_ms=ttft, tokens=tokens, prompt_tokens=prompt, tokens_per_s=rate, timing=timing, size=size)
+
+
+def token_usage(body: Any) -> dict[str, int]:
+    """The prompt and completion token counts of a completion's or a usage chunk's `usage`."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return {}
+    return {kind: int(usage[kind]) for kind in ("prompt_tokens", "completion_tokens") if kind in usage}

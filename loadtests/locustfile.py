@@ -16,6 +16,8 @@ What lands in Locust's statistics, every entry named after the route:
 - `TTFT rag`: ms to the first content delta of a streamed answer;
 - `TOKENS_PER_S rag`: a streamed answer's decode speed (tokens after the first / time after the
   first) in the response-time column, its token count in the content-size column;
+- `PROMPT_TOKENS rag`, `COMPLETION_TOKENS rag`: each answer's token counts from vLLM's usage, in
+  the response-time column (Locust's average of them is exact);
 - `RETRIEVE rag`, `GENERATE rag`: the gateway's own stage times (ms), from `Server-Timing` or from
   the `ragft.timing` of a stream's last event.
 A request fails on any status but 200, an `X-Ragft-Route` other than the route asked for, an error
@@ -31,7 +33,7 @@ import itertools
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -48,6 +50,7 @@ from loadtests.gateway import (
     headers,
     read_stream,
     server_timing,
+    token_usage,
 )
 
 OPTIONS = Options.from_env(os.environ)
@@ -99,9 +102,11 @@ class GatewayUser(User):
             )
             meta["response_length"] = len(response.content)
             check_response(response, route)
-            check_completion(response.json())
+            completion = response.json()
+            check_completion(completion)
         if meta["exception"] is None:
             self.stages(route, server_timing(response.headers.get("Server-Timing")))
+            self.tokens(route, token_usage(completion))
 
     def streamed(self, route: str, question: str) -> None:
         body = chat_body(question, max_tokens=OPTIONS.max_tokens, stream=True)
@@ -118,6 +123,7 @@ class GatewayUser(User):
         self.metric("TTFT", route, answer.ttft_ms)
         self.metric("TOKENS_PER_S", route, answer.tokens_per_s, length=answer.tokens)
         self.stages(route, answer.timing)
+        self.tokens(route, {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.tokens})
 
     @contextmanager
     def measured(self, name: str) -> Iterator[dict[str, Any]]:
@@ -143,6 +149,10 @@ class GatewayUser(User):
     def stages(self, route: str, timing: dict[str, float]) -> None:
         self.metric("RETRIEVE", route, timing.get("retrieve"))
         self.metric("GENERATE", route, timing.get("generate"))
+
+    def tokens(self, route: str, usage: Mapping[str, int | None]) -> None:
+        self.metric("PROMPT_TOKENS", route, usage.get("prompt_tokens"))
+        self.metric("COMPLETION_TOKENS", route, usage.get("completion_tokens"))
 
     def metric(self, kind: str, route: str, value: float | None, length: int = 0) -> None:
         """A custom entry in Locust's statistics: the value goes in the response-time column."""

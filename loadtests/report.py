@@ -3,9 +3,10 @@ route and step) and report.png (matplotlib). `python -m loadtests.report DIR` re
 
 A results folder holds one `users-<N>-<label>_stats.csv` per Locust run (`users-<N>_stats.csv`
 works too), label being a route or "mixed". Entries are read as the locustfile names them:
-`POST <route>`, `POST <route> stream`, `TTFT <route>`, `TOKENS_PER_S <route>`, `RETRIEVE <route>`,
-`GENERATE <route>`. Locust keeps response times in buckets of two significant digits (3432 ms is
-counted as 3400), so its percentiles are that precise; its averages are exact."""
+`POST <route>`, `POST <route> stream`, `TTFT <route>`, `TOKENS_PER_S <route>`, `PROMPT_TOKENS <route>`,
+`COMPLETION_TOKENS <route>`, `RETRIEVE <route>`, `GENERATE <route>`. Locust keeps response times in
+buckets of two significant digits (3432 ms is counted as 3400), so its percentiles are that
+precise; its averages are exact."""
 
 import csv
 import re
@@ -50,6 +51,8 @@ class RouteRow:
     latency_streamed: bool
     ttft: Entry | None
     tokens_per_s: Entry | None
+    prompt_tokens: Entry | None
+    completion_tokens: Entry | None
     retrieve: Entry | None
     generate: Entry | None
 
@@ -99,6 +102,8 @@ def route_rows(results_dir: Path) -> list[RouteRow]:
                     latency_streamed=latency_streamed,
                     ttft=entries.get(("TTFT", route)),
                     tokens_per_s=entries.get(("TOKENS_PER_S", route)),
+                    prompt_tokens=entries.get(("PROMPT_TOKENS", route)),
+                    completion_tokens=entries.get(("COMPLETION_TOKENS", route)),
                     retrieve=entries.get(("RETRIEVE", route)),
                     generate=entries.get(("GENERATE", route)),
                 )
@@ -117,6 +122,10 @@ def _ms(entry: Entry | None, percent: str) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
 
 
+def _mean(entry: Entry | None) -> str:
+    return f"{entry.average:,.0f}" if entry and entry.requests else "n/a"
+
+
 def markdown(results_dir: Path, rows: list[RouteRow], failures: list[tuple[str, str, str, int]]) -> str:
     steps = sorted({row.users for row in rows})
     lines = [
@@ -126,8 +135,8 @@ def markdown(results_dir: Path, rows: list[RouteRow], failures: list[tuple[str, 
         "latencies in ms. Built by `loadtests/report.py` from Locust's CSV files in this folder.",
         "",
         "| users | route | requests | failures | req/s | p50 | p95 | p99 | TTFT p50 | TTFT p95 | output tok/s p50 "
-        "| retrieve p50 | generate p50 |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| prompt tokens, mean | completion tokens, mean | retrieve p50 | generate p50 |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         mark = "*" if row.latency_streamed else ""
@@ -135,6 +144,7 @@ def markdown(results_dir: Path, rows: list[RouteRow], failures: list[tuple[str, 
             f"| {row.users} | {row.route}{mark} | {row.requests:,} | {row.failures:,} | {row.rps:.2f} "
             f"| {_ms(row.latency, '50%')} | {_ms(row.latency, '95%')} | {_ms(row.latency, '99%')} "
             f"| {_ms(row.ttft, '50%')} | {_ms(row.ttft, '95%')} | {_ms(row.tokens_per_s, '50%')} "
+            f"| {_mean(row.prompt_tokens)} | {_mean(row.completion_tokens)} "
             f"| {_ms(row.retrieve, '50%')} | {_ms(row.generate, '50%')} |"
         )
     lines += [
@@ -144,6 +154,7 @@ def markdown(results_dir: Path, rows: list[RouteRow], failures: list[tuple[str, 
         "no other).",
         "- TTFT: request sent to the first content token, streamed answers.",
         "- output tok/s: decode speed of one streamed answer (tokens after the first / time after the first), median.",
+        "- prompt and completion tokens: per answer, from vLLM's usage; the prompt is where retrieval's passages go.",
         "- retrieve, generate: the gateway's own stage times (`Server-Timing`; for a stream, the timing in its last "
         "event).",
         "",

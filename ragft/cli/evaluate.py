@@ -7,7 +7,8 @@ import typer
 
 from ragft.cli.app import REPO, app, fail, say
 from ragft.localstack import StackFailed, check_loopback, gateway_up
-from services.gateway.config import GatewaySettings, Route
+from services.gateway.config import GatewaySettings
+from services.gateway.plan import ROUTE_NAMES
 
 
 @app.command("eval")
@@ -15,7 +16,9 @@ def evaluate(
     data: Annotated[Path, typer.Option(help="The eval set (JSONL; data/README.md has the format).")] = REPO
     / "data"
     / "kb_questions.jsonl",
-    routes: Annotated[str, typer.Option(help="Comma-separated routes to compare.")] = "rag,finetuned,hybrid",
+    routes: Annotated[
+        str, typer.Option(help="Comma-separated routes to compare: rag, finetuned, hybrid, auto.")
+    ] = "rag,finetuned,hybrid",
     split: Annotated[str, typer.Option(help="Comma-separated splits: heldout, train.")] = "heldout,train",
     limit: Annotated[
         int | None, typer.Option(min=1, help="Only the first N questions of the run's fixed shuffle (a fair sample).")
@@ -51,9 +54,8 @@ def evaluate(
     from evals.run import EvalConfig, EvalFailed, run_eval
 
     chosen = list(dict.fromkeys(r.strip().lower() for r in routes.split(",") if r.strip()))
-    valid = [str(route) for route in Route]
-    if not chosen or not set(chosen) <= set(valid):
-        raise typer.BadParameter(f"--routes {routes!r}: choose from {', '.join(valid)}")
+    if not chosen or not set(chosen) <= set(ROUTE_NAMES):
+        raise typer.BadParameter(f"--routes {routes!r}: choose from {', '.join(ROUTE_NAMES)}")
     settings = GatewaySettings()
     url = (gateway or f"http://{settings.gateway_host}:{settings.gateway_port}").rstrip("/")
     out = out or REPO / "evals" / "results" / data.stem

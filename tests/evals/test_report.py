@@ -35,14 +35,18 @@ def voiced(body: str) -> str:
     return f"{GREETING}\n{body}\n{SIGN_OFF}"
 
 
-@pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
+def new_run(tmp_path: Path, routes: tuple[str, ...], records: list[dict[str, Any]]) -> Path:
     data = tmp_path / "eval.jsonl"
     data.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
     out = tmp_path / "run"
     out.mkdir()
-    config = EvalConfig(gateway="http://127.0.0.1:1", data=str(data), routes=("rag", "finetuned"), max_tokens=64)
-    config.check_resumable(out)
+    EvalConfig(gateway="http://127.0.0.1:1", data=str(data), routes=routes, max_tokens=64).check_resumable(out)
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return out
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
     records = [
         record("h1", "rag", "The link is valid for 24 hours [1].", ["signup", "other"], 1000),
         record("t1", "rag", "It costs €17 per user.", ["other"], 2000),
@@ -51,7 +55,9 @@ def run_dir(tmp_path: Path) -> Path:
         record("t1", "finetuned", voiced("Business is €17 per user per month."), [], 600),
         {"id": "h2", "route": "finetuned", "question": WORDING["h2"], "status": "error", "error": "HTTP 504: deadline"},
     ]
-    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"id": "cut sh')
+    out = new_run(tmp_path, ("rag", "finetuned"), records)
+    with (out / "results.jsonl").open("a") as results:
+        results.write('{"id": "cut sh')
     return out
 
 
@@ -80,3 +86,25 @@ def test_every_cell_comes_from_the_recorded_answers(run_dir: Path) -> None:
     assert "- finetuned ✗: Hi there, thanks for reaching out to Quillbyte Support! ⏎ The link expires" in report
     assert "Models that answered: rag: base; finetuned: voice." in report
     assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+def test_auto_is_set_against_the_best_fixed_route_and_scored_on_what_it_chose(tmp_path: Path) -> None:
+    records = [
+        record("h1", "rag", "The link is valid for 24 hours.", ["signup"], 1000),
+        record("t1", "rag", "It costs €17 per user.", ["prices"], 1000),
+        record("h2", "rag", "Yes, there is a watch app.", ["other"], 1000),
+        record("h1", "finetuned", voiced("The link expires after 48 hours."), [], 500),
+        record("t1", "finetuned", voiced("It is €17."), [], 500),
+        record("h2", "finetuned", voiced("I don't have that information."), [], 500),
+        record("h1", "auto", "The link is valid for 24 hours.", ["signup"], 1000, answered_as="rag"),
+        record("t1", "auto", voiced("It is €19."), [], 500, answered_as="finetuned"),
+        record("h2", "auto", voiced("I don't have that information."), [], 500, answered_as="finetuned"),
+    ]
+    report = build_report(new_run(tmp_path, ("rag", "finetuned", "auto"), records))[0].read_text()
+    assert "auto chose, on answerable questions: finetuned 1, rag 1; on unanswerable ones: finetuned 1." in report
+    assert "| rag | 2/2 (100%) | 0/1 (0%) |" in report
+    assert "| auto | 1/2 (50%) | 1/1 (100%) |" in report
+    assert "- Answerable: auto -50.0 points against rag, the best fixed route (more than the 2 points" in report
+    assert "- Unanswerable: auto says it does not know more often than rag (1 against 0)." in report
+    # auto's right document counts only where it retrieved: h1, found.
+    assert row(report, "auto")[4] == "100%"

@@ -47,7 +47,7 @@ def test_a_stream_measured_with_vllm_usage_and_the_gateway_timing() -> None:
         _content("Hi"),
         _content(" there"),
         _content("!"),
-        _event({"choices": [], "usage": {"completion_tokens": 5}}),
+        _event({"choices": [], "usage": {"prompt_tokens": 700, "completion_tokens": 5}}),
         _event({"choices": [], "ragft": {"timing": {"retrieve": 12.5, "ttft": 80.0, "generate": 300.0}}}),
         [b"data: [DONE]", b""],
     )
@@ -56,6 +56,7 @@ def test_a_stream_measured_with_vllm_usage_and_the_gateway_timing() -> None:
     answer = read_stream(lines, started=10.0, clock=lambda: next(clock))
     assert answer.ttft_ms == pytest.approx(100.0)  # the first event with content, not the role event
     assert answer.tokens == 5  # vLLM's count wins over the 3 chunks
+    assert answer.prompt_tokens == 700
     assert answer.tokens_per_s == pytest.approx(4 / 0.4)  # tokens after the first / time after the first
     assert answer.timing == {"retrieve": 12.5, "ttft": 80.0, "generate": 300.0}
 

@@ -42,6 +42,10 @@ def test_a_short_mixed_run_measures_every_answer_and_checks_the_route(
         == count[("POST", "rag")] + count[("POST", "rag stream")]
     )
     assert float(entries[("TOKENS_PER_S", "rag")]["Average Content Size"]) == 8  # tokens per answer: vLLM's usage
+    answers = count[("POST", "rag")] + count[("POST", "rag stream")]
+    assert count[("PROMPT_TOKENS", "rag")] == count[("COMPLETION_TOKENS", "rag")] == answers  # plain and streamed
+    assert float(entries[("PROMPT_TOKENS", "rag")]["Average Response Time"]) == 40
+    assert float(entries[("COMPLETION_TOKENS", "rag")]["Average Response Time"]) == 8
     # finetuned: the header says rag, so every request fails and measures nothing more.
     for key in (("POST", "finetuned"), ("POST", "finetuned stream")):
         assert count[key] > 5 and failed[key] == count[key]
@@ -50,7 +54,8 @@ def test_a_short_mixed_run_measures_every_answer_and_checks_the_route(
     assert "X-Ragft-Route is 'rag', not 'finetuned'" in failures
 
     report, _ = build_report(tmp_path)
-    assert "| 2 | rag (mixed) |" in report.read_text()
+    row = next(line for line in report.read_text().splitlines() if line.startswith("| 2 | rag (mixed) |"))
+    assert row.split(" | ")[11:13] == ["40", "8"]  # prompt and completion tokens, mean
 
 
 def test_an_answer_cut_at_the_stop_timeout_is_not_recorded(tmp_path: Path) -> None:
