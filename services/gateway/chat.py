@@ -99,11 +99,16 @@ class Completed:
 
 @dataclass
 class Streamed:
-    """An answer whose first token has come: its events, what they hold, and the headers."""
+    """An answer whose first token has come: its events, what they hold, and how it is made."""
 
     events: AsyncGenerator[bytes]
     held: AsyncExitStack
-    headers: dict[str, str]
+    plan: Plan
+    timing: Timing
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return _headers(self.plan, self.timing)
 
 
 async def chat(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: float) -> Response:
@@ -253,7 +258,7 @@ async def _stream(
     role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
     first = _chunk(chunk_id, plan.model, [role], plan.ragft(sources))
     relay = _Relay(response, chunk_id, gateway, plan, timing, started, deadline, held, usage_asked)
-    return Streamed(relay.events(first, pending), held, _headers(plan, timing))
+    return Streamed(relay.events(first, pending), held, plan, timing)
 
 
 @dataclass

@@ -70,8 +70,9 @@ async def _one(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: flo
 
 
 async def _merged(request: ChatRequest, routes: list[Plan], gateway: Gateway, deadline: float) -> AsyncGenerator[bytes]:
-    """Every route's stream as it arrives, each event tagged with its route: `{"route", "chunk"}`,
-    `{"route", "error"}` and, when a route's stream ends, `{"route", "done": true}`; then
+    """Every route's stream as it arrives, each event tagged with its route: at its first token
+    `{"route", "answered_as", "timing"}` (retrieve and ttft so far), then `{"route", "chunk"}`,
+    or `{"route", "error"}`; when a route's stream ends, `{"route", "done": true}`; then
     `[DONE]`. Leaving early (a client that disconnects) stops every route's generation."""
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
@@ -84,6 +85,8 @@ async def _merged(request: ChatRequest, routes: list[Plan], gateway: Gateway, de
                 await queue.put(_tagged(route, error_body(exc.type, exc.message, exc.param)))
                 return
             assert isinstance(answered, Streamed)
+            started = {"answered_as": answered.plan.route.value, "timing": dict(answered.timing.ms)}
+            await queue.put(_tagged(route, started))
             try:
                 async for event in answered.events:
                     if event != DONE:

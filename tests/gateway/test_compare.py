@@ -54,8 +54,9 @@ def test_a_streamed_comparison_tags_every_event_with_its_route(tmp_path: Path) -
         by_route[event["route"]].append(event)
     assert [list(event) for event in by_route["rag"]] == [["route", "error"], ["route", "done"]]
     finetuned = by_route["finetuned"]
+    assert finetuned[0]["answered_as"] == "finetuned" and set(finetuned[0]["timing"]) == {"retrieve", "ttft"}
     assert finetuned[-1] == {"route": "finetuned", "done": True}
-    text = "".join(c["delta"].get("content", "") for e in finetuned[:-1] for c in e["chunk"]["choices"])
+    text = "".join(c["delta"].get("content", "") for e in finetuned[1:-1] for c in e["chunk"]["choices"])
     assert text == "ok " * 4
     assert finetuned[-2]["chunk"]["ragft"]["usage"]["completion_tokens"] == 4
 

@@ -92,7 +92,11 @@ def test_three_answers_stream_with_sources_timing_and_tokens(page: Page, playgro
     expect(page.locator("#collection option", has_text="help-center")).to_have_count(1)
     page.select_option("#collection", "help-center")
     page.fill("#max-tokens", "24")
+    answering: list[str] = []
+    page.on("request", lambda request: answering.append(request.url) if "/v1/c" in request.url else None)
     ask(page, QUESTION)
+
+    assert answering == [f"{playground_url}/v1/compare"]  # one call for the three answers
 
     for route in ("rag", "finetuned", "hybrid"):
         assert column(page, route).locator(".answer").inner_text().strip(), route

@@ -76,15 +76,6 @@ function resetColumn(column) {
   $(".error", column).hidden = true;
 }
 
-function parseServerTiming(header) {
-  const timing = {};
-  for (const part of (header || "").split(",")) {
-    const match = part.trim().match(/^([\w-]+);dur=([\d.]+)$/);
-    if (match) timing[match[1]] = Number(match[2]);
-  }
-  return timing;
-}
-
 const ms = (value) => (value >= 1000 ? `${(value / 1000).toFixed(2)} s` : `${Math.round(value)} ms`);
 
 // retrieve, then waiting for the first token, then the rest of generation: every column on one scale.
@@ -129,62 +120,69 @@ function showSources(column, sources) {
   }));
 }
 
-async function streamRoute(route, request, choice) {
-  const column = columns[route];
-  resetColumn(column);
-  const extra = { "X-Ragft-Route": route };
-  if (choice.adapter) extra["X-Ragft-Adapter"] = choice.adapter;
-  if (choice.collection) extra["X-Ragft-Collection"] = choice.collection;
-  try {
-    const response = await fetch("/v1/chat/completions", {
-      method: "POST", headers: headers(extra), body: JSON.stringify(request),
-    });
-    if (!response.ok) throw await failure(response);
-    column.dataset.state = "streaming";
-    const served = response.headers.get("X-Ragft-Route");
-    const degraded = response.headers.get("X-Ragft-Degraded");
-    $(".served", column).textContent = [
-      served !== route ? `answered as ${served}` : "",
-      degraded ? `degraded: ${degraded}` : "",
-    ].filter(Boolean).join(", ");
-    column.timing = parseServerTiming(response.headers.get("Server-Timing"));
-    drawTimings();
-    const answer = $(".answer", column);
-    for await (const event of events(response.body)) {
-      if (event.error) throw new Error(event.error.message);
-      if (event.ragft?.sources) showSources(column, event.ragft.sources);
-      if (event.ragft?.timing) { column.timing = event.ragft.timing; drawTimings(); }
-      if (event.usage) {
-        $(".tokens", column).textContent =
-          `${event.usage.prompt_tokens} prompt tokens · ${event.usage.completion_tokens} completion tokens`;
-      }
-      for (const item of event.choices || []) answer.textContent += item.delta?.content || "";
-    }
-    column.dataset.state = "done";
-  } catch (error) {
-    column.dataset.state = "failed";
-    const element = $(".error", column);
-    element.textContent = error.message;
-    element.hidden = false;
-  }
+function fail(column, message) {
+  column.dataset.state = "failed";
+  const element = $(".error", column);
+  element.textContent = message;
+  element.hidden = false;
 }
 
+// One event of /v1/compare's stream, tagged with its route.
+function show(event) {
+  const column = columns[event.route];
+  if (!column || column.dataset.state === "failed") return;
+  if (event.error) return fail(column, event.error.message);
+  if (event.done) {
+    if (column.dataset.state === "streaming") column.dataset.state = "done";
+    return;
+  }
+  if (event.answered_as) {
+    column.dataset.state = "streaming";
+    if (event.answered_as !== event.route) $(".served", column).textContent = `answered as ${event.answered_as}`;
+    column.timing = event.timing;
+    return drawTimings();
+  }
+  const chunk = event.chunk || {};
+  const ragft = chunk.ragft || {};
+  if (ragft.sources) showSources(column, ragft.sources);
+  if (ragft.degraded) $(".served", column).textContent += ` degraded: ${ragft.degraded.component}`;
+  if (ragft.timing) { column.timing = ragft.timing; drawTimings(); }
+  if (chunk.usage) {
+    $(".tokens", column).textContent =
+      `${chunk.usage.prompt_tokens} prompt tokens · ${chunk.usage.completion_tokens} completion tokens`;
+  }
+  for (const item of chunk.choices || []) $(".answer", column).textContent += item.delta?.content || "";
+}
+
+// One call answers on the three routes at once; a route that fails fails its own column.
 async function ask(event) {
   event.preventDefault();
   const question = $("#question").value.trim();
   if (!question) return;
   const request = {
+    routes: ROUTES,
     messages: [{ role: "user", content: question }],
     max_tokens: Number($("#max-tokens").value) || 128,
     temperature: 0,
     stream: true,
     stream_options: { include_usage: true },
   };
-  const choice = { adapter: $("#adapter").value, collection: $("#collection").value };
+  const extra = {};
+  if ($("#adapter").value) extra["X-Ragft-Adapter"] = $("#adapter").value;
+  if ($("#collection").value) extra["X-Ragft-Collection"] = $("#collection").value;
+  Object.values(columns).forEach(resetColumn);
   $("#ask").disabled = true;
   notice("");
   try {
-    await Promise.all(ROUTES.map((route) => streamRoute(route, request, choice)));
+    const response = await fetch("/v1/compare", {
+      method: "POST", headers: headers(extra), body: JSON.stringify(request),
+    });
+    if (!response.ok) throw await failure(response);
+    for await (const tagged of events(response.body)) show(tagged);
+  } catch (error) {
+    for (const column of Object.values(columns)) {
+      if (column.dataset.state !== "done") fail(column, error.message);
+    }
   } finally {
     $("#ask").disabled = false;
   }
