@@ -12,5 +12,5 @@ def serve_gateway(
     host: Annotated[str, typer.Option(envvar="RAGFT_GATEWAY_HOST", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="RAGFT_GATEWAY_PORT", help="Port to listen on.")] = 8000,
 ) -> None:
-    """The OpenAI-compatible gateway on :8000: rag, finetuned or hybrid by X-Ragft-Route."""
+    """The OpenAI-compatible gateway on :8000: rag, finetuned, hybrid or auto by X-Ragft-Route."""
     serve("services.gateway.app:create_app", host, port)

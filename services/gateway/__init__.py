@@ -1,1 +1,1 @@
-"""The gateway (:8000): one OpenAI-compatible endpoint; a header picks rag, finetuned or hybrid."""
+"""The gateway (:8000): one OpenAI-compatible endpoint; a header picks rag, finetuned, hybrid or auto."""

@@ -27,7 +27,7 @@ CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME, description="lette
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatRequest, request: Request, gateway: GatewayDep, deadline: DeadlineDep) -> Response:
-    """An OpenAI chat completion. `X-Ragft-Route` picks rag, finetuned or hybrid; `X-Ragft-Adapter`
+    """An OpenAI chat completion. `X-Ragft-Route` picks rag, finetuned, hybrid or auto; `X-Ragft-Adapter`
     and `X-Ragft-Collection` pick the adapter and the knowledge base."""
     plan = Plan.from_headers(request.headers, gateway.settings)
     return await chat(body, plan, gateway, deadline)
