@@ -92,6 +92,9 @@ def test_check_response_wants_a_200_from_the_route_asked_for() -> None:
         check_response(_response(200, "rag", {}), "hybrid")
     with pytest.raises(AnswerFailed, match="X-Ragft-Route is None"):
         check_response(_response(200, None, {}), "rag")
+    check_response(_response(200, "finetuned", {}), "auto")  # auto answers on the route it chose
+    with pytest.raises(AnswerFailed, match="X-Ragft-Route is 'auto', not a route auto chooses"):
+        check_response(_response(200, "auto", {}), "auto")
     unavailable = {"error": {"type": "upstream_unavailable", "message": "retrieval is down"}}
     with pytest.raises(AnswerFailed, match="HTTP 503: upstream_unavailable: retrieval is down"):
         check_response(_response(503, "rag", unavailable), "rag")
