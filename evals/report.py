@@ -92,8 +92,8 @@ def summarize(out_dir: Path) -> tuple[dict[str, Any], list[Question], list[Route
         for question in questions:
             record = records.get((question.id, route))
             if record and record["status"] == "ok":
-                answered_as = Route(record.get("answered_as") or route)  # auto's choice
-                sources = record["sources"] if answered_as.retrieves else None
+                retrieved = record.get("answered_as", route) != Route.FINETUNED  # auto's choice
+                sources = record["sources"] if retrieved else None
                 answers.append(Answer(question, route, record, score(question, record["answer"], sources)))
         summaries.append(RouteSummary(route, sum(1 for q in questions if (q.id, route) in records), answers))
     return config, questions, summaries

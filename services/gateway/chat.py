@@ -121,7 +121,7 @@ async def chat(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: flo
 async def answer(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: float) -> Completed | Streamed:
     """One chat request on its route: the whole completion, or the stream once its first token came."""
     settings = gateway.settings
-    _check_limits(request, settings)
+    check_limits(request, settings)
     timing = Timing(plan.asked)
     ttft_at = min(deadline, asyncio.get_running_loop().time() + settings.ttft_s)
     held = AsyncExitStack()  # the admission slot, then the upstream response
@@ -151,7 +151,7 @@ async def answer(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: f
     return Completed(completion, plan, timing)
 
 
-def _check_limits(request: ChatRequest, settings: GatewaySettings) -> None:
+def check_limits(request: ChatRequest, settings: GatewaySettings) -> None:
     """The request limits that need the settings; the schema checks the rest."""
     if len(request.messages) > settings.max_messages:
         raise PayloadTooLarge(
@@ -186,7 +186,7 @@ async def _retrieve(
         )
     started = time.perf_counter()
     try:
-        found = await gateway.search(plan.collection, query, deadline=deadline)
+        found = await gateway.search(plan.collection, query, deadline=deadline, keyword_score=plan.asked == AUTO)
     except NotFound as exc:
         if plan.asked != AUTO:
             raise
@@ -330,12 +330,14 @@ def count_tokens(route: Route, usage: Any) -> dict[str, int]:
 
 
 def _usage(event: bytes) -> Any:
-    """The usage of vLLM's usage chunk (the one with `"usage":{`), else None; other events are
-    relayed without being parsed."""
+    """The usage of vLLM's usage chunk (no choices, `"usage":{...}`), else None. Only events
+    with a usage object are parsed: with `continuous_usage_stats` every chunk has one, and those
+    with content are relayed as they are."""
     if not USAGE_CHUNK.search(event):
         return None
     try:
-        return json.loads(event.removeprefix(b"data: "))["usage"]
+        chunk = json.loads(event.removeprefix(b"data: "))
+        return None if chunk["choices"] else chunk["usage"]
     except (ValueError, KeyError, TypeError):
         return None
 

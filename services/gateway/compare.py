@@ -11,8 +11,8 @@ from typing import Any
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
-from ragft.errors import RagftError, UnknownRoute, error_body
-from services.gateway.chat import DONE, Completed, EventStream, Streamed, answer
+from ragft.errors import InvalidRequest, RagftError, UnknownRoute, UpstreamFailed, error_body
+from services.gateway.chat import DONE, Completed, EventStream, Streamed, answer, check_limits
 from services.gateway.config import Route
 from services.gateway.plan import ROUTE_NAMES, ROUTES, Plan
 from services.gateway.runtime import Gateway
@@ -34,13 +34,14 @@ def plans(body: CompareRequest, headers: Mapping[str, str], gateway: Gateway) ->
     if unknown := [name for name in chosen if name not in ROUTE_NAMES]:
         raise UnknownRoute(f"{unknown[0]!r} is not a route; use one of: {ROUTES}", param="routes")
     if len(set(chosen)) < len(chosen):
-        raise UnknownRoute(f"routes {body.routes} name a route twice", param="routes")
+        raise InvalidRequest(f"routes {body.routes} name a route twice", param="routes")
     lowered = {key.lower(): value for key, value in headers.items()}
     return [Plan.from_headers({**lowered, "x-ragft-route": name}, gateway.settings) for name in chosen]
 
 
 async def compare(body: CompareRequest, headers: Mapping[str, str], gateway: Gateway, deadline: float) -> Response:
     request = body.chat_request()
+    check_limits(request, gateway.settings)  # once: a request over a limit fails as a whole
     routes = plans(body, headers, gateway)
     if request.stream:  # each route's stream holds its own slot and upstream response
         return EventStream(_merged(request, routes, gateway, deadline), AsyncExitStack(), headers={})
@@ -57,11 +58,12 @@ async def _one(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: flo
     assert isinstance(answered, Completed)
     completion = answered.completion
     usage = completion.get("usage") or {}
+    choices = completion.get("choices") or [{}]
     return {
         "route": plan.asked,
         "status": 200,
         "answered_as": answered.plan.route.value,
-        "answer": completion["choices"][0]["message"]["content"] if completion.get("choices") else None,
+        "answer": (choices[0].get("message") or {}).get("content"),
         "model": completion.get("model"),
         "ragft": completion["ragft"],
         "timing": answered.timing.ms,
@@ -90,10 +92,10 @@ async def _merged(request: ChatRequest, routes: list[Plan], gateway: Gateway, de
             try:
                 async for event in answered.events:
                     if event != DONE:
-                        payload = json.loads(event.removeprefix(b"data: "))
-                        await queue.put(_tagged(route, payload if "error" in payload else {"chunk": payload}))
+                        await queue.put(_tagged(route, _payload(event)))
             finally:
                 await answered.events.aclose()
+                await answered.held.aclose()  # a no-op when the events closed it
         finally:
             await queue.put(_tagged(route, {"done": True}))
             await queue.put(None)
@@ -112,6 +114,16 @@ async def _merged(request: ChatRequest, routes: list[Plan], gateway: Gateway, de
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _payload(event: bytes) -> dict[str, Any]:
+    """A route's event for the merged stream: its error, or the chunk."""
+    try:
+        payload = json.loads(event.removeprefix(b"data: "))
+    except ValueError:
+        message = f"the generation service sent an event that is not JSON: {event[:100]!r}"
+        return error_body(UpstreamFailed.type, message)
+    return payload if "error" in payload else {"chunk": payload}
 
 
 def _tagged(route: str, payload: dict[str, Any]) -> bytes:

@@ -48,9 +48,9 @@ class Gateway:
         await self.retrieval.close()
         await self.generation.close()
 
-    async def search(self, collection: str, query: str, *, deadline: float) -> SearchResult:
+    async def search(self, collection: str, query: str, *, deadline: float, keyword_score: bool) -> SearchResult:
         path = f"/v1/collections/{quote(collection, safe='')}/search"
-        body = {"query": query, "top_k": self.settings.top_k}
+        body = {"query": query, "top_k": self.settings.top_k, "keyword_score": keyword_score}
         try:
             found = await self.retrieval.json("POST", path, deadline=deadline, body=body)
         except NotFound as exc:

@@ -41,13 +41,14 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     n: int | None = Field(None, ge=1, le=1, description="one answer per request")
+    stream_options: dict[str, Any] | None = None
 
     def upstream_body(self, model: str, messages: list[ChatMessage], *, default_max_tokens: int) -> dict[str, Any]:
         body = self.model_dump(exclude_none=True, exclude={"messages"})
         if self.max_tokens is None and self.max_completion_tokens is None:
             body["max_tokens"] = default_max_tokens  # no request runs to the end of the context
         if self.stream:  # vLLM's usage chunk feeds the token metrics; it reaches only clients that asked
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            body["stream_options"] = {**(self.stream_options or {}), "include_usage": True}
         body["model"] = model
         body["messages"] = [message.model_dump(exclude_none=True) for message in messages]
         return body
@@ -55,8 +56,7 @@ class ChatRequest(BaseModel):
     @property
     def wants_usage(self) -> bool:
         """Whether the client asked for the stream's usage chunk (`stream_options.include_usage`)."""
-        options = (self.model_extra or {}).get("stream_options")
-        return isinstance(options, dict) and options.get("include_usage") is True
+        return (self.stream_options or {}).get("include_usage") is True
 
 
 class Source(BaseModel):

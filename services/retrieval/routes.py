@@ -122,7 +122,7 @@ def search(name: CollectionName, body: SearchRequest, retrieval: RetrievalDep) -
     """Hybrid (dense + BM25, fused by reciprocal rank), dense-only or keyword-only search."""
     hits = retrieval.search(name, body)
     return SearchResponse(
-        keyword_score=retrieval.keyword_score(name, body) if body.mode != "dense" else None,
+        keyword_score=retrieval.keyword_score(name, body) if body.keyword_score and body.mode != "dense" else None,
         hits=[
             Hit(
                 doc_id=h.doc_id,

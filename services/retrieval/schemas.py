@@ -104,6 +104,8 @@ class SearchRequest(Strict):
     top_k: int = Field(5, ge=1, le=100)
     mode: SearchMode = "hybrid"
     filter: Filter | None = None
+    # Also return keyword_score (hybrid and keyword modes): one more, cheap, keyword query.
+    keyword_score: bool = False
 
     @field_validator("query")
     @classmethod

@@ -2,7 +2,8 @@
 under faults a real vLLM cannot be made to show on demand (a 502, a stall before the first
 token, a queue of slow streams), or to see exactly what the gateway sends. Each chat completion
 takes the next step of the script, or `default` when the script is empty; `bodies` keeps the
-request bodies in order. Its usage counts a prompt token per character of the messages' JSON."""
+request bodies in order. Its usage counts a prompt token per character of the messages' JSON,
+and like vLLM it puts the running usage on every chunk under `continuous_usage_stats`."""
 
 import json
 import threading
@@ -52,10 +53,10 @@ class ScriptedVllm:
             return self.script.popleft() if self.script else self.default
 
 
-def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+def _chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None) -> bytes:
     choice = {"index": 0, "delta": delta, "finish_reason": finish}
     event = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0, "model": "voice",
-             "choices": [choice]}  # fmt: skip
+             "choices": [choice], **({"usage": usage} if usage else {})}  # fmt: skip
     return f"data: {json.dumps(event)}\n\n".encode()
 
 
@@ -87,11 +88,13 @@ def _handler(vllm: ScriptedVllm) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.flush()
             time.sleep(step.stall_s)
+            continuous = body.get("stream_options", {}).get("continuous_usage_stats")
             try:
                 self.wfile.write(_chunk({"role": "assistant", "content": ""}))
-                for _ in range(step.tokens):
+                for sent in range(1, step.tokens + 1):
                     time.sleep(step.token_s)
-                    self.wfile.write(_chunk({"content": "ok "}))
+                    so_far = usage | {"completion_tokens": sent} if continuous else None
+                    self.wfile.write(_chunk({"content": "ok "}, usage=so_far))
                     self.wfile.flush()
                 self.wfile.write(_chunk({}, "stop"))
                 if body.get("stream_options", {}).get("include_usage"):

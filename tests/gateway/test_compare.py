@@ -66,8 +66,10 @@ def test_unknown_or_repeated_routes_are_refused_with_the_valid_ones(tmp_path: Pa
         unknown = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": ["rag", "magic"]})
         repeated = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": ["rag", "RAG"]})
         empty = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": []})
+        too_long = httpx.post(f"{url}/v1/compare", json={"messages": USER, "max_tokens": 10**6})
     assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "routes"
     assert "rag, finetuned, hybrid, auto" in unknown.json()["error"]["message"]
     assert repeated.status_code == 400 and "twice" in repeated.json()["error"]["message"]
     assert empty.status_code == 422
+    assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "max_tokens"  # once, not per route
     assert vllm.calls == 0

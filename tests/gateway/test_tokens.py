@@ -40,3 +40,14 @@ def test_tokens_are_counted_per_route_and_the_usage_chunk_reaches_only_clients_t
         assert metric(url, TOKENS.format(kind="completion")) == 9
         buckets = 'ragft_gateway_request_tokens_count{kind="completion",route="finetuned"}'
         assert metric(url, buckets) == 3
+
+        # vLLM's running usage on every chunk: the answer is whole, and counted once.
+        continuous = {"messages": USER, "stream": True, "stream_options": {"continuous_usage_stats": True}}
+        with httpx.stream("POST", chat, json=continuous, headers=FINETUNED) as response:
+            events = sse_events(response)
+        text = "".join(c["delta"].get("content", "") for e in events[:-1] for c in e.get("choices", []))
+        assert text == "ok ok ok " and events[-2]["ragft"]["usage"] == usage
+        assert metric(url, TOKENS.format(kind="completion")) == 12 and metric(url, buckets) == 4
+
+        malformed = httpx.post(chat, json={"messages": USER, "stream": True, "stream_options": True})
+        assert malformed.status_code == 422 and malformed.json()["error"]["param"] == "stream_options"

@@ -58,8 +58,8 @@ def test_the_keyword_score_says_how_well_the_collection_covers_a_question(client
     upsert(client, collection, PRICING, ERRORS, SHORTCUTS)
 
     def keyword_score(query: str, mode: str = "hybrid") -> float | None:
-        response = client.post(f"/v1/collections/{collection}/search", json={"query": query, "mode": mode})
-        return response.json()["keyword_score"]
+        body = {"query": query, "mode": mode, "keyword_score": True}
+        return client.post(f"/v1/collections/{collection}/search", json=body).json()["keyword_score"]
 
     covered, uncovered = (
         keyword_score("What does the Team plan cost per seat?"),
@@ -70,6 +70,8 @@ def test_the_keyword_score_says_how_well_the_collection_covers_a_question(client
     # Per query term: repeating the question's words does not raise it.
     assert keyword_score("Team plan cost, team plan cost?") == keyword_score("Team plan cost?")
     assert keyword_score("zebra") is None and keyword_score("Team plan cost?", "dense") is None
+    unasked = client.post(f"/v1/collections/{collection}/search", json={"query": "Team plan cost?"}).json()
+    assert unasked["keyword_score"] is None and unasked["hits"]
 
 
 def test_filters_on_metadata_and_doc_id(client: TestClient, collection: str) -> None:
