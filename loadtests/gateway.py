@@ -14,9 +14,8 @@ from typing import Any
 
 import requests
 
-from services.gateway.config import AUTO, Route
+from services.gateway.config import AUTO, ROUTE_NAMES, Route
 
-ROUTES = ("rag", "finetuned", "hybrid")
 STREAM_MODES = ("0", "1", "mixed")
 QUESTIONS = Path(__file__).resolve().parent.parent / "data" / "kb_questions.jsonl"
 SERVER_TIMING = re.compile(r"([A-Za-z0-9_-]+)\s*;\s*dur=([0-9.]+)")
@@ -32,8 +31,8 @@ def parse_weights(text: str) -> dict[str, float]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         route, _, value = part.partition("=")
         route = route.strip().lower()
-        if route not in ROUTES:
-            raise ValueError(f"unknown route {route!r} in weights {text!r}; choose from {', '.join(ROUTES)}")
+        if route not in ROUTE_NAMES:
+            raise ValueError(f"unknown route {route!r} in weights {text!r}; choose from {', '.join(ROUTE_NAMES)}")
         try:
             weights[route] = float(value)
         except ValueError:
@@ -56,7 +55,7 @@ class Options:
     questions: list[str]
     max_tokens: int = 64
     stream: str = "mixed"  # "0": never, "1": always, "mixed": every other request
-    weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ROUTES, 1.0))  # MixedUser only
+    weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(Route, 1.0))  # MixedUser only
     timeout_s: float = 180.0  # per request; longer than the gateway's own 120 s deadline
     api_key: str = ""
 

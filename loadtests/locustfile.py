@@ -3,8 +3,9 @@ working directory on sys.path, and `loadtests.gateway` is imported from there):
 
     locust -f loadtests/locustfile.py --host http://127.0.0.1:8000 --headless -u 4 -t 30s RagUser
 
-One user class per route (RagUser, FinetunedUser, HybridUser) and MixedUser, whose routes are
-weighted by LOADTEST_WEIGHTS ("rag=1,finetuned=1,hybrid=1"). Each user asks questions from the
+One user class per route (RagUser, FinetunedUser, HybridUser, AutoUser) and MixedUser, whose
+routes are weighted by LOADTEST_WEIGHTS ("rag=1,finetuned=1,hybrid=1"; auto may be added). An
+auto answer may come from any of the three routes; its entries are named `auto`. Each user asks questions from the
 sample knowledge base's question set (data/kb_questions.jsonl, or LOADTEST_QUESTIONS) back to back,
 with no think time, so users = concurrent requests. LOADTEST_STREAM: "mixed" (default: every other
 request streams), "0" or "1"; LOADTEST_MAX_TOKENS (64); temperature 0; LOADTEST_API_KEY when the
@@ -173,6 +174,10 @@ class FinetunedUser(GatewayUser):
 
 class HybridUser(GatewayUser):
     routes: ClassVar[dict[str, float]] = {"hybrid": 1.0}
+
+
+class AutoUser(GatewayUser):
+    routes: ClassVar[dict[str, float]] = {"auto": 1.0}
 
 
 class MixedUser(GatewayUser):

@@ -17,7 +17,13 @@ REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 RESULTS = Path(__file__).resolve().with_name("results")
 # What each run is named after (its CSV files: users-<N>-<label>_stats.csv) and the class it runs.
-USER_CLASSES = {"rag": "RagUser", "finetuned": "FinetunedUser", "hybrid": "HybridUser", "mixed": "MixedUser"}
+USER_CLASSES = {
+    "rag": "RagUser",
+    "finetuned": "FinetunedUser",
+    "hybrid": "HybridUser",
+    "auto": "AutoUser",
+    "mixed": "MixedUser",
+}
 
 
 class LoadTestFailed(StackFailed):

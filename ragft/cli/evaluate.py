@@ -7,8 +7,7 @@ import typer
 
 from ragft.cli.app import REPO, app, fail, say
 from ragft.localstack import StackFailed, check_loopback, gateway_up
-from services.gateway.config import GatewaySettings
-from services.gateway.plan import ROUTE_NAMES
+from services.gateway.config import ROUTE_NAMES, GatewaySettings
 
 
 @app.command("eval")

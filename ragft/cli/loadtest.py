@@ -28,7 +28,7 @@ def loadtest(
     step: Annotated[bool, typer.Option("--step", help=f"The step mode: users {STEP_USERS}.")] = False,
     duration: Annotated[str, typer.Option(help="How long each step runs, per route: 30, 30s, 2m.")] = "30s",
     routes: Annotated[
-        str, typer.Option(help="Comma-separated runs: rag, finetuned, hybrid, and mixed (all routes by --weights).")
+        str, typer.Option(help="Comma-separated runs: rag, finetuned, hybrid, auto, and mixed (routes by --weights).")
     ] = "rag,finetuned,hybrid",
     weights: Annotated[str, typer.Option(help="The mixed run's share of each route.")] = "rag=1,finetuned=1,hybrid=1",
     stream: Annotated[str, typer.Option(help="Streamed requests: mixed (every other one), 1 (all) or 0 (none).")] = (

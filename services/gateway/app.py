@@ -30,7 +30,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             "gateway ready",
             retrieval=settings.retrieval_url,
             generation=settings.generation_url,
-            default_route=settings.default_route.value,
+            default_route=settings.default_route,
             auth="api keys" if settings.keys else "none",
         )
         try:

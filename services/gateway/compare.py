@@ -13,8 +13,8 @@ from pydantic import Field
 
 from ragft.errors import InvalidRequest, RagftError, UnknownRoute, UpstreamFailed, error_body
 from services.gateway.chat import DONE, Completed, EventStream, Streamed, answer, check_limits
-from services.gateway.config import Route
-from services.gateway.plan import ROUTE_NAMES, ROUTES, Plan
+from services.gateway.config import ROUTE_NAMES, Route
+from services.gateway.plan import ROUTES, Plan
 from services.gateway.runtime import Gateway
 from services.gateway.schemas import ChatRequest
 

@@ -4,7 +4,7 @@ from enum import StrEnum
 from functools import cached_property, lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ragft.settings import RagftSettings
 
@@ -25,12 +25,13 @@ class Route(StrEnum):
 
 # The route that picks one of the three per request, from the search it makes.
 AUTO = "auto"
+ROUTE_NAMES = (*Route, AUTO)
 
 
 class GatewaySettings(RagftSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
-    default_route: Route = Route.RAG
+    default_route: str = Route.RAG.value  # any of ROUTE_NAMES: auto lets a client that sends no header use it
     # Comma-separated bearer keys; empty: no authentication.
     api_keys: str = ""
     # Whole-request budget: retrieval, generation and (streaming) every read of the stream.
@@ -65,6 +66,13 @@ class GatewaySettings(RagftSettings):
     max_message_chars: int = Field(32_000, ge=1)
     # The largest max_tokens a request may ask for, and what a request that names none gets.
     max_tokens_limit: int = Field(1024, ge=1)
+
+    @field_validator("default_route")
+    @classmethod
+    def _a_route(cls, route: str) -> str:
+        if route.strip().lower() not in ROUTE_NAMES:
+            raise ValueError(f"{route!r} is not a route; use one of: {', '.join(ROUTE_NAMES)}")
+        return route.strip().lower()
 
     @cached_property
     def keys(self) -> frozenset[str]:

@@ -8,10 +8,9 @@ from typing import Any
 
 from ragft.errors import InvalidRequest, RagftError, UnknownRoute
 from ragft.settings import COLLECTION_NAME
-from services.gateway.config import AUTO, GatewaySettings, Route
+from services.gateway.config import AUTO, ROUTE_NAMES, GatewaySettings, Route
 from services.gateway.schemas import SearchResult, Source
 
-ROUTE_NAMES = (*Route, AUTO)
 ROUTES = ", ".join(ROUTE_NAMES)
 
 
@@ -31,7 +30,7 @@ class Plan:
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], settings: GatewaySettings) -> "Plan":
-        raw = headers.get("x-ragft-route", settings.default_route.value)
+        raw = headers.get("x-ragft-route", settings.default_route)
         asked = raw.strip().lower()
         if asked == AUTO:
             route = Route.HYBRID if "x-ragft-adapter" in headers else Route.RAG

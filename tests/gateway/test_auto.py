@@ -8,8 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from ragft.process import free_port
+from services.gateway.config import GatewaySettings
 from tests.gateway.conftest import gateway_process, metric, sse_events
 from tests.gateway.scripted_vllm import ScriptedVllm, scripted_vllm
 
@@ -102,6 +104,19 @@ def test_a_streamed_auto_answer_carries_the_reason_first_and_counts_as_auto(stac
         events = sse_events(response)
     assert events[0]["ragft"]["route_reason"]["chosen"] == "finetuned" and events[-1] == "[DONE]"
     assert metric(url, AUTO_OK, default=0) == before + 1
+
+
+def test_auto_can_be_the_default_route_and_a_wrong_default_stops_the_start(tmp_path: Path, retrieval_url: str) -> None:
+    with (
+        scripted_vllm() as vllm,
+        gateway_process(
+            tmp_path, None, RAGFT_GENERATION_URL=vllm.url, RAGFT_RETRIEVAL_URL=retrieval_url, RAGFT_DEFAULT_ROUTE="Auto"
+        ) as (url, _),
+    ):
+        answered = _ask(url, UNCOVERED, {})  # no X-Ragft-Route
+    assert answered.json()["ragft"]["route_reason"]["chosen"] == "finetuned"
+    with pytest.raises(ValidationError, match="'magic' is not a route; use one of: rag, finetuned, hybrid, auto"):
+        GatewaySettings(default_route="magic")
 
 
 def test_auto_answers_as_finetuned_when_retrieval_is_down(tmp_path: Path) -> None:

@@ -102,7 +102,8 @@ def test_check_response_wants_a_200_from_the_route_asked_for() -> None:
 
 def test_weights_and_options_from_the_environment(tmp_path: Path) -> None:
     assert parse_weights("rag=2, finetuned=1") == {"rag": 2.0, "finetuned": 1.0}
-    for bad in ("auto=1", "rag", "rag=-1", "rag=0"):
+    assert parse_weights("auto=1") == {"auto": 1.0}
+    for bad in ("magic=1", "rag", "rag=-1", "rag=0"):
         with pytest.raises(ValueError):
             parse_weights(bad)
     questions = tmp_path / "q.jsonl"

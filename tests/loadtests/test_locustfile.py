@@ -58,6 +58,15 @@ def test_a_short_mixed_run_measures_every_answer_and_checks_the_route(
     assert row.split(" | ")[11:13] == ["40", "8"]  # prompt and completion tokens, mean
 
 
+def test_an_auto_run_accepts_the_route_auto_chose(tmp_path: Path) -> None:
+    with start_fake_gateway() as url:  # answers auto as rag
+        stats = run_step(url, "auto", 1, 2, tmp_path, stop_timeout_s=5, env={"LOADTEST_MAX_TOKENS": "4"})
+    with stats.open(newline="") as handle:
+        entries = {(row["Type"], row["Name"]): row for row in csv.DictReader(handle)}
+    assert int(entries[("POST", "auto")]["Request Count"]) > 5
+    assert int(entries[("POST", "auto")]["Failure Count"]) == 0 and ("RETRIEVE", "auto") in entries
+
+
 def test_an_answer_cut_at_the_stop_timeout_is_not_recorded(tmp_path: Path) -> None:
     """Answers of 8 s (16 tokens, 0.5 s each), a 2 s run and 1 s to finish: every user is killed
     mid-answer, and nothing is recorded, neither as an answer (of 3 s) nor as a failure."""
