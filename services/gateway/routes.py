@@ -22,10 +22,14 @@ router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(admit_ca
 knowledge = APIRouter(prefix="/v1/ragft/collections", tags=["knowledge base"], dependencies=[Depends(admit_caller)])
 page = APIRouter(include_in_schema=False)
 
+# `"stream": true` answers with server-sent events: each one's data is a JSON chunk, then [DONE].
+SSE_EVENT = {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}
+STREAMS: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}}}
+
 CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME, description="letters, digits, _ and -")]
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, responses=STREAMS)
 async def chat_completions(body: ChatRequest, request: Request, gateway: GatewayDep, deadline: DeadlineDep) -> Response:
     """An OpenAI chat completion. `X-Ragft-Route` picks rag, finetuned, hybrid or auto; `X-Ragft-Adapter`
     and `X-Ragft-Collection` pick the adapter and the knowledge base."""
@@ -33,7 +37,7 @@ async def chat_completions(body: ChatRequest, request: Request, gateway: Gateway
     return await chat(body, plan, gateway, deadline)
 
 
-@router.post("/compare", response_model=None)
+@router.post("/compare", response_model=None, responses=STREAMS)
 async def compare_routes(
     body: CompareRequest, request: Request, gateway: GatewayDep, deadline: DeadlineDep
 ) -> Response:
