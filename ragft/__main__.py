@@ -1,3 +1,3 @@
-from ragft.cli import app
+from ragft.cli import main
 
-app(prog_name="ragft")
+main()

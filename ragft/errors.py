@@ -4,6 +4,7 @@
     ├── InvalidRequest         400 invalid_request
     │   └── UnknownRoute       400 invalid_request
     ├── Unauthorized           401 unauthorized (+ WWW-Authenticate)
+    ├── Forbidden              403 forbidden
     ├── NotFound               404 not_found
     ├── PayloadTooLarge        413 payload_too_large
     ├── UpstreamFailed         502 upstream_error
@@ -62,6 +63,11 @@ class Unauthorized(RagftError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="ragft"'}
+
+
+class Forbidden(RagftError):
+    status_code = 403
+    type = "forbidden"
 
 
 class NotFound(RagftError):

@@ -1,6 +1,21 @@
 """The `ragft` command line: one Typer app, its commands grouped by service."""
 
-from ragft.cli import evaluate, gateway, generation, loadtest, retrieval, stack
-from ragft.cli.app import app
+from pydantic import ValidationError
 
-__all__ = ["app", "evaluate", "gateway", "generation", "loadtest", "retrieval", "stack"]
+from ragft.cli import evaluate, gateway, generation, loadtest, retrieval, stack
+from ragft.cli.app import app, say
+
+__all__ = ["app", "evaluate", "gateway", "generation", "loadtest", "main", "retrieval", "stack"]
+
+
+def main() -> None:
+    """`ragft`. A `RAGFT_` setting that fails validation ends any command with one line per
+    setting, never a traceback, and never the value (it may be a key)."""
+    try:
+        app(prog_name="ragft")
+    except ValidationError as exc:
+        for error in exc.errors(include_input=False, include_url=False):
+            setting = "_".join(str(part) for part in error["loc"]).upper()
+            where = f"RAGFT_{setting}: " if setting else ""  # a check across settings names them itself
+            say(f"error: {where}{error['msg'].removeprefix('Value error, ')}")
+        raise SystemExit(1) from None

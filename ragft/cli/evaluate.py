@@ -59,6 +59,10 @@ def evaluate(
     url = (gateway or f"http://{settings.gateway_host}:{settings.gateway_port}").rstrip("/")
     out = out or REPO / "evals" / "results" / data.stem
     try:
+        api_key = settings.key_ring.key_for(collection or settings.collection)
+    except ValueError as exc:
+        fail(exc)
+    try:
         questions = in_run_order(load_questions(data, [s.strip() for s in split.split(",") if s.strip()]))[:limit]
         config = EvalConfig(
             gateway=url,
@@ -78,7 +82,7 @@ def evaluate(
                 questions,
                 out,
                 concurrency=concurrency,
-                api_key=min(settings.keys, default=""),
+                api_key=api_key,
                 timeout_s=timeout,
                 say=say,
             )

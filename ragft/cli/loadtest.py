@@ -63,11 +63,12 @@ def loadtest(
     try:
         seconds = parse_duration(duration)
         parse_weights(weights)
+        api_key = settings.key_ring.key_for(settings.collection)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     env = {"LOADTEST_WEIGHTS": weights, "LOADTEST_STREAM": stream, "LOADTEST_MAX_TOKENS": str(max_tokens)}
-    if settings.keys:
-        env["LOADTEST_API_KEY"] = sorted(settings.keys)[0]
+    if api_key:
+        env["LOADTEST_API_KEY"] = api_key
     try:
         report, chart = run_load_test(
             url,

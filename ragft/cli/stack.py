@@ -87,7 +87,7 @@ def _print_examples(
         )
     if "gateway" in chosen:
         url = f"http://{gateway.gateway_host}:{gateway.gateway_port}"
-        auth = " -H 'Authorization: Bearer KEY'" if gateway.keys else ""
+        auth = " -H 'Authorization: Bearer KEY'" if gateway.key_ring else ""
         say(f"Gateway:    {url}  (answers once generation is ready)")
         for route in Route:
             say(

@@ -31,7 +31,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             retrieval=settings.retrieval_url,
             generation=settings.generation_url,
             default_route=settings.default_route,
-            auth="api keys" if settings.keys else "none",
+            api_keys=len(settings.key_ring.keys),
         )
         try:
             yield

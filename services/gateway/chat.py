@@ -29,6 +29,7 @@ from ragft.errors import (
     error_body,
 )
 from ragft.logging import get_logger
+from services.gateway.access import Access
 from services.gateway.config import AUTO, GatewaySettings, Route
 from services.gateway.plan import Plan
 from services.gateway.prompt import grounded_messages, search_query
@@ -111,14 +112,16 @@ class Streamed:
         return _headers(self.plan, self.timing)
 
 
-async def chat(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: float) -> Response:
-    answered = await answer(request, plan, gateway, deadline)
+async def chat(request: ChatRequest, plan: Plan, access: Access, gateway: Gateway, deadline: float) -> Response:
+    answered = await answer(request, plan, access, gateway, deadline)
     if isinstance(answered, Streamed):
         return EventStream(answered.events, answered.held, answered.headers)
     return JSONResponse(answered.completion, headers=_headers(answered.plan, answered.timing))
 
 
-async def answer(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: float) -> Completed | Streamed:
+async def answer(
+    request: ChatRequest, plan: Plan, access: Access, gateway: Gateway, deadline: float
+) -> Completed | Streamed:
     """One chat request on its route: the whole completion, or the stream once its first token came."""
     settings = gateway.settings
     check_limits(request, settings)
@@ -126,6 +129,8 @@ async def answer(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: f
     ttft_at = min(deadline, asyncio.get_running_loop().time() + settings.ttft_s)
     held = AsyncExitStack()  # the admission slot, then the upstream response
     try:
+        if plan.collection is not None:
+            access.check_read(plan.collection, param="X-Ragft-Collection")
         held.enter_context(gateway.admission.slot())
         plan, sources = await _retrieve(request, plan, gateway, timing, deadline)
         messages = grounded_messages(request.messages, sources) if plan.route.retrieves else request.messages

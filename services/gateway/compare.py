@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
 from ragft.errors import InvalidRequest, RagftError, UnknownRoute, UpstreamFailed, error_body
+from services.gateway.access import Access
 from services.gateway.chat import DONE, Completed, EventStream, Streamed, answer, check_limits
 from services.gateway.config import ROUTE_NAMES, Route
 from services.gateway.plan import ROUTES, Plan
@@ -39,20 +40,22 @@ def plans(body: CompareRequest, headers: Mapping[str, str], gateway: Gateway) ->
     return [Plan.from_headers({**lowered, "x-ragft-route": name}, gateway.settings) for name in chosen]
 
 
-async def compare(body: CompareRequest, headers: Mapping[str, str], gateway: Gateway, deadline: float) -> Response:
+async def compare(
+    body: CompareRequest, headers: Mapping[str, str], access: Access, gateway: Gateway, deadline: float
+) -> Response:
     request = body.chat_request()
     check_limits(request, gateway.settings)  # once: a request over a limit fails as a whole
     routes = plans(body, headers, gateway)
     if request.stream:  # each route's stream holds its own slot and upstream response
-        return EventStream(_merged(request, routes, gateway, deadline), AsyncExitStack(), headers={})
-    results = await asyncio.gather(*(_one(request, plan, gateway, deadline) for plan in routes))
+        return EventStream(_merged(request, routes, access, gateway, deadline), AsyncExitStack(), headers={})
+    results = await asyncio.gather(*(_one(request, plan, access, gateway, deadline) for plan in routes))
     return JSONResponse({"object": "ragft.comparison", "results": results})
 
 
-async def _one(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: float) -> dict[str, Any]:
+async def _one(request: ChatRequest, plan: Plan, access: Access, gateway: Gateway, deadline: float) -> dict[str, Any]:
     """A route's answer, sources, timing and tokens; or its error, in the error shape."""
     try:
-        answered = await answer(request, plan, gateway, deadline)
+        answered = await answer(request, plan, access, gateway, deadline)
     except RagftError as exc:
         return {"route": plan.asked, "status": exc.status_code, **error_body(exc.type, exc.message, exc.param)}
     assert isinstance(answered, Completed)
@@ -71,7 +74,9 @@ async def _one(request: ChatRequest, plan: Plan, gateway: Gateway, deadline: flo
     }
 
 
-async def _merged(request: ChatRequest, routes: list[Plan], gateway: Gateway, deadline: float) -> AsyncGenerator[bytes]:
+async def _merged(
+    request: ChatRequest, routes: list[Plan], access: Access, gateway: Gateway, deadline: float
+) -> AsyncGenerator[bytes]:
     """Every route's stream as it arrives, each event tagged with its route: at its first token
     `{"route", "answered_as", "timing"}` (retrieve and ttft so far), then `{"route", "chunk"}`,
     or `{"route", "error"}`; when a route's stream ends, `{"route", "done": true}`; then
@@ -82,7 +87,7 @@ async def _merged(request: ChatRequest, routes: list[Plan], gateway: Gateway, de
         route = plan.asked
         try:
             try:
-                answered = await answer(request, plan, gateway, deadline)
+                answered = await answer(request, plan, access, gateway, deadline)
             except RagftError as exc:
                 await queue.put(_tagged(route, error_body(exc.type, exc.message, exc.param)))
                 return

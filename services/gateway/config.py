@@ -1,12 +1,14 @@
 """Gateway settings (`RAGFT_` environment variables)."""
 
 from enum import StrEnum
-from functools import cached_property, lru_cache
-from typing import Literal
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ragft.settings import RagftSettings
+from services.gateway.access import KeyRing
 
 
 class Route(StrEnum):
@@ -32,8 +34,10 @@ class GatewaySettings(RagftSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     default_route: str = Route.RAG.value  # any of ROUTE_NAMES: auto lets a client that sends no header use it
-    # Comma-separated bearer keys; empty: no authentication.
+    # Comma-separated bearer keys with every right; with neither setting: no authentication.
     api_keys: str = ""
+    # Keys scoped to collections, one per line: KEY COLLECTIONS [admin] (services/gateway/access.py).
+    api_keys_file: Path | None = None
     # Whole-request budget: retrieval, generation and (streaming) every read of the stream.
     deadline_s: float = Field(120, gt=0)
     # A stream whose first token has not come by then gets a 504 instead of its first event.
@@ -74,10 +78,17 @@ class GatewaySettings(RagftSettings):
             raise ValueError(f"{route!r} is not a route; use one of: {', '.join(ROUTE_NAMES)}")
         return route.strip().lower()
 
-    @cached_property
-    def keys(self) -> frozenset[str]:
-        """Parsed once: every API request checks them."""
-        return frozenset(key.strip() for key in self.api_keys.split(",") if key.strip())
+    _key_ring: KeyRing = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _read_keys(self) -> Self:
+        """Read once, at start: a malformed keys file stops the service, naming the line."""
+        self._key_ring = KeyRing.read(self.api_keys, self.api_keys_file)
+        return self
+
+    @property
+    def key_ring(self) -> KeyRing:
+        return self._key_ring
 
 
 @lru_cache

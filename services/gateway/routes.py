@@ -12,9 +12,10 @@ from ragft.errors import InvalidRequest
 from ragft.settings import COLLECTION_NAME, check_document_id
 from services.gateway.chat import chat
 from services.gateway.compare import CompareRequest, compare
-from services.gateway.deps import DeadlineDep, GatewayDep, admit_caller
+from services.gateway.deps import CallerDep, DeadlineDep, GatewayDep, admit_caller
 from services.gateway.plan import Plan
 from services.gateway.schemas import ChatRequest, NewDocument
+from services.retrieval.schemas import SearchRequest
 
 PLAYGROUND = FilePath(__file__).with_name("playground")
 
@@ -30,21 +31,23 @@ CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME, description="lette
 
 
 @router.post("/chat/completions", response_model=None, responses=STREAMS)
-async def chat_completions(body: ChatRequest, request: Request, gateway: GatewayDep, deadline: DeadlineDep) -> Response:
+async def chat_completions(
+    body: ChatRequest, request: Request, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
+) -> Response:
     """An OpenAI chat completion. `X-Ragft-Route` picks rag, finetuned, hybrid or auto; `X-Ragft-Adapter`
     and `X-Ragft-Collection` pick the adapter and the knowledge base."""
     plan = Plan.from_headers(request.headers, gateway.settings)
-    return await chat(body, plan, gateway, deadline)
+    return await chat(body, plan, caller, gateway, deadline)
 
 
 @router.post("/compare", response_model=None, responses=STREAMS)
 async def compare_routes(
-    body: CompareRequest, request: Request, gateway: GatewayDep, deadline: DeadlineDep
+    body: CompareRequest, request: Request, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
 ) -> Response:
     """The same chat body on several routes at once (`routes`, default all three): per route the
     answer, sources, timing and tokens, or its error. `stream: true` interleaves the routes'
     events, each tagged with its route."""
-    return await compare(body, request.headers, gateway, deadline)
+    return await compare(body, request.headers, caller, gateway, deadline)
 
 
 @router.get("/models")
@@ -54,38 +57,70 @@ async def models(gateway: GatewayDep, deadline: DeadlineDep) -> Any:
 
 
 @knowledge.get("")
-async def list_collections(gateway: GatewayDep, deadline: DeadlineDep) -> Any:
-    """The retrieval service's collections, with their document and chunk counts."""
-    return await gateway.retrieval.json("GET", "/v1/collections", deadline=deadline)
+async def list_collections(caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep) -> Any:
+    """The collections this API key may read, with their document and chunk counts."""
+    listed = await gateway.retrieval.json("GET", "/v1/collections", deadline=deadline)
+    listed["collections"] = [info for info in listed["collections"] if caller.can_read(info["name"])]
+    return listed
+
+
+@knowledge.post("/{name}/search")
+async def search(
+    name: CollectionName, body: SearchRequest, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
+) -> Any:
+    """The retrieval service's search: the chunks that best answer `query`, with their scores."""
+    caller.check_read(name, param="name")
+    path = f"/v1/collections/{name}/search"
+    return await gateway.retrieval.json("POST", path, deadline=deadline, body=body.model_dump(exclude_none=True))
 
 
 @knowledge.get("/{name}/documents")
 async def list_documents(
     name: CollectionName,
+    caller: CallerDep,
     gateway: GatewayDep,
     deadline: DeadlineDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """A page of the collection's documents (id, title, metadata) and how many there are."""
+    caller.check_read(name, param="name")
     path = f"/v1/collections/{name}/documents?offset={offset}&limit={limit}"
     return await gateway.retrieval.json("GET", path, deadline=deadline)
 
 
 @knowledge.get("/{name}/documents/{doc_id:path}")
-async def get_document(name: CollectionName, doc_id: str, gateway: GatewayDep, deadline: DeadlineDep) -> Any:
+async def get_document(
+    name: CollectionName, doc_id: str, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
+) -> Any:
     """A document's metadata and its chunks, in order."""
+    caller.check_read(name, param="name")
+    return await gateway.retrieval.json("GET", _document_path(name, doc_id), deadline=deadline)
+
+
+@knowledge.delete("/{name}/documents/{doc_id:path}")
+async def delete_document(
+    name: CollectionName, doc_id: str, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
+) -> Any:
+    """Deletes a document and its chunks (admin keys)."""
+    caller.check_admin(name, param="name")
+    return await gateway.retrieval.json("DELETE", _document_path(name, doc_id), deadline=deadline)
+
+
+def _document_path(collection: str, doc_id: str) -> str:
     try:
         check_document_id(doc_id)
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="doc_id") from None
-    path = f"/v1/collections/{name}/documents/{quote(doc_id, safe='/')}"
-    return await gateway.retrieval.json("GET", path, deadline=deadline)
+    return f"/v1/collections/{collection}/documents/{quote(doc_id, safe='/')}"
 
 
 @knowledge.post("/{name}/documents")
-async def add_document(name: CollectionName, body: NewDocument, gateway: GatewayDep, deadline: DeadlineDep) -> Any:
-    """Adds (or replaces) one document; answers once it is searchable."""
+async def add_document(
+    name: CollectionName, body: NewDocument, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
+) -> Any:
+    """Adds (or replaces) one document (admin keys); answers once it is searchable."""
+    caller.check_admin(name, param="name")
     path = f"/v1/collections/{name}/documents"
     return await gateway.retrieval.json("POST", path, deadline=deadline, body=body.upsert_body())
 

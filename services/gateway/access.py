@@ -1,0 +1,129 @@
+"""Who may read and change which collections. `RAGFT_API_KEYS` holds keys with every right;
+`RAGFT_API_KEYS_FILE` holds scoped keys, one per line, `KEY COLLECTIONS [admin]`:
+
+    # support bots read the help center; the docs team also edits it; ops may do anything
+    support-bot-key-3f9a   help-center
+    docs-team-key-81c2     help-center,internal  admin
+    ops-key-c77e           *                     admin
+
+A key reads the collections it names (`*`: all of them); `admin` lets it add and delete
+documents in those. Messages about a key never quote it, so it cannot leak into a log."""
+
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragft.errors import Forbidden, Unauthorized
+from ragft.settings import COLLECTION_NAME
+
+EVERY_COLLECTION = "*"
+ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Access:
+    """One caller's rights: the collections it may read (None: all), and whether it may change them."""
+
+    collections: frozenset[str] | None
+    admin: bool
+
+    def can_read(self, collection: str) -> bool:
+        return self.collections is None or collection in self.collections
+
+    def check_read(self, collection: str, *, param: str) -> None:
+        """The same refusal whether or not the collection exists, so a key learns nothing about
+        collections outside its scope."""
+        if not self.can_read(collection):
+            raise Forbidden(f"this API key may not read collection {collection!r}", param=param)
+
+    def check_admin(self, collection: str, *, param: str) -> None:
+        self.check_read(collection, param=param)
+        if not self.admin:
+            message = f"this API key may read collection {collection!r} but not change it: that needs admin"
+            raise Forbidden(message, param=param)
+
+
+EVERYTHING = Access(None, admin=True)
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """Every key the gateway accepts and what each may do; empty: no authentication."""
+
+    keys: dict[str, Access]
+
+    @classmethod
+    def read(cls, full_keys: str, keys_file: Path | None) -> "KeyRing":
+        keys = {key.strip(): EVERYTHING for key in full_keys.split(",") if key.strip()}
+        if keys_file is not None:
+            keys |= _scoped_keys(keys_file, set(keys))
+        return cls(keys)
+
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+    def admit(self, authorization: str) -> tuple[str | None, Access]:
+        """The caller's key and rights, from its `Authorization: Bearer KEY` header."""
+        if not self.keys:
+            return None, EVERYTHING
+        scheme, _, key = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthorized("this gateway needs an API key: send Authorization: Bearer KEY")
+        offered = key.strip().encode()
+        # Compare with every key, so the time taken says nothing about which one nearly matched.
+        found = None
+        for known, access in self.keys.items():
+            if secrets.compare_digest(offered, known.encode()):
+                found = known, access
+        if found is None:
+            raise Unauthorized("the API key is not valid")
+        return found
+
+    def key_for(self, collection: str) -> str:
+        """A key that reads `collection`, for ragft's own commands that call the gateway; "" when
+        the gateway has no keys."""
+        if not self.keys:
+            return ""
+        readers = sorted(key for key, access in self.keys.items() if access.can_read(collection))
+        if not readers:
+            raise ValueError(f"no key in RAGFT_API_KEYS or RAGFT_API_KEYS_FILE may read collection {collection!r}")
+        return readers[0]
+
+
+def _scoped_keys(keys_file: Path, taken: set[str]) -> dict[str, Access]:
+    try:
+        lines = keys_file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"RAGFT_API_KEYS_FILE {keys_file}: cannot read it: {exc}") from None
+    keys: dict[str, Access] = {}
+    first_seen: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"RAGFT_API_KEYS_FILE {keys_file} line {number}"
+        key, access = _scoped_key(line.split(), where)
+        if key in taken:
+            raise ValueError(f"{where}: the key is also in RAGFT_API_KEYS")
+        if key in first_seen:
+            raise ValueError(f"{where}: the key on line {first_seen[key]} appears again")
+        first_seen[key] = number
+        keys[key] = access
+    if not keys:
+        raise ValueError(f"RAGFT_API_KEYS_FILE {keys_file} names no key: every line is blank or a # comment")
+    return keys
+
+
+def _scoped_key(fields: list[str], where: str) -> tuple[str, Access]:
+    if len(fields) not in (2, 3):
+        raise ValueError(f"{where}: expected KEY COLLECTIONS [admin], found {len(fields)} fields")
+    if len(fields) == 3 and fields[2] != ADMIN:
+        raise ValueError(f"{where}: the third field may only be {ADMIN!r}")
+    names = fields[1].split(",")
+    if names == [EVERY_COLLECTION]:
+        return fields[0], Access(None, admin=len(fields) == 3)
+    for name in names:
+        if not re.match(COLLECTION_NAME, name):
+            hint = f"letters, digits, _ and -; {EVERY_COLLECTION} stands alone"
+            raise ValueError(f"{where}: {name!r} is not a collection name ({hint})")
+    return fields[0], Access(frozenset(names), admin=len(fields) == 3)

@@ -1,0 +1,201 @@
+"""API keys scoped to collections, against the real retrieval service (the sample knowledge base
+and a private collection made here); vLLM is the scripted stand-in, which records every prompt,
+so the tests can see that a foreign passage never reached the model either."""
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.gateway.access import KeyRing
+from tests.conftest import embedded_env, run_ragft
+from tests.gateway.conftest import gateway_process, metric
+from tests.gateway.scripted_vllm import ScriptedVllm, scripted_vllm
+
+PRIVATE = f"private-{uuid.uuid4().hex[:8]}"
+SECRET = "The vault code for Project Nightjar is 7419."
+QUESTION = "What is the vault code for Project Nightjar?"
+
+READER = "reader-key-3f9a1c"  # help-center only
+INSIDER = "insider-key-81c2d0"  # the private collection only
+WRITER = "writer-key-c77e42"  # the private collection, admin
+ROOT = "root-key-5a0b19"  # RAGFT_API_KEYS: everything
+KEYS_FILE = f"""# scoped keys for the tests
+{READER}   help-center
+{INSIDER}  {PRIVATE}
+
+{WRITER}   {PRIVATE}  admin
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, retrieval_url: str) -> Iterator[tuple[str, ScriptedVllm, Path]]:
+    assert httpx.put(f"{retrieval_url}/v1/collections/{PRIVATE}", timeout=60).status_code in (200, 201)
+    made = httpx.post(
+        f"{retrieval_url}/v1/collections/{PRIVATE}/documents",
+        json={"documents": [{"id": "nightjar", "text": SECRET, "metadata": {"title": "Project Nightjar"}}]},
+        timeout=60,
+    )
+    assert made.status_code == 200, made.text
+    folder = tmp_path_factory.mktemp("access")
+    (folder / "keys.txt").write_text(KEYS_FILE)
+    settings = {
+        "RAGFT_RETRIEVAL_URL": retrieval_url,
+        "RAGFT_DEFAULT_ADAPTER": "voice",
+        "RAGFT_API_KEYS": ROOT,
+        "RAGFT_API_KEYS_FILE": str(folder / "keys.txt"),
+        "RAGFT_LOG_LEVEL": "debug",  # the most a log ever says
+    }
+    log = folder / "gateway.log"
+    with scripted_vllm() as vllm, gateway_process(folder, log, RAGFT_GENERATION_URL=vllm.url, **settings) as (url, _):
+        yield url, vllm, log
+    httpx.delete(f"{retrieval_url}/v1/collections/{PRIVATE}", timeout=60)
+
+
+def _call(url: str, method: str, path: str, key: str, body: Any = None, **headers: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}", **headers}
+    return httpx.request(method, f"{url}{path}", json=body, headers=headers, timeout=60)
+
+
+def _ask(url: str, key: str, route: str, collection: str = PRIVATE) -> httpx.Response:
+    body = {"messages": [{"role": "user", "content": QUESTION}]}
+    headers = {"X-Ragft-Route": route, "X-Ragft-Collection": collection}
+    return _call(url, "POST", "/v1/chat/completions", key, body, **headers)
+
+
+def _forbidden(response: httpx.Response, param: str) -> None:
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["type"] == "forbidden" and response.json()["error"]["param"] == param
+    assert "Nightjar" not in response.text and "7419" not in response.text
+
+
+def _prompts(vllm: ScriptedVllm) -> str:
+    return str(vllm.bodies)
+
+
+def test_a_key_answers_only_from_its_collections(stack: tuple[str, ScriptedVllm, Path]) -> None:
+    url, vllm, _ = stack
+    forbidden_before = metric(url, 'ragft_gateway_chat_requests_total{outcome="forbidden",route="rag"}', 0)
+    for route in ("rag", "hybrid", "auto"):
+        _forbidden(_ask(url, READER, route), "X-Ragft-Collection")
+    assert metric(url, 'ragft_gateway_chat_requests_total{outcome="forbidden",route="rag"}') == forbidden_before + 1
+    assert "7419" not in _prompts(vllm)
+
+    # finetuned reads no collection, so the header does not matter.
+    assert _ask(url, READER, "finetuned").status_code == 200
+    own = _ask(url, READER, "rag", collection="help-center")
+    assert own.status_code == 200 and own.json()["ragft"]["sources"]
+
+    insider = _ask(url, INSIDER, "rag")
+    assert insider.status_code == 200, insider.text
+    assert [source["doc_id"] for source in insider.json()["ragft"]["sources"]] == ["nightjar"]
+    assert "7419" in str(vllm.bodies[-1]["messages"])
+
+
+def test_a_collection_outside_the_scope_is_refused_whether_or_not_it_exists(
+    stack: tuple[str, ScriptedVllm, Path],
+) -> None:
+    url, _, _ = stack
+    missing, existing = _ask(url, READER, "rag", "no-such-collection"), _ask(url, READER, "rag", PRIVATE)
+    _forbidden(missing, "X-Ragft-Collection")
+    assert (
+        missing.json()["error"]["message"].replace("no-such-collection", PRIVATE) == existing.json()["error"]["message"]
+    )
+    assert _ask(url, ROOT, "rag", "no-such-collection").status_code == 404  # a key that may look learns it is missing
+
+
+def test_compare_answers_the_routes_a_key_may_run_and_shows_no_foreign_source(
+    stack: tuple[str, ScriptedVllm, Path],
+) -> None:
+    url, _, _ = stack
+    body = {"messages": [{"role": "user", "content": QUESTION}]}
+    plain = _call(url, "POST", "/v1/compare", READER, body, **{"X-Ragft-Collection": PRIVATE})
+    assert plain.status_code == 200, plain.text
+    statuses = {result["route"]: result["status"] for result in plain.json()["results"]}
+    assert statuses == {"rag": 403, "finetuned": 200, "hybrid": 403}
+    assert "Nightjar" not in plain.text and "7419" not in plain.text
+
+    streamed = _call(url, "POST", "/v1/compare", READER, body | {"stream": True}, **{"X-Ragft-Collection": PRIVATE})
+    assert streamed.text.count('"type":"forbidden"') == 2 and "7419" not in streamed.text
+
+
+def test_knowledge_base_calls_check_the_key(stack: tuple[str, ScriptedVllm, Path]) -> None:
+    url, _, _ = stack
+    base = "/v1/ragft/collections"
+
+    def names(key: str) -> set[str]:
+        return {info["name"] for info in _call(url, "GET", base, key).json()["collections"]}
+
+    assert "help-center" in names(READER) and PRIVATE not in names(READER)
+    assert names(INSIDER) == {PRIVATE} and {"help-center", PRIVATE} <= names(ROOT)
+
+    search = {"query": QUESTION, "top_k": 3}
+    _forbidden(_call(url, "POST", f"{base}/{PRIVATE}/search", READER, search), "name")
+    _forbidden(_call(url, "GET", f"{base}/{PRIVATE}/documents", READER), "name")
+    _forbidden(_call(url, "GET", f"{base}/{PRIVATE}/documents/nightjar", READER), "name")
+    found = _call(url, "POST", f"{base}/{PRIVATE}/search", INSIDER, search)
+    assert found.status_code == 200 and found.json()["hits"][0]["text"] == SECRET
+
+    # Changing a collection needs admin, in a collection the key may read.
+    note = {"id": "rota", "text": "The Nightjar on-call rota changes every Monday."}
+    _forbidden(_call(url, "POST", f"{base}/{PRIVATE}/documents", INSIDER, note), "name")
+    _forbidden(_call(url, "POST", f"{base}/help-center/documents", WRITER, note), "name")
+    added = _call(url, "POST", f"{base}/{PRIVATE}/documents", WRITER, note)
+    assert added.status_code == 200, added.text
+    _forbidden(_call(url, "DELETE", f"{base}/{PRIVATE}/documents/rota", INSIDER), "name")
+    assert _call(url, "DELETE", f"{base}/{PRIVATE}/documents/rota", WRITER).status_code == 200
+    assert _call(url, "GET", f"{base}/{PRIVATE}/documents/rota", WRITER).status_code == 404
+
+
+def test_no_key_reaches_the_logs_or_the_metrics(stack: tuple[str, ScriptedVllm, Path]) -> None:
+    url, _, log = stack
+    wrong = "wrong-key-90210e"
+    assert _ask(url, wrong, "rag").status_code == 401
+    assert _ask(url, READER, "rag").status_code == 403
+    assert _ask(url, ROOT, "finetuned").status_code == 200
+    written = log.read_text() + httpx.get(f"{url}/metrics").text
+    assert "status=401" in written and "status=403" in written  # the requests were logged
+    for key in (READER, INSIDER, WRITER, ROOT, wrong):
+        assert key not in written
+
+
+@pytest.mark.parametrize(
+    ("lines", "says"),
+    [
+        ("secret-key-1 help-center admin extra", "line 2: expected KEY COLLECTIONS [admin], found 4 fields"),
+        ("secret-key-1 help-center root", "line 2: the third field may only be 'admin'"),
+        ("secret-key-1 help/center", "line 2: 'help/center' is not a collection name"),
+        ("secret-key-1 *,help-center", "line 2: '*' is not a collection name"),
+        ("secret-key-1 a\nsecret-key-1 b", "line 3: the key on line 2 appears again"),
+        ("secret-key-0 a", "line 2: the key is also in RAGFT_API_KEYS"),
+        ("   ", "names no key"),
+    ],
+)
+def test_a_malformed_keys_file_names_the_line_and_never_the_key(tmp_path: Path, lines: str, says: str) -> None:
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text(f"# header\n{lines}\n")
+    with pytest.raises(ValueError, match=r"keys\.txt") as refused:
+        KeyRing.read("secret-key-0", keys_file)
+    assert says in str(refused.value) and "secret-key" not in str(refused.value)
+
+
+def test_the_gateway_refuses_to_start_on_a_malformed_keys_file(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("good-key-1 help-center\nsecret-key-2 help-center admin extra\n")
+    refused = run_ragft("serve", "gateway", env=embedded_env(tmp_path, RAGFT_API_KEYS_FILE=str(keys_file)), timeout=60)
+    assert refused.returncode == 1
+    assert f"error: RAGFT_API_KEYS_FILE {keys_file} line 2: expected KEY COLLECTIONS [admin]" in refused.stderr
+    assert "Traceback" not in refused.stderr and "secret-key-2" not in refused.stderr
+
+
+def test_ragft_commands_call_with_a_key_that_reads_the_collection(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("b-key help-center\na-key other\nc-key help-center\n")
+    ring = KeyRing.read("", keys_file)
+    assert ring.key_for("help-center") == "b-key" and ring.key_for("other") == "a-key"
+    with pytest.raises(ValueError, match="no key in RAGFT_API_KEYS or RAGFT_API_KEYS_FILE may read collection 'third'"):
+        ring.key_for("third")
+    assert KeyRing.read("", None).key_for("help-center") == ""  # no keys: no authentication
