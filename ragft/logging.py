@@ -7,11 +7,17 @@ import structlog
 
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
-    """Route structlog and the standard library (uvicorn, httpx) through one renderer."""
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+    """Route structlog and the standard library (uvicorn, httpx) through one renderer.
+    Tracebacks never show local variables: a request's headers, and so its API key, are among them."""
+    renderers: list[structlog.typing.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else [
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty(),
+                exception_formatter=structlog.dev.plain_traceback,
+            )
+        ]
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -31,7 +37,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                renderer,
+                *renderers,
             ],
         )
     )

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Collection names become folder names in the embedded store and path segments in URLs;
@@ -27,7 +27,10 @@ DocumentId = Annotated[
 class RagftSettings(BaseSettings):
     """Base class for each service's settings; subclasses add their own fields."""
 
-    model_config = SettingsConfigDict(env_prefix="RAGFT_", extra="ignore", env_nested_delimiter="__")
+    # An error names the setting, never its value: some values are keys.
+    model_config = SettingsConfigDict(
+        env_prefix="RAGFT_", extra="ignore", env_nested_delimiter="__", hide_input_in_errors=True
+    )
 
     data_dir: Path = Path("var")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -42,3 +45,13 @@ class RagftSettings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, ge=1024)
     # After SIGTERM: /readyz says 503, new requests get 503, and those in flight get this long to finish.
     drain_s: float = Field(30, ge=0)
+
+
+def settings_errors(exc: ValidationError) -> list[str]:
+    """One line per setting that failed validation, named as its environment variable."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        setting = "_".join(str(part) for part in error["loc"]).upper()
+        where = f"RAGFT_{setting}: " if setting else ""  # a check across settings names them itself
+        lines.append(f"error: {where}{error['msg'].removeprefix('Value error, ')}")
+    return lines

@@ -5,10 +5,12 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+import pytest
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.testclient import TestClient
 
 from ragft.errors import UpstreamUnavailable
+from ragft.logging import configure_logging
 from ragft.settings import RagftSettings
 from ragft.web import create_service_app
 
@@ -49,6 +51,20 @@ def test_unexpected_errors_are_a_500_in_the_error_shape_with_the_request_id() ->
     assert response.json() == {"error": {"type": "internal_error", "message": "internal server error", "param": None}}
     assert "secret internals" not in response.text
     assert response.headers["X-Request-ID"] == "req-42"
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_a_500_logs_its_traceback_but_not_the_api_key(capfd: pytest.CaptureFixture[str], log_format: str) -> None:
+    """A traceback with local variables would show the request's headers."""
+    configure_logging("debug", log_format)
+    try:
+        response = _app().get("/boom", headers={"Authorization": "Bearer key-in-the-header-4c1d"})
+        assert response.status_code == 500
+        logged = capfd.readouterr().err
+    finally:
+        configure_logging()
+    assert "RuntimeError: secret internals" in logged  # the traceback is there, for the operator
+    assert "key-in-the-header" not in logged
 
 
 def test_upstream_unavailable_is_a_503_with_retry_after() -> None:

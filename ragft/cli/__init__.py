@@ -4,6 +4,7 @@ from pydantic import ValidationError
 
 from ragft.cli import evaluate, gateway, generation, loadtest, retrieval, stack
 from ragft.cli.app import app, say
+from ragft.settings import settings_errors
 
 __all__ = ["app", "evaluate", "gateway", "generation", "loadtest", "main", "retrieval", "stack"]
 
@@ -14,8 +15,6 @@ def main() -> None:
     try:
         app(prog_name="ragft")
     except ValidationError as exc:
-        for error in exc.errors(include_input=False, include_url=False):
-            setting = "_".join(str(part) for part in error["loc"]).upper()
-            where = f"RAGFT_{setting}: " if setting else ""  # a check across settings names them itself
-            say(f"error: {where}{error['msg'].removeprefix('Value error, ')}")
+        for line in settings_errors(exc):
+            say(line)
         raise SystemExit(1) from None

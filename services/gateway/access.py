@@ -7,17 +7,19 @@
     ops-key-c77e           *                     admin
 
 A key reads the collections it names (`*`: all of them); `admin` lets it add and delete
-documents in those. Messages about a key never quote it, so it cannot leak into a log."""
+documents in those. A line whose first character is `#` is a comment, so no key starts with
+one. Messages about a key never quote it, so it cannot leak into a log."""
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragft.errors import Forbidden, Unauthorized
 from ragft.settings import COLLECTION_NAME
 
 EVERY_COLLECTION = "*"
+PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
 ADMIN = "admin"
 
 
@@ -51,7 +53,7 @@ EVERYTHING = Access(None, admin=True)
 class KeyRing:
     """Every key the gateway accepts and what each may do; empty: no authentication."""
 
-    keys: dict[str, Access]
+    keys: dict[str, Access] = field(repr=False)
 
     @classmethod
     def read(cls, full_keys: str, keys_file: Path | None) -> "KeyRing":
@@ -85,7 +87,11 @@ class KeyRing:
         the gateway has no keys."""
         if not self.keys:
             return ""
-        readers = sorted(key for key, access in self.keys.items() if access.can_read(collection))
+        # The narrowest such key: read-only before admin, named collections before `*`.
+        narrowest = {key: (access.admin, access.collections is None) for key, access in self.keys.items()}
+        readers = sorted(
+            (key for key, access in self.keys.items() if access.can_read(collection)), key=lambda k: (narrowest[k], k)
+        )
         if not readers:
             raise ValueError(f"no key in RAGFT_API_KEYS or RAGFT_API_KEYS_FILE may read collection {collection!r}")
         return readers[0]
@@ -119,11 +125,15 @@ def _scoped_key(fields: list[str], where: str) -> tuple[str, Access]:
         raise ValueError(f"{where}: expected KEY COLLECTIONS [admin], found {len(fields)} fields")
     if len(fields) == 3 and fields[2] != ADMIN:
         raise ValueError(f"{where}: the third field may only be {ADMIN!r}")
+    if not PRINTABLE_ASCII.match(fields[0]):
+        raise ValueError(f"{where}: a key may hold only printable ASCII characters (what an HTTP header carries)")
     names = fields[1].split(",")
     if names == [EVERY_COLLECTION]:
         return fields[0], Access(None, admin=len(fields) == 3)
-    for name in names:
-        if not re.match(COLLECTION_NAME, name):
-            hint = f"letters, digits, _ and -; {EVERY_COLLECTION} stands alone"
-            raise ValueError(f"{where}: {name!r} is not a collection name ({hint})")
+    if not all(re.match(COLLECTION_NAME, name) for name in names):
+        # Not quoted: with the columns swapped, the field would be the key.
+        raise ValueError(
+            f"{where}: the second field must be collection names (letters, digits, _ and -) separated by "
+            f"commas, or {EVERY_COLLECTION} alone"
+        )
     return fields[0], Access(frozenset(names), admin=len(fields) == 3)

@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from ragft.settings import RagftSettings
 from services.gateway.access import KeyRing
@@ -35,7 +35,7 @@ class GatewaySettings(RagftSettings):
     gateway_port: int = 8000
     default_route: str = Route.RAG.value  # any of ROUTE_NAMES: auto lets a client that sends no header use it
     # Comma-separated bearer keys with every right; with neither setting: no authentication.
-    api_keys: str = ""
+    api_keys: SecretStr = SecretStr("")
     # Keys scoped to collections, one per line: KEY COLLECTIONS [admin] (services/gateway/access.py).
     api_keys_file: Path | None = None
     # Whole-request budget: retrieval, generation and (streaming) every read of the stream.
@@ -83,7 +83,7 @@ class GatewaySettings(RagftSettings):
     @model_validator(mode="after")
     def _read_keys(self) -> Self:
         """Read once, at start: a malformed keys file stops the service, naming the line."""
-        self._key_ring = KeyRing.read(self.api_keys, self.api_keys_file)
+        self._key_ring = KeyRing.read(self.api_keys.get_secret_value(), self.api_keys_file)
         return self
 
     @property

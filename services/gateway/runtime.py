@@ -58,7 +58,8 @@ class Gateway:
         try:
             return SearchResult.model_validate(found)
         except ValidationError as exc:
-            raise UpstreamFailed(f"the retrieval service answered a search with an unexpected body: {exc}") from exc
+            wrong = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
+            raise UpstreamFailed(f"the retrieval service answered a search with an unexpected body: {wrong}") from exc
 
     async def models(self, *, deadline: float) -> object:
         return await self.generation.json("GET", "/v1/models", deadline=deadline)
