@@ -1,6 +1,7 @@
 """Request and response bodies of the retrieval API."""
 
 import re
+from datetime import datetime
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -50,16 +51,30 @@ class UpsertResponse(BaseModel):
 
 
 class Range(Strict):
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
+    """Bounds that are all numbers (a version, a count) or all dates and times (RFC 3339, such as
+    `2026-11-27` or `2026-11-27T09:00:00Z`: a `valid_from` or `updated_at` in the metadata)."""
+
+    gt: float | datetime | None = None
+    gte: float | datetime | None = None
+    lt: float | datetime | None = None
+    lte: float | datetime | None = None
 
     @model_validator(mode="after")
     def _some_bound(self) -> Self:
-        if all(v is None for v in (self.gt, self.gte, self.lt, self.lte)):
+        given = [v for v in (self.gt, self.gte, self.lt, self.lte) if v is not None]
+        if not given:
             raise ValueError("a range needs at least one of gt, gte, lt, lte")
+        if len({isinstance(v, datetime) for v in given}) > 1:
+            raise ValueError("a range's bounds are all numbers or all dates, not both")
         return self
+
+    @property
+    def bounds(self) -> dict[str, float | datetime]:
+        return self.model_dump(exclude_none=True)
+
+    @property
+    def of_dates(self) -> bool:
+        return any(isinstance(v, datetime) for v in self.bounds.values())
 
 
 class Condition(Strict):

@@ -95,6 +95,23 @@ def test_filters_on_metadata_and_doc_id(client: TestClient, collection: str) -> 
     assert [h["doc_id"] for h in either] == ["pricing"]
 
 
+def test_filters_on_date_ranges_in_the_metadata(client: TestClient, collection: str) -> None:
+    """A price valid in 2025 and its successor valid from 2026: the search as of a date finds the one in force."""
+    upsert(client, collection, PRICING, valid_from="2025-01-01T00:00:00Z", valid_to="2025-12-31T23:59:59Z")
+    upsert(client, collection, ERRORS, valid_from="2026-01-01", valid_to="2026-12-31")
+
+    def valid_on(day: str) -> set[str]:
+        in_force = [{"key": "valid_from", "range": {"lte": day}}, {"key": "valid_to", "range": {"gte": day}}]
+        return {h["doc_id"] for h in _search(client, collection, query="costs and errors", filter={"must": in_force})}
+
+    assert valid_on("2025-06-30T12:00:00Z") == {"pricing"}
+    assert valid_on("2026-11-27T00:00:00Z") == {"sync-errors"}
+    assert valid_on("2027-01-01T00:00:00Z") == set()
+    mixed = {"must": [{"key": "valid_from", "range": {"gte": 5, "lte": "2026-01-01"}}]}
+    refused = client.post(f"/v1/collections/{collection}/search", json={"query": "x", "filter": mixed})
+    assert refused.status_code == 422 and "all numbers or all dates" in refused.text
+
+
 def test_get_and_delete_document(client: TestClient, collection: str) -> None:
     upsert(client, collection, PRICING, ERRORS)
     doc = client.get(f"/v1/collections/{collection}/documents/pricing").json()

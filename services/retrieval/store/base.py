@@ -7,6 +7,7 @@ Each chunk is one point: a dense vector named `dense`, a BM25 sparse vector name
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from qdrant_edge import Bm25, Bm25Config, SparseVector
@@ -154,6 +155,9 @@ class VectorStore(ABC):
     def _range(self, key: str, bounds: dict[str, float]) -> Any: ...
 
     @abstractmethod
+    def _date_range(self, key: str, bounds: dict[str, datetime]) -> Any: ...
+
+    @abstractmethod
     def _filter(self, must: list[Any], should: list[Any], must_not: list[Any]) -> Any: ...
 
     # -- shared --------------------------------------------------------------------------
@@ -163,7 +167,8 @@ class VectorStore(ABC):
                 return self.translate(item)
             key = field_key(item.key)
             if item.range is not None:
-                return self._range(key, item.range.model_dump(exclude_none=True))
+                bounds: Any = item.range.bounds
+                return self._date_range(key, bounds) if item.range.of_dates else self._range(key, bounds)
             if item.any is not None:
                 return self._match_any(key, item.any)  # type: ignore[arg-type]
             assert item.match is not None

@@ -11,6 +11,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from qdrant_edge import (
     Prefetch,
     Query,
     QueryRequest,
+    RangeDateTime,
     RangeFloat,
     ScrollRequest,
     SearchParams,
@@ -241,6 +243,9 @@ class EdgeStore(VectorStore):
 
     def _range(self, key: str, bounds: dict[str, float]) -> Any:
         return FieldCondition(key=key, range=RangeFloat(**bounds))
+
+    def _date_range(self, key: str, bounds: dict[str, datetime]) -> Any:
+        return FieldCondition(key=key, range=RangeDateTime(**{bound: at.isoformat() for bound, at in bounds.items()}))
 
     def _filter(self, must: list[Any], should: list[Any], must_not: list[Any]) -> Any:
         return EdgeFilter(must=must or None, should=should or None, must_not=must_not or None)

@@ -7,6 +7,7 @@ acknowledgement (`wait=True`).
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -175,6 +176,9 @@ class ServerStore(VectorStore):
 
     def _range(self, key: str, bounds: dict[str, float]) -> Any:
         return qm.FieldCondition(key=key, range=qm.Range(**bounds))
+
+    def _date_range(self, key: str, bounds: dict[str, datetime]) -> Any:
+        return qm.FieldCondition(key=key, range=qm.DatetimeRange(**bounds))
 
     def _filter(self, must: list[Any], should: list[Any], must_not: list[Any]) -> Any:
         return qm.Filter(must=must or None, should=should or None, must_not=must_not or None)
