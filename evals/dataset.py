@@ -65,7 +65,7 @@ def load_questions(path: Path, splits: Iterable[str] = SPLITS) -> list[Question]
         try:
             question = Question.model_validate(json.loads(line))
         except (ValueError, ValidationError) as exc:
-            raise BadEvalSet(f"{path}:{number}: {_first_error(exc)}") from None
+            raise BadEvalSet(f"{path}:{number}: {first_error(exc)}") from None
         if question.id in seen:
             raise BadEvalSet(f"{path}:{number}: the id {question.id!r} is used twice")
         seen.add(question.id)
@@ -84,7 +84,7 @@ def in_run_order(questions: list[Question], seed: int = 0) -> list[Question]:
     return ordered
 
 
-def _first_error(exc: Exception) -> str:
+def first_error(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])

@@ -98,9 +98,10 @@ def read_results(out_dir: Path, questions: Iterable[Question]) -> dict[tuple[str
 
 
 class Asker:
-    """One question on one route, non-streamed, timed from request to the whole answer."""
+    """One question on one route, non-streamed, timed from request to the whole answer; with
+    `passages`, the record also holds the text of the passages put in the prompt."""
 
-    def __init__(self, config: EvalConfig, *, api_key: str, timeout_s: float) -> None:
+    def __init__(self, config: EvalConfig, *, api_key: str, timeout_s: float, passages: bool = False) -> None:
         self.url = f"{config.gateway}/v1/chat/completions"
         self.headers = headers("", api_key)
         if config.adapter:
@@ -109,6 +110,7 @@ class Asker:
             self.headers["X-Ragft-Collection"] = config.collection
         self.max_tokens = config.max_tokens
         self.timeout_s = timeout_s
+        self.passages = passages
         self.local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -139,6 +141,8 @@ class Asker:
         choice = completion["choices"][0]
         usage = completion.get("usage") or {}
         ragft = completion.get("ragft") or {}
+        if self.passages:
+            record["passages"] = [source["text"] for source in ragft.get("sources", [])]
         return record | {
             "status": "ok",
             "model": completion.get("model"),

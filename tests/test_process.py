@@ -1,6 +1,9 @@
 """ragft.process: a child in a session of its own (as vLLM is) dies with its supervisor, even
-when the supervisor is killed with SIGKILL and cannot stop it."""
+when the supervisor is killed with SIGKILL and cannot stop it; SIGTERM as an exit that runs
+`finally` blocks."""
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -8,6 +11,8 @@ import time
 
 import psutil
 import pytest
+
+from ragft.process import sigterm_as_exit
 
 SUPERVISOR = textwrap.dedent(
     """
@@ -48,3 +53,16 @@ def test_a_child_dies_with_its_killed_supervisor_only_when_armed(armed: bool) ->
         supervisor.kill()
         if child and _alive(child):
             psutil.Process(child).kill()
+
+
+def test_sigterm_in_the_block_runs_its_finally_blocks() -> None:
+    """What lets `ragft freshness` write its documents back when it is stopped with SIGTERM."""
+    cleaned = []
+    with pytest.raises(SystemExit) as stopped, sigterm_as_exit():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal arrives first
+        finally:
+            cleaned.append(True)
+    assert cleaned == [True] and stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back after the block

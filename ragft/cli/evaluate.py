@@ -1,4 +1,5 @@
-"""`ragft eval`: every question on every route through the gateway, scored, with a report."""
+"""`ragft eval`: every question on every route through the gateway, scored, with a report; and
+`ragft freshness`: facts changed in the knowledge base, and which routes' answers follow."""
 
 from pathlib import Path
 from typing import Annotated
@@ -7,6 +8,7 @@ import typer
 
 from ragft.cli.app import REPO, app, fail, say
 from ragft.localstack import StackFailed, check_loopback, gateway_up
+from ragft.process import sigterm_as_exit
 from services.gateway.config import ROUTE_NAMES, GatewaySettings
 
 
@@ -52,16 +54,10 @@ def evaluate(
     from evals.report import build_report
     from evals.run import EvalConfig, EvalFailed, run_eval
 
-    chosen = list(dict.fromkeys(r.strip().lower() for r in routes.split(",") if r.strip()))
-    if not chosen or not set(chosen) <= set(ROUTE_NAMES):
-        raise typer.BadParameter(f"--routes {routes!r}: choose from {', '.join(ROUTE_NAMES)}")
+    chosen = _routes(routes)
     settings = GatewaySettings()
-    url = (gateway or f"http://{settings.gateway_host}:{settings.gateway_port}").rstrip("/")
+    url, api_key = _gateway(settings, gateway, collection)
     out = out or REPO / "evals" / "results" / data.stem
-    try:
-        api_key = settings.key_ring.key_for(collection or settings.collection)
-    except ValueError as exc:
-        fail(exc)
     try:
         questions = in_run_order(load_questions(data, [s.strip() for s in split.split(",") if s.strip()]))[:limit]
         config = EvalConfig(
@@ -72,7 +68,6 @@ def evaluate(
             adapter=adapter,
             collection=collection,
         )
-        check_loopback(url)
         out.mkdir(parents=True, exist_ok=True)
         config.check_resumable(out)  # before starting a stack for a run that cannot go on
         say(f"{len(questions)} questions x {len(chosen)} routes; answers recorded in {out}")
@@ -93,3 +88,75 @@ def evaluate(
     if failed:
         say(f"{failed} requests failed; the same command retries them")
         raise typer.Exit(1)
+
+
+@app.command("freshness")
+def freshness(
+    data: Annotated[Path, typer.Option(help="The changes (JSONL; data/README.md has the format).")] = REPO
+    / "data"
+    / "freshness.jsonl",
+    kb: Annotated[Path, typer.Option(help="The folder the collection was ingested from.")] = REPO / "data" / "kb",
+    routes: Annotated[str, typer.Option(help="Comma-separated routes: rag, finetuned, hybrid, auto.")] = (
+        "rag,finetuned,hybrid"
+    ),
+    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each answer.")] = 96,
+    adapter: Annotated[str | None, typer.Option(help="X-Ragft-Adapter; default: the gateway's.")] = None,
+    collection: Annotated[str | None, typer.Option(help="The collection to change; default: the gateway's.")] = None,
+    gateway: Annotated[
+        str | None, typer.Option(help="The gateway's URL (loopback only); default: RAGFT_GATEWAY_HOST and _PORT.")
+    ] = None,
+    retrieval: Annotated[
+        str | None, typer.Option(help="The retrieval service's URL; default: RAGFT_RETRIEVAL_URL.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Results folder.")] = REPO / "evals" / "results" / "freshness",
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 300,
+    startup_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for a stack this command starts (the first run trains an adapter).")
+    ] = 1200,
+) -> None:
+    """Change facts in the knowledge base and measure which routes' answers follow: each
+    question on each route before the updates; then, one document at a time, the changed text
+    written through the retrieval API and the questions asked again at once. Writes
+    freshness.jsonl and freshness.md (old and new facts stated per route, and the time from the
+    acknowledged update to the answer). The documents are written back from --kb at the end,
+    however the run ends. Uses the gateway when it answers; otherwise runs `ragft up` meanwhile.
+    """
+    from evals.dataset import BadEvalSet
+    from evals.freshness import REPORT, KnowledgeBase, freshness_report, load_changes, run_freshness
+    from evals.run import EvalConfig, EvalFailed
+
+    chosen = _routes(routes)
+    settings = GatewaySettings()
+    url, api_key = _gateway(settings, gateway, collection)
+    name = collection or settings.collection
+    try:
+        changes = load_changes(data)
+        config = EvalConfig(url, str(data.resolve()), tuple(chosen), max_tokens, adapter, collection)
+        knowledge = KnowledgeBase(retrieval or settings.retrieval_url, name, kb, timeout_s=timeout)
+        check_loopback(knowledge.url)
+        out.mkdir(parents=True, exist_ok=True)
+        say(f"{len(changes)} facts to change in {name!r} x {len(chosen)} routes; answers recorded in {out}")
+        with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say):
+            records = run_freshness(changes, config, knowledge, out, api_key=api_key, timeout_s=timeout, say=say)
+    except (BadEvalSet, EvalFailed, StackFailed) as exc:
+        fail(exc)
+    report = freshness_report(records, changes, config.routes)
+    (out / REPORT).write_text(report)
+    say(report)
+
+
+def _routes(routes: str) -> list[str]:
+    chosen = list(dict.fromkeys(r.strip().lower() for r in routes.split(",") if r.strip()))
+    if not chosen or not set(chosen) <= set(ROUTE_NAMES):
+        raise typer.BadParameter(f"--routes {routes!r}: choose from {', '.join(ROUTE_NAMES)}")
+    return chosen
+
+
+def _gateway(settings: GatewaySettings, gateway: str | None, collection: str | None) -> tuple[str, str]:
+    """The gateway's URL, checked to be on loopback, and a key that reads the collection."""
+    url = (gateway or f"http://{settings.gateway_host}:{settings.gateway_port}").rstrip("/")
+    try:
+        check_loopback(url)
+        return url, settings.key_ring.key_for(collection or settings.collection)
+    except (ValueError, StackFailed) as exc:
+        fail(exc)

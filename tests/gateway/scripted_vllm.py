@@ -23,6 +23,8 @@ class Answer:
     tokens: int = 2
     token_s: float = 0.0
     stall_s: float = 0.0
+    # Not streamed: answer with the prompt's text, as a model that copies its passages would.
+    echo: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ def _handler(vllm: ScriptedVllm) -> type[BaseHTTPRequestHandler]:
             usage = {"prompt_tokens": len(json.dumps(body["messages"])), "completion_tokens": step.tokens}
             if not body.get("stream"):
                 time.sleep(step.stall_s + step.tokens * step.token_s)
-                message = {"role": "assistant", "content": "ok " * step.tokens}
+                prompt = "\n".join(str(message["content"]) for message in body["messages"])
+                message = {"role": "assistant", "content": prompt if step.echo else "ok " * step.tokens}
                 self._json(200, {"id": "chatcmpl-scripted", "object": "chat.completion", "created": 0,
                                  "model": "voice", "choices": [{"index": 0, "message": message,
                                                                 "finish_reason": "stop"}],

@@ -1,6 +1,7 @@
 """The three routes end to end through the official `openai` client: gateway, real retrieval
 service (Qdrant Edge, real embeddings, the sample knowledge base) and real vLLM on CPU."""
 
+import uuid
 from typing import Any
 
 import httpx
@@ -124,6 +125,33 @@ def test_compare_answers_on_the_three_routes_with_timings_and_tokens(gateway_url
     assert results["rag"]["usage"]["prompt_tokens"] > 5 * results["finetuned"]["usage"]["prompt_tokens"]
     assert HOLDS_THE_FACT in _doc_ids(results["hybrid"]["ragft"])
     assert metric(gateway_url, prompt_tokens) == before + results["hybrid"]["usage"]["prompt_tokens"]
+
+
+def test_an_updated_fact_is_answered_by_rag_on_the_next_request(
+    openai_client: openai.OpenAI, retrieval_url: str
+) -> None:
+    collection = f"fresh-{uuid.uuid4().hex[:8]}"
+    documents = f"{retrieval_url}/v1/collections/{collection}/documents"
+    httpx.put(f"{retrieval_url}/v1/collections/{collection}", timeout=60)
+
+    def update_and_ask(code: str) -> Any:
+        fact = f"# Zorblax 9000 support\n\nThe support code of the Zorblax 9000 desk lamp is {code}."
+        assert httpx.post(documents, json={"documents": [{"id": "lamp", "text": fact}]}, timeout=60).status_code == 200
+        return openai_client.chat.completions.create(
+            model="anything",
+            messages=[{"role": "user", "content": "What is the support code of the Zorblax 9000 desk lamp?"}],
+            max_tokens=32,
+            temperature=0,
+            extra_headers={"X-Ragft-Route": "rag", "X-Ragft-Collection": collection},
+        )
+
+    try:
+        assert "FLAMINGO" in update_and_ask("FLAMINGO-4417").choices[0].message.content
+        updated = update_and_ask("PELICAN-2290")  # the same document, its fact changed
+        assert "PELICAN" in updated.choices[0].message.content, updated.choices[0].message.content
+        assert "FLAMINGO" not in str(updated)
+    finally:
+        httpx.delete(f"{retrieval_url}/v1/collections/{collection}", timeout=60)
 
 
 def test_the_request_id_reaches_both_services(

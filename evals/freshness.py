@@ -1,0 +1,286 @@
+"""Freshness: change facts in knowledge-base documents through the retrieval API, ask about them
+again on each route, and measure which answers carry the new fact, and how soon after the
+acknowledged update. The documents are read from the files they were ingested from and written
+back from them at the end, whatever happens in between."""
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import requests
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from evals.dataset import BadEvalSet, Question, first_error
+from evals.run import Asker, EvalConfig, EvalFailed
+from evals.scoring import normalize
+from services.retrieval.loaders import SUPPORTED_SUFFIXES, UnreadableFile, load_document
+from services.retrieval.schemas import DocumentIn
+
+RESULTS = "freshness.jsonl"
+REPORT = "freshness.md"
+
+
+class Change(BaseModel):
+    """One fact to change: `old` becomes `new` in the document, and `question` asks for it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    doc_id: str
+    question: str
+    old: str
+    new: str
+    old_facts: tuple[str, ...]
+    new_facts: tuple[str, ...]
+
+    @field_validator("old_facts", "new_facts")
+    @classmethod
+    def _compiles(cls, facts: tuple[str, ...]) -> tuple[str, ...]:
+        if not facts:
+            raise ValueError("needs at least one regular expression")
+        for pattern in facts:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return facts
+
+    def states(self, facts: tuple[str, ...], answer: str) -> bool:
+        text = normalize(answer)
+        return all(re.search(pattern, text) for pattern in facts)
+
+    def as_question(self) -> Question:
+        return Question(
+            id=self.id,
+            split="heldout",
+            question=self.question,
+            doc_id=self.doc_id,
+            answer=self.new,
+            facts=self.new_facts,
+        )
+
+
+def load_changes(path: Path) -> list[Change]:
+    """The changes, in file order; BadEvalSet names the line of a bad one."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise BadEvalSet(f"cannot read the freshness set {path}: {exc.strerror}") from None
+    changes: dict[str, Change] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            change = Change.model_validate(json.loads(line))
+        except (ValueError, ValidationError) as exc:
+            raise BadEvalSet(f"{path}:{number}: {first_error(exc)}") from None
+        if change.id in changes:
+            raise BadEvalSet(f"{path}:{number}: the id {change.id!r} is used twice")
+        changes[change.id] = change
+    if not changes:
+        raise BadEvalSet(f"{path} has no changes")
+    return list(changes.values())
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A document as it was ingested from its file, and as the changes leave it."""
+
+    original: DocumentIn
+    changed: DocumentIn
+
+
+class KnowledgeBase:
+    """The collection, through the retrieval service's API."""
+
+    def __init__(self, retrieval: str, collection: str, kb: Path, timeout_s: float) -> None:
+        self.url = f"{retrieval.rstrip('/')}/v1/collections/{collection}"
+        self.collection = collection
+        self.kb = kb
+        self.timeout_s = timeout_s
+
+    def _call(self, method: str, path: str = "", body: dict[str, Any] | None = None) -> requests.Response:
+        try:
+            return requests.request(method, self.url + path, json=body, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise EvalFailed(f"the retrieval service at {self.url} does not answer: {exc}") from None
+
+    def edits(self, changes: list[Change], say: Callable[[str], None]) -> list[Edit]:
+        """Each changed document from its file, checked against the collection: it must state the
+        old fact there, or the new one (left by a run that was stopped before it restored it)."""
+        listed = self._call("GET", "/documents?limit=1")
+        if listed.status_code == 404:
+            raise EvalFailed(f"collection {self.collection!r} does not exist: ingest {self.kb} into it first")
+        if listed.status_code != 200 or not listed.json()["total"]:
+            raise EvalFailed(f"collection {self.collection!r} is empty: ingest {self.kb} into it first")
+        edits = []
+        for doc_id in dict.fromkeys(change.doc_id for change in changes):
+            mine = [change for change in changes if change.doc_id == doc_id]
+            original = self.source(doc_id)
+            text = original.text
+            for change in mine:
+                if text.count(change.old) != 1:
+                    raise EvalFailed(f"{change.id}: {change.old!r} is not stated exactly once in document {doc_id!r}")
+                text = text.replace(change.old, change.new)
+            stored = self._stored_text(doc_id)
+            if all(change.new in stored for change in mine):
+                say(f"{doc_id} still holds the changes of a run that was stopped: restoring it first")
+                self.write(original)
+            elif not all(change.old in stored for change in mine):
+                raise EvalFailed(
+                    f"document {doc_id!r} in {self.collection!r} does not state what {doc_id}.md states: "
+                    f"ingest {self.kb} into it first"
+                )
+            stamp = {"updated_at": datetime.now(UTC).isoformat(timespec="seconds"), "freshness_run": True}
+            edits.append(Edit(original, DocumentIn(id=doc_id, text=text, metadata=original.metadata | stamp)))
+        return edits
+
+    def source(self, doc_id: str) -> DocumentIn:
+        """The document as `ragft ingest` made it from its file in the knowledge-base folder."""
+        files = sorted(path for path in self.kb.glob(f"{doc_id}.*") if path.suffix.lower() in SUPPORTED_SUFFIXES)
+        if not files:
+            raise EvalFailed(f"{self.kb} has no file for document {doc_id!r}")
+        try:
+            return load_document(files[0], self.kb)
+        except UnreadableFile as exc:
+            raise EvalFailed(str(exc)) from None
+
+    def _stored_text(self, doc_id: str) -> str:
+        got = self._call("GET", f"/documents/{doc_id}")
+        if got.status_code == 404:
+            raise EvalFailed(f"collection {self.collection!r} has no document {doc_id!r}: ingest {self.kb} into it")
+        got.raise_for_status()
+        return "\n".join(chunk["text"] for chunk in got.json()["chunks"])
+
+    def write(self, document: DocumentIn) -> float:
+        """Upserts the document; the time the service acknowledged it (searchable from then on)."""
+        written = self._call("POST", "/documents", {"documents": [document.model_dump()]})
+        if written.status_code != 200:
+            raise EvalFailed(f"the update of {document.id!r} failed: {written.status_code} {written.text[:300]}")
+        return time.perf_counter()
+
+    def search_states(self, change: Change) -> bool:
+        """Whether a search for the question finds the new text in the changed document."""
+        found = self._call("POST", "/search", {"query": change.question, "top_k": 4})
+        found.raise_for_status()
+        return any(hit["doc_id"] == change.doc_id and change.new in hit["text"] for hit in found.json()["hits"])
+
+
+@contextmanager
+def restoring(kb: KnowledgeBase, say: Callable[[str], None]) -> Iterator[Callable[[Edit], float]]:
+    """A function that writes an edit's changed document and returns when the write was
+    acknowledged; each document it wrote is written back from its file when the block ends,
+    however it ends."""
+    written: list[Edit] = []
+
+    def write(edit: Edit) -> float:
+        written.append(edit)
+        return kb.write(edit.changed)
+
+    try:
+        yield write
+    finally:
+        for edit in written:
+            kb.write(edit.original)
+        say(f"Restored {len(written)} documents from {kb.kb}")
+
+
+def run_freshness(
+    changes: list[Change],
+    config: EvalConfig,
+    kb: KnowledgeBase,
+    out_dir: Path,
+    *,
+    api_key: str,
+    timeout_s: float,
+    say: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Asks each question on each route; then, one document at a time, writes its change and at
+    once searches for it and asks its questions again. Returns every record (also written to
+    out_dir/freshness.jsonl as it comes)."""
+    edits = kb.edits(changes, say)
+    ask = Asker(config, api_key=api_key, timeout_s=timeout_s, passages=True)
+    records: list[dict[str, Any]] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns) as progress, (out_dir / RESULTS).open("w", encoding="utf-8") as results:
+        task = progress.add_task("before the updates", total=2 * len(changes) * len(config.routes))
+
+        def keep(record: dict[str, Any]) -> None:
+            records.append(record)
+            results.write(json.dumps(record, ensure_ascii=False) + "\n")
+            results.flush()
+
+        def answer(change: Change, route: str, phase: str, acknowledged: float | None = None) -> None:
+            record = ask(change.as_question(), route)
+            if record["status"] != "ok":
+                raise EvalFailed(f"{change.id} on {route}: {record['error']}")
+            passages = record.pop("passages")
+            record |= {
+                "phase": phase,
+                "prompt_has_new": any(change.new in passage for passage in passages),
+                "states_new": change.states(change.new_facts, record["answer"]),
+                "states_old": change.states(change.old_facts, record["answer"]),
+            }
+            if acknowledged is not None:
+                record["seconds_after_update"] = round(time.perf_counter() - acknowledged, 3)
+            keep(record)
+            progress.advance(task)
+
+        for change in changes:
+            for route in config.routes:
+                answer(change, route, "before")
+        progress.update(task, description="after each update")
+        with restoring(kb, say) as write:
+            for edit in edits:
+                acknowledged = write(edit)
+                for change in (change for change in changes if change.doc_id == edit.changed.id):
+                    found = kb.search_states(change)
+                    keep({"id": change.id, "phase": "search", "states_new": found,
+                          "seconds_after_update": round(time.perf_counter() - acknowledged, 3)})  # fmt: skip
+                    for route in config.routes:
+                        answer(change, route, "after", acknowledged)
+    return records
+
+
+def freshness_report(records: list[dict[str, Any]], changes: list[Change], routes: tuple[str, ...]) -> str:
+    """Per route: answers stating the old fact before the updates, the new and the old one after,
+    and the seconds from an acknowledged update to the next answer on the route, when that answer
+    stated the new fact (the next request is the first to reflect it, or none is)."""
+    searches = [r for r in records if r["phase"] == "search"]
+    found = [r["seconds_after_update"] * 1000 for r in searches if r["states_new"]]
+    lines = [
+        f"{len(changes)} facts changed. A search right after each acknowledged update found the new text "
+        f"for {len(found)} of {len(searches)}" + (f" (median {median(found):.0f} ms after it)." if found else "."),
+        "",
+        "| route | answers with the old fact, before | prompts with the new text, after "
+        "| answers with the new fact, after | answers with the old fact, after "
+        "| update to an answer with the new fact |",
+        "|---|---|---|---|---|---|",
+    ]
+    for route in routes:
+        before, after = _on(records, route, "before"), _on(records, route, "after")
+        fresh = [r["seconds_after_update"] for r in after if r["states_new"]]
+        delay = f"{median(fresh):.1f} s median, next request" if fresh else "never"
+        lines.append(
+            f"| {route} | {_share(before, 'states_old')} | {_share(after, 'prompt_has_new')} "
+            f"| {_share(after, 'states_new')} "
+            f"| {_share(after, 'states_old')} | {delay} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _on(records: list[dict[str, Any]], route: str, phase: str) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("route") == route and r["phase"] == phase]
+
+
+def _share(records: list[dict[str, Any]], key: str) -> str:
+    return f"{sum(r[key] for r in records)}/{len(records)}"
