@@ -5,17 +5,22 @@ import random
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 SPLITS = ("heldout", "train")
 
 
-class Question(BaseModel):
+class Entry(BaseModel):
+    """One line of a JSONL data file: the eval set, the freshness set."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str
+
+
+class Question(Entry):
     split: Literal["heldout", "train"]
     question: str
     doc_id: str | None
@@ -30,12 +35,7 @@ class Question(BaseModel):
     @field_validator("facts")
     @classmethod
     def _compiles(cls, facts: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in facts:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"fact {pattern!r} is not a regular expression: {exc}") from None
-        return facts
+        return compiled(facts)
 
     @model_validator(mode="after")
     def _facts_iff_answerable(self) -> "Question":
@@ -44,8 +44,21 @@ class Question(BaseModel):
         return self
 
 
+def compiled(facts: tuple[str, ...]) -> tuple[str, ...]:
+    """The fact patterns, each checked to be a regular expression."""
+    for pattern in facts:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"fact {pattern!r} is not a regular expression: {exc}") from None
+    return facts
+
+
 class BadEvalSet(Exception):
     pass
+
+
+Record = TypeVar("Record", bound="Entry")
 
 
 def load_questions(path: Path, splits: Iterable[str] = SPLITS) -> list[Question]:
@@ -53,27 +66,33 @@ def load_questions(path: Path, splits: Iterable[str] = SPLITS) -> list[Question]
     wanted = set(splits)
     if unknown := wanted - set(SPLITS):
         raise BadEvalSet(f"unknown split(s) {', '.join(sorted(unknown))}; choose from {', '.join(SPLITS)}")
+    questions = [question for question in read_records(path, Question, "the eval set") if question.split in wanted]
+    if not questions:
+        raise BadEvalSet(f"{path} has no questions in the split(s) {', '.join(sorted(wanted))}")
+    return questions
+
+
+def read_records(path: Path, model: type[Record], what: str) -> list[Record]:
+    """Every line of a JSONL file as `model`, in file order, each with its own `id`; BadEvalSet
+    names the line of a bad one."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise BadEvalSet(f"cannot read the eval set {path}: {exc.strerror}") from None
-    questions: list[Question] = []
+        raise BadEvalSet(f"cannot read {what} {path}: {exc.strerror}") from None
+    records: list[Record] = []
     seen: set[str] = set()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            question = Question.model_validate(json.loads(line))
+            record = model.model_validate(json.loads(line))
         except (ValueError, ValidationError) as exc:
             raise BadEvalSet(f"{path}:{number}: {first_error(exc)}") from None
-        if question.id in seen:
-            raise BadEvalSet(f"{path}:{number}: the id {question.id!r} is used twice")
-        seen.add(question.id)
-        if question.split in wanted:
-            questions.append(question)
-    if not questions:
-        raise BadEvalSet(f"{path} has no questions in the split(s) {', '.join(sorted(wanted))}")
-    return questions
+        if record.id in seen:
+            raise BadEvalSet(f"{path}:{number}: the id {record.id!r} is used twice")
+        seen.add(record.id)
+        records.append(record)
+    return records
 
 
 def in_run_order(questions: list[Question], seed: int = 0) -> list[Question]:

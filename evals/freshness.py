@@ -4,7 +4,6 @@ acknowledged update. The documents are read from the files they were ingested fr
 back from them at the end, whatever happens in between."""
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,12 +14,12 @@ from statistics import median
 from typing import Any
 
 import requests
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import field_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from evals.dataset import BadEvalSet, Question, first_error
+from evals.dataset import BadEvalSet, Entry, Question, compiled, read_records
 from evals.run import Asker, EvalConfig, EvalFailed
-from evals.scoring import normalize
+from evals.scoring import states
 from services.retrieval.loaders import SUPPORTED_SUFFIXES, UnreadableFile, load_document
 from services.retrieval.schemas import DocumentIn
 
@@ -28,12 +27,9 @@ RESULTS = "freshness.jsonl"
 REPORT = "freshness.md"
 
 
-class Change(BaseModel):
+class Change(Entry):
     """One fact to change: `old` becomes `new` in the document, and `question` asks for it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
     doc_id: str
     question: str
     old: str
@@ -46,16 +42,7 @@ class Change(BaseModel):
     def _compiles(cls, facts: tuple[str, ...]) -> tuple[str, ...]:
         if not facts:
             raise ValueError("needs at least one regular expression")
-        for pattern in facts:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
-        return facts
-
-    def states(self, facts: tuple[str, ...], answer: str) -> bool:
-        text = normalize(answer)
-        return all(re.search(pattern, text) for pattern in facts)
+        return compiled(facts)
 
     def as_question(self) -> Question:
         return Question(
@@ -70,24 +57,10 @@ class Change(BaseModel):
 
 def load_changes(path: Path) -> list[Change]:
     """The changes, in file order; BadEvalSet names the line of a bad one."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise BadEvalSet(f"cannot read the freshness set {path}: {exc.strerror}") from None
-    changes: dict[str, Change] = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            change = Change.model_validate(json.loads(line))
-        except (ValueError, ValidationError) as exc:
-            raise BadEvalSet(f"{path}:{number}: {first_error(exc)}") from None
-        if change.id in changes:
-            raise BadEvalSet(f"{path}:{number}: the id {change.id!r} is used twice")
-        changes[change.id] = change
+    changes = read_records(path, Change, "the freshness set")
     if not changes:
         raise BadEvalSet(f"{path} has no changes")
-    return list(changes.values())
+    return changes
 
 
 @dataclass(frozen=True)
@@ -227,8 +200,8 @@ def run_freshness(
             record |= {
                 "phase": phase,
                 "prompt_has_new": any(change.new in passage for passage in passages),
-                "states_new": change.states(change.new_facts, record["answer"]),
-                "states_old": change.states(change.old_facts, record["answer"]),
+                "states_new": states(change.new_facts, record["answer"]),
+                "states_old": states(change.old_facts, record["answer"]),
             }
             if acknowledged is not None:
                 record["seconds_after_update"] = round(time.perf_counter() - acknowledged, 3)

@@ -37,9 +37,14 @@ def normalize(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def states_facts(question: Question, answer: str) -> bool:
+def states(facts: tuple[str, ...], answer: str) -> bool:
+    """Whether the answer matches every fact pattern."""
     text = normalize(answer)
-    return all(re.search(pattern, text) for pattern in question.facts)
+    return all(re.search(pattern, text) for pattern in facts)
+
+
+def states_facts(question: Question, answer: str) -> bool:
+    return states(question.facts, answer)
 
 
 def abstains(answer: str) -> bool:

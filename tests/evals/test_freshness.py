@@ -14,6 +14,7 @@ import pytest
 from evals.dataset import BadEvalSet
 from evals.freshness import Change, KnowledgeBase, freshness_report, load_changes, run_freshness
 from evals.run import EvalConfig, EvalFailed
+from evals.scoring import states
 from ragft.cli.app import REPO
 from tests.gateway.conftest import gateway_process
 from tests.gateway.scripted_vllm import Answer, Fail, ScriptedVllm, scripted_vllm
@@ -140,6 +141,6 @@ def test_every_change_in_the_set_states_its_facts_and_not_the_others() -> None:
     sources = KnowledgeBase("", "help-center", KB, timeout_s=60)
     for change in load_changes(REPO / "data" / "freshness.jsonl"):
         assert isinstance(change, Change)
-        assert change.states(change.old_facts, change.old) and not change.states(change.old_facts, change.new)
-        assert change.states(change.new_facts, change.new) and not change.states(change.new_facts, change.old)
+        assert states(change.old_facts, change.old) and not states(change.old_facts, change.new)
+        assert states(change.new_facts, change.new) and not states(change.new_facts, change.old)
         assert sources.source(change.doc_id).text.count(change.old) == 1
