@@ -114,8 +114,9 @@ def freshness(
         float, typer.Option(help="Seconds to wait for a stack this command starts (the first run trains an adapter).")
     ] = 1200,
 ) -> None:
-    """Change facts in the knowledge base and measure which routes' answers follow: each
-    question on each route before the updates; then, one document at a time, the changed text
+    """Change facts in the knowledge base and measure which routes' answers follow.
+
+    Each question on each route before the updates; then, one document at a time, the changed text
     written through the retrieval API and the questions asked again at once. Writes
     freshness.jsonl and freshness.md (old and new facts stated per route, and the time from the
     acknowledged update to the answer). The documents are written back from --kb at the end,
