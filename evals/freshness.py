@@ -3,6 +3,7 @@ again on each route, and measure which answers carry the new fact, and how soon 
 acknowledged update. The documents are read from the files they were ingested from and written
 back from them at the end, whatever happens in between."""
 
+import glob
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from pydantic import field_validator
@@ -86,13 +88,18 @@ class KnowledgeBase:
         except requests.RequestException as exc:
             raise EvalFailed(f"the retrieval service at {self.url} does not answer: {exc}") from None
 
+    def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        answered = self._call(method, path, body)
+        if answered.status_code != 200:
+            raise EvalFailed(f"{method} {self.url}{path}: {answered.status_code} {answered.text[:300]}")
+        return answered.json()
+
     def edits(self, changes: list[Change], say: Callable[[str], None]) -> list[Edit]:
         """Each changed document from its file, checked against the collection: it must state the
         old fact there, or the new one (left by a run that was stopped before it restored it)."""
-        listed = self._call("GET", "/documents?limit=1")
-        if listed.status_code == 404:
+        if self._call("GET", "/documents?limit=1").status_code == 404:
             raise EvalFailed(f"collection {self.collection!r} does not exist: ingest {self.kb} into it first")
-        if listed.status_code != 200 or not listed.json()["total"]:
+        if not self._json("GET", "/documents?limit=1")["total"]:
             raise EvalFailed(f"collection {self.collection!r} is empty: ingest {self.kb} into it first")
         edits = []
         for doc_id in dict.fromkeys(change.doc_id for change in changes):
@@ -109,60 +116,64 @@ class KnowledgeBase:
                 self.write(original)
             elif not all(change.old in stored for change in mine):
                 raise EvalFailed(
-                    f"document {doc_id!r} in {self.collection!r} does not state what {doc_id}.md states: "
-                    f"ingest {self.kb} into it first"
+                    f"document {doc_id!r} in {self.collection!r} does not state what its file in {self.kb} "
+                    f"states: ingest {self.kb} into it first"
                 )
-            stamp = {"updated_at": datetime.now(UTC).isoformat(timespec="seconds"), "freshness_run": True}
-            edits.append(Edit(original, DocumentIn(id=doc_id, text=text, metadata=original.metadata | stamp)))
+            edits.append(Edit(original, original.model_copy(update={"text": text})))
         return edits
 
     def source(self, doc_id: str) -> DocumentIn:
         """The document as `ragft ingest` made it from its file in the knowledge-base folder."""
-        files = sorted(path for path in self.kb.glob(f"{doc_id}.*") if path.suffix.lower() in SUPPORTED_SUFFIXES)
-        if not files:
-            raise EvalFailed(f"{self.kb} has no file for document {doc_id!r}")
-        try:
-            return load_document(files[0], self.kb)
-        except UnreadableFile as exc:
-            raise EvalFailed(str(exc)) from None
+        for path in sorted(self.kb.glob(f"{glob.escape(doc_id)}.*")):
+            if (
+                path.suffix.lower() in SUPPORTED_SUFFIXES
+                and path.relative_to(self.kb).with_suffix("").as_posix() == doc_id
+            ):
+                try:
+                    return load_document(path, self.kb)
+                except UnreadableFile as exc:
+                    raise EvalFailed(str(exc)) from None
+        raise EvalFailed(f"{self.kb} has no file for document {doc_id!r}")
 
     def _stored_text(self, doc_id: str) -> str:
-        got = self._call("GET", f"/documents/{doc_id}")
-        if got.status_code == 404:
+        path = f"/documents/{quote(doc_id, safe='/')}"
+        if self._call("GET", path).status_code == 404:
             raise EvalFailed(f"collection {self.collection!r} has no document {doc_id!r}: ingest {self.kb} into it")
-        got.raise_for_status()
-        return "\n".join(chunk["text"] for chunk in got.json()["chunks"])
+        return "\n".join(chunk["text"] for chunk in self._json("GET", path)["chunks"])
 
     def write(self, document: DocumentIn) -> float:
         """Upserts the document; the time the service acknowledged it (searchable from then on)."""
-        written = self._call("POST", "/documents", {"documents": [document.model_dump()]})
-        if written.status_code != 200:
-            raise EvalFailed(f"the update of {document.id!r} failed: {written.status_code} {written.text[:300]}")
+        self._json("POST", "/documents", {"documents": [document.model_dump()]})
         return time.perf_counter()
 
     def search_states(self, change: Change) -> bool:
         """Whether a search for the question finds the new text in the changed document."""
-        found = self._call("POST", "/search", {"query": change.question, "top_k": 4})
-        found.raise_for_status()
-        return any(hit["doc_id"] == change.doc_id and change.new in hit["text"] for hit in found.json()["hits"])
+        found = self._json("POST", "/search", {"query": change.question, "top_k": 4})
+        return any(hit["doc_id"] == change.doc_id and change.new in hit["text"] for hit in found["hits"])
 
 
 @contextmanager
-def restoring(kb: KnowledgeBase, say: Callable[[str], None]) -> Iterator[Callable[[Edit], float]]:
-    """A function that writes an edit's changed document and returns when the write was
-    acknowledged; each document it wrote is written back from its file when the block ends,
-    however it ends."""
-    written: list[Edit] = []
+def restoring(kb: KnowledgeBase, say: Callable[[str], None]) -> Iterator[Callable[[DocumentIn], float]]:
+    """A function that writes a document and returns when the write was acknowledged; every
+    document it wrote is written back from its file when the block ends, however it ends."""
+    written: dict[str, DocumentIn] = {}
 
-    def write(edit: Edit) -> float:
-        written.append(edit)
-        return kb.write(edit.changed)
+    def write(document: DocumentIn) -> float:
+        if document.id not in written:
+            written[document.id] = kb.source(document.id)
+        return kb.write(document)
 
     try:
         yield write
     finally:
-        for edit in written:
-            kb.write(edit.original)
+        failed = []
+        for doc_id, original in written.items():
+            try:
+                kb.write(original)
+            except EvalFailed as exc:
+                failed.append(f"{doc_id} ({exc})")
+        if failed:  # the next run restores them first
+            raise EvalFailed(f"could not write back {', '.join(failed)}: run the same command again, or ragft ingest")
         say(f"Restored {len(written)} documents from {kb.kb}")
 
 
@@ -176,8 +187,10 @@ def run_freshness(
     timeout_s: float,
     say: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Asks each question on each route; then, one document at a time, writes its change and at
-    once searches for it and asks its questions again. Returns every record (also written to
+    """Asks each question on each route. Then, one document at a time: its change written and a
+    search for it at once; and for each route in turn, the original written back, the change
+    written again, and the route's questions asked at once, so every route's answer is the next
+    request after an update of its own. Returns every record (also written to
     out_dir/freshness.jsonl as it comes)."""
     edits = kb.edits(changes, say)
     ask = Asker(config, api_key=api_key, timeout_s=timeout_s, passages=True)
@@ -214,14 +227,24 @@ def run_freshness(
         progress.update(task, description="after each update")
         with restoring(kb, say) as write:
             for edit in edits:
-                acknowledged = write(edit)
-                for change in (change for change in changes if change.doc_id == edit.changed.id):
+                mine = [change for change in changes if change.doc_id == edit.changed.id]
+                acknowledged = write(_stamped(edit.changed))
+                for change in mine:
                     found = kb.search_states(change)
                     keep({"id": change.id, "phase": "search", "states_new": found,
                           "seconds_after_update": round(time.perf_counter() - acknowledged, 3)})  # fmt: skip
-                    for route in config.routes:
+                for route in config.routes:
+                    write(edit.original)
+                    acknowledged = write(_stamped(edit.changed))
+                    for change in mine:
                         answer(change, route, "after", acknowledged)
     return records
+
+
+def _stamped(document: DocumentIn) -> DocumentIn:
+    """The changed document, its metadata saying when it changed."""
+    stamp = {"updated_at": datetime.now(UTC).isoformat(timespec="seconds"), "freshness_run": True}
+    return document.model_copy(update={"metadata": document.metadata | stamp})
 
 
 def freshness_report(records: list[dict[str, Any]], changes: list[Change], routes: tuple[str, ...]) -> str:

@@ -58,6 +58,7 @@ def test_a_child_dies_with_its_killed_supervisor_only_when_armed(armed: bool) ->
 def test_sigterm_in_the_block_runs_its_finally_blocks() -> None:
     """What lets `ragft freshness` write its documents back when it is stopped with SIGTERM."""
     cleaned = []
+    before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as stopped, sigterm_as_exit():
         try:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -65,4 +66,4 @@ def test_sigterm_in_the_block_runs_its_finally_blocks() -> None:
         finally:
             cleaned.append(True)
     assert cleaned == [True] and stopped.value.code == 128 + signal.SIGTERM
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back after the block
+    assert signal.getsignal(signal.SIGTERM) is before  # put back after the block

@@ -132,7 +132,7 @@ def freshness(
     name = collection or settings.collection
     try:
         changes = load_changes(data)
-        config = EvalConfig(url, str(data.resolve()), tuple(chosen), max_tokens, adapter, collection)
+        config = EvalConfig(url, str(data.resolve()), tuple(chosen), max_tokens, adapter, name)  # the one changed
         knowledge = KnowledgeBase(retrieval or settings.retrieval_url, name, kb, timeout_s=timeout)
         check_loopback(knowledge.url)
         out.mkdir(parents=True, exist_ok=True)

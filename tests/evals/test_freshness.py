@@ -1,7 +1,7 @@
 """`ragft freshness` against the real retrieval service and a real gateway, on a collection made
 here from the sample knowledge base's files. vLLM is the scripted stand-in answering with its
 prompt (a model that copies its passages), so what is measured is whether the updated passage
-reaches the prompt on the next request; the real model's answers are in the README's table."""
+reaches the prompt on the next request; the real model's answers are in the README's freshness table."""
 
 import json
 import uuid
@@ -89,6 +89,7 @@ def test_a_run_that_fails_after_an_update_still_restores_the_document(
     vllm.script.extend([Answer(echo=True)] * (len(CHANGES) * len(ROUTES)) + [Fail(400)])
     with pytest.raises(EvalFailed, match="400"):
         _run(url, KnowledgeBase(retrieval_url, collection, KB, timeout_s=60), tmp_path / "out")
+    assert vllm.calls == len(CHANGES) * len(ROUTES) + 1  # the refusal came after the first update
     first = CHANGES[0]
     restored = _stored(retrieval_url, collection, first.doc_id)
     assert first.old in restored and first.new not in restored
