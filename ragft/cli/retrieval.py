@@ -1,12 +1,13 @@
-"""Retrieval commands: `serve retrieval`, `ingest`, and the knowledge-base step of `up`."""
+"""Retrieval commands: `serve retrieval`, `ingest`, `finetune-retriever`, and the knowledge-base step of `up`."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import httpx
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ragft.cli.app import app, console, fail, serve, serve_app
+from ragft.cli.app import REPO, app, console, fail, say, serve, serve_app
 
 if TYPE_CHECKING:
     from services.retrieval.runtime import Retrieval
@@ -124,3 +125,80 @@ def ensure_knowledge_base(collection: str, kb: Path) -> None:
             _ingest(documents, collection, retrieval=retrieval)
     finally:
         retrieval.close()
+
+
+@app.command("finetune-retriever")
+def finetune_retriever(
+    out: Annotated[Path, typer.Option(help="The model folder to write (must not exist).")],
+    collection: Annotated[
+        str | None, typer.Option(help="The collection to train on; default: RAGFT_COLLECTION.")
+    ] = None,
+    data: Annotated[Path, typer.Option(help="The eval set: its train split trains, its held-out split measures.")] = (
+        REPO / "data" / "kb_questions.jsonl"
+    ),
+    base: Annotated[
+        str | None, typer.Option(help="The model to start from; default: RAGFT_EMBEDDING_MODEL (all-MiniLM-L6-v2).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, max=100)] = 3,
+    batch_size: Annotated[int, typer.Option(min=2, max=1024, help="Pairs per batch: each one's negatives.")] = 32,
+    retrieval: Annotated[
+        str | None, typer.Option(help="The retrieval service's URL; default: RAGFT_RETRIEVAL_URL.")
+    ] = None,
+) -> None:
+    """Train the embedding model on (question, passage) pairs from a collection.
+
+    Pairs: the eval set's train-split questions with the chunk that states their facts, and each
+    chunk that opens with a section heading with "<title>: <heading>"; never a held-out question. The loss
+    is MultipleNegativesRankingLoss. Writes the model folder with ragft.json (pairs, steps, loss,
+    and the dense hit rate on the held-out questions before and after). Serve it with
+    RAGFT_EMBEDDING_MODEL=OUT on a collection embedded by it.
+    """
+    from evals.dataset import BadEvalSet, load_questions
+    from ragft.process import sigterm_as_exit
+    from services.retrieval.config import RetrievalSettings
+    from services.retrieval.embedding import default_model_path
+    from services.retrieval.finetune import (
+        RetrieverError,
+        RetrieverOptions,
+        check_out,
+        collection_passages,
+        hit_rates,
+        train_retriever,
+        training_pairs,
+    )
+
+    settings = RetrievalSettings()
+    name = collection or settings.collection
+    start = base or settings.embedding_model or default_model_path()
+    try:
+        import datasets  # noqa: F401  # training needs it: say so before any work
+    except ImportError:
+        fail(RetrieverError("retriever training needs the train extra: pip install 'ragft[train]'"))
+    try:
+        check_out(out)
+        passages = collection_passages(retrieval or settings.retrieval_url, name)
+        questions = load_questions(data)
+        train = [q for q in questions if q.split == "train"]
+        heldout = [q for q in questions if q.split == "heldout"]
+        pairs = training_pairs(train, heldout, passages)
+        stored = {passage.doc_id for passage in passages}
+        measured = [q for q in heldout if q.doc_id in stored]  # held-out questions this collection answers
+        say(
+            f"{len(pairs)} pairs from {len(passages)} chunks of {name!r}; {len(measured)} held-out questions to measure"
+        )
+        with sigterm_as_exit():
+            record = train_retriever(
+                start,
+                pairs,
+                out,
+                RetrieverOptions(epochs=epochs, batch_size=batch_size),
+                {"collection": name, "data": str(data), "heldout_questions": len(measured)},
+                (lambda embedder: hit_rates(embedder, passages, measured)) if measured else None,
+                say=say,
+            )
+    except (RetrieverError, BadEvalSet, httpx.HTTPError) as exc:
+        fail(exc)
+    rates = record["heldout_dense_hit_rate"]
+    if rates["before"] and rates["after"]:
+        changes = ", ".join(f"{k} {rates['before'][k]} -> {rates['after'][k]}" for k in rates["before"])
+        say(f"Held-out dense hit rate, before -> after: {changes}")
