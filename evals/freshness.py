@@ -88,8 +88,11 @@ class KnowledgeBase:
         except requests.RequestException as exc:
             raise EvalFailed(f"the retrieval service at {self.url} does not answer: {exc}") from None
 
-    def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _json(self, method: str, path: str, body: dict[str, Any] | None = None, *, missing: str = "") -> Any:
+        """The answer's JSON; EvalFailed(missing) on a 404 when given, EvalFailed on any other failure."""
         answered = self._call(method, path, body)
+        if answered.status_code == 404 and missing:
+            raise EvalFailed(missing)
         if answered.status_code != 200:
             raise EvalFailed(f"{method} {self.url}{path}: {answered.status_code} {answered.text[:300]}")
         return answered.json()
@@ -97,9 +100,8 @@ class KnowledgeBase:
     def edits(self, changes: list[Change], say: Callable[[str], None]) -> list[Edit]:
         """Each changed document from its file, checked against the collection: it must state the
         old fact there, or the new one (left by a run that was stopped before it restored it)."""
-        if self._call("GET", "/documents?limit=1").status_code == 404:
-            raise EvalFailed(f"collection {self.collection!r} does not exist: ingest {self.kb} into it first")
-        if not self._json("GET", "/documents?limit=1")["total"]:
+        unknown = f"collection {self.collection!r} does not exist: ingest {self.kb} into it first"
+        if not self._json("GET", "/documents?limit=1", missing=unknown)["total"]:
             raise EvalFailed(f"collection {self.collection!r} is empty: ingest {self.kb} into it first")
         edits = []
         for doc_id in dict.fromkeys(change.doc_id for change in changes):
@@ -136,10 +138,9 @@ class KnowledgeBase:
         raise EvalFailed(f"{self.kb} has no file for document {doc_id!r}")
 
     def _stored_text(self, doc_id: str) -> str:
-        path = f"/documents/{quote(doc_id, safe='/')}"
-        if self._call("GET", path).status_code == 404:
-            raise EvalFailed(f"collection {self.collection!r} has no document {doc_id!r}: ingest {self.kb} into it")
-        return "\n".join(chunk["text"] for chunk in self._json("GET", path)["chunks"])
+        missing = f"collection {self.collection!r} has no document {doc_id!r}: ingest {self.kb} into it"
+        stored = self._json("GET", f"/documents/{quote(doc_id, safe='/')}", missing=missing)
+        return "\n".join(chunk["text"] for chunk in stored["chunks"])
 
     def write(self, document: DocumentIn) -> float:
         """Upserts the document; the time the service acknowledged it (searchable from then on)."""
