@@ -2,6 +2,7 @@
 PYTHON ?= python3.11
 # On a GPU machine: make EXTRAS=dev,gpu,train ...
 EXTRAS ?= dev,cpu,train
+RETRIEVER ?= var/retrievers/help-center-minilm
 VENV := .venv
 BIN := $(VENV)/bin
 comma := ,
@@ -13,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install --yes --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check bench-retrieval bench-generation bench-gateway loadtest loadtest-step eval clean
+.PHONY: help install run test check bench-retrieval bench-retriever bench-generation bench-gateway loadtest loadtest-step eval clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -48,6 +49,9 @@ test: check $(CHROMIUM) ## Lint, type check and run the test suite (installs Deb
 
 bench-retrieval: $(INSTALLED) ## Ingest throughput, search latency and recall of the retrieval service
 	$(BIN)/python -m benchmarks.retrieval
+
+bench-retriever: $(INSTALLED) ## Hit rate of the base embedding model against a tuned one side by side (RETRIEVER=model folder)
+	$(BIN)/python -m benchmarks.retrieval --tuned $(RETRIEVER)
 
 bench-generation: $(INSTALLED) ## Tokens/s and time to first token: base model, LoRA adapter, merged model
 	$(BIN)/python -m benchmarks.generation

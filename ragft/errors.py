@@ -75,6 +75,11 @@ class NotFound(RagftError):
     type = "not_found"
 
 
+class Conflict(RagftError):
+    status_code = 409
+    type = "conflict"
+
+
 class PayloadTooLarge(RagftError):
     status_code = 413
     type = "payload_too_large"

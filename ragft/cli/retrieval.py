@@ -1,4 +1,4 @@
-"""Retrieval commands: `serve retrieval`, `ingest`, `finetune-retriever`, and the knowledge-base step of `up`."""
+"""Retrieval commands: `serve retrieval`, `ingest`, `finetune-retriever`, `reindex`, and `up`'s knowledge-base step."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -34,6 +34,11 @@ def _load(paths: list[Path]) -> "list[DocumentIn]":
         fail(exc)
 
 
+def _progress() -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=console)
+
+
 def _ingest(
     documents: "list[DocumentIn]",
     collection: str,
@@ -47,13 +52,7 @@ def _ingest(
 
     target = "the embedded store (direct)" if retrieval else url
     console.print(f"Ingesting {len(documents)} documents into {collection!r} through {target}")
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    progress = _progress()
     try:
         with progress:
             task = progress.add_task("documents", total=len(documents))
@@ -155,6 +154,7 @@ def finetune_retriever(
     """
     from evals.dataset import BadEvalSet, load_questions
     from ragft.process import sigterm_as_exit
+    from services.retrieval.client import RetrievalCallFailed
     from services.retrieval.config import RetrievalSettings
     from services.retrieval.embedding import default_model_path
     from services.retrieval.finetune import (
@@ -196,9 +196,66 @@ def finetune_retriever(
                 (lambda embedder: hit_rates(embedder, passages, measured)) if measured else None,
                 say=say,
             )
-    except (RetrieverError, BadEvalSet, httpx.HTTPError) as exc:
+    except (RetrieverError, RetrievalCallFailed, BadEvalSet, httpx.HTTPError) as exc:
         fail(exc)
     rates = record["heldout_dense_hit_rate"]
     if rates["before"] and rates["after"]:
         changes = ", ".join(f"{k} {rates['before'][k]} -> {rates['after'][k]}" for k in rates["before"])
         say(f"Held-out dense hit rate, before -> after: {changes}")
+
+
+@app.command()
+def reindex(
+    model: Annotated[
+        Path, typer.Option(help="The embedding model folder (from finetune-retriever), as the service's host sees it.")
+    ],
+    collection: Annotated[str | None, typer.Option(help="The name clients read; default: RAGFT_COLLECTION.")] = None,
+    into: Annotated[
+        str | None, typer.Option(help="The new collection; default: <collection>-<model folder name>.")
+    ] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Rebuild --into when it exists.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=256, help="Documents per request.")] = 64,
+    retrieval: Annotated[
+        str | None, typer.Option(help="The retrieval service's URL; default: RAGFT_RETRIEVAL_URL.")
+    ] = None,
+) -> None:
+    """Re-embed a collection with another model into a new collection, then switch its name over.
+
+    The name becomes an alias of the new collection in one step, so a search reads the old
+    collection or the complete new one, never a half-built index. The old collection is kept:
+    DELETE /v1/collections/<old> removes it, DELETE /v1/aliases/<name> switches back.
+    """
+    from ragft.http import sync_client
+    from services.retrieval.client import RetrievalCallFailed
+    from services.retrieval.config import RetrievalSettings
+    from services.retrieval.reindex import ReindexError, default_target
+    from services.retrieval.reindex import reindex as run_reindex
+
+    settings = RetrievalSettings()
+    name = collection or settings.collection
+    folder = model.expanduser().resolve()
+    target = into or default_target(name, folder)
+    progress = _progress()
+    task = progress.add_task("documents", total=None)
+    try:
+        with sync_client(retrieval or settings.retrieval_url, timeout=600) as client, progress:
+            done = run_reindex(
+                client,
+                name,
+                folder,
+                target,
+                replace=replace,
+                batch_size=batch_size,
+                on_total=lambda total: progress.update(task, total=total),
+                on_documents=lambda n: progress.advance(task, n),
+            )
+    except (ReindexError, RetrievalCallFailed, httpx.HTTPError) as exc:
+        fail(exc)
+    say(
+        f"{done.name!r} now reads {done.target!r}: {done.documents} documents, {done.chunks} chunks "
+        f"embedded by {folder} in {done.seconds:.1f} s"
+    )
+    say(
+        f"The previous collection {done.source!r} is kept: DELETE /v1/collections/{done.source} removes it; "
+        f"DELETE /v1/aliases/{done.name} switches back."
+    )

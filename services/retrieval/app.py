@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from ragft.logging import configure_logging, get_logger
 from ragft.web import create_service_app
 from services.retrieval.config import RetrievalSettings, get_settings
-from services.retrieval.routes import router
+from services.retrieval.routes import aliases, router
 from services.retrieval.runtime import Retrieval
 
 log = get_logger(__name__)
@@ -37,4 +37,6 @@ def create_app(settings: RetrievalSettings | None = None) -> FastAPI:
             retrieval.close()
 
     configure_logging(settings.log_level, settings.log_format)
-    return create_service_app("retrieval", lifespan=lifespan, routers=[router], readiness=_readiness, settings=settings)
+    return create_service_app(
+        "retrieval", lifespan=lifespan, routers=[router, aliases], readiness=_readiness, settings=settings
+    )

@@ -31,6 +31,7 @@ class Embedder:
     """Encodes text to normalized vectors; its tokenizer also measures chunk sizes."""
 
     def __init__(self, model: str = "", batch_size: int = 32) -> None:
+        self.source = model
         self.name = model or "all-MiniLM-L6-v2"
         self.model, self._lock = _load(model)
         self.batch_size = batch_size

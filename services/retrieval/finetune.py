@@ -10,19 +10,20 @@ train, worded alike or not (case, spaces and punctuation aside)."""
 import json
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import numpy as np
 
 from evals.dataset import Question
 from evals.scoring import normalize, states_facts
+from ragft.http import sync_client
 from services.retrieval.chunking import Chunk
+from services.retrieval.client import checked, document_summaries
 from services.retrieval.embedding import Embedder
 
 MIN_PAIRS = 32
@@ -51,11 +52,11 @@ class Passage:
 
 def collection_passages(retrieval_url: str, collection: str, timeout_s: float = 60) -> list[Passage]:
     """Every chunk of the collection, through the retrieval API, with the heading it opens with."""
-    base = f"{retrieval_url.rstrip('/')}/v1/collections/{collection}/documents"
     passages: list[Passage] = []
-    with httpx.Client(timeout=timeout_s) as client:
-        for summary in _documents(client, base, collection):
-            document = client.get(f"{base}/{quote(summary['id'], safe='/')}").raise_for_status().json()
+    with sync_client(retrieval_url, timeout=timeout_s) as client:
+        for summary in document_summaries(client, collection):
+            path = f"/v1/collections/{collection}/documents/{quote(summary['id'], safe='/')}"
+            document = checked(client.get(path)).json()
             for number, chunk in enumerate(document["chunks"]):
                 opening = HEADING.match(chunk["text"].lstrip())
                 heading = opening.group(1).strip() if opening else None
@@ -64,20 +65,6 @@ def collection_passages(retrieval_url: str, collection: str, timeout_s: float = 
     if not passages:
         raise RetrieverError(f"collection {collection!r} is empty")
     return passages
-
-
-def _documents(client: httpx.Client, base: str, collection: str) -> Iterator[dict[str, Any]]:
-    """The collection's documents, page by page."""
-    offset = 0
-    while True:
-        page = client.get(base, params={"offset": offset, "limit": 1000})
-        if page.status_code == 404:
-            raise RetrieverError(f"collection {collection!r} does not exist")
-        listed = page.raise_for_status().json()
-        yield from listed["documents"]
-        offset += len(listed["documents"])
-        if not listed["documents"] or offset >= listed["total"]:
-            return
 
 
 def training_pairs(train: list[Question], heldout: list[Question], passages: list[Passage]) -> list[Pair]:

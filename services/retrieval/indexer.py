@@ -49,25 +49,48 @@ class Indexer:
         # their stale-chunk deletes. Embedding, the slow part, happens outside.
         self._write_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
+    def embedder_for(self, collection: str) -> Embedder:
+        """The model a collection was built with embeds what goes into it and the queries that read it."""
+        model = self.store.catalog().models.get(collection)
+        if model is None or model == self.embedder.source:
+            return self.embedder
+        return Embedder(model, self.embedder.batch_size)
+
     def split(self, documents: list[DocumentIn]) -> list[list[Chunk]]:
         return [self.chunker.split(doc.id, doc.text, doc.metadata) for doc in documents]
 
     def index(self, collection: str, documents: list[DocumentIn]) -> IndexResult:
         per_document = self.split(documents)
-        chunks = [chunk for doc_chunks in per_document for chunk in doc_chunks]
+        return self._write(collection, {doc.id: chunks for doc, chunks in zip(documents, per_document, strict=True)})
+
+    def copy(self, source: str, target: str, doc_ids: list[str]) -> IndexResult:
+        """Re-embed documents' stored chunks, as they are, into `target` with its own model;
+        a document no longer in `source` is skipped."""
+        stored = {doc_id: self.store.document(source, doc_id) for doc_id in doc_ids}
+        return self._write(
+            target,
+            {
+                doc_id: [Chunk(c.doc_id, c.chunk_index, c.text, c.title, c.metadata) for c in chunks]
+                for doc_id, chunks in stored.items()
+                if chunks
+            },
+        )
+
+    def _write(self, collection: str, per_document: dict[str, list[Chunk]]) -> IndexResult:
+        chunks = [chunk for doc_chunks in per_document.values() for chunk in doc_chunks]
         texts = [chunk.indexed_text for chunk in chunks]
         with EMBED_SECONDS.time():
-            dense = self.embedder.embed(texts)
+            dense = self.embedder_for(collection).embed(texts)
         keywords = [self.keywords.document(text) for text in texts]
         embedded = [EmbeddedChunk(c, d, k) for c, d, k in zip(chunks, dense, keywords, strict=True)]
         with self._write_locks[collection]:
             for start in range(0, len(embedded), self.points_per_write):
                 self.store.upsert(collection, embedded[start : start + self.points_per_write])
             self.store.delete_stale(
-                collection, {doc.id: len(doc_chunks) for doc, doc_chunks in zip(documents, per_document, strict=True)}
+                collection, {doc_id: len(doc_chunks) for doc_id, doc_chunks in per_document.items()}
             )
         CHUNKS_INDEXED.inc(len(chunks))
-        return IndexResult(len(documents), len(chunks))
+        return IndexResult(len(per_document), len(chunks))
 
     def delete(self, collection: str, doc_id: str) -> int:
         with self._write_locks[collection]:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from ragft.http import sync_client
+from services.retrieval.client import RetrievalCallFailed, checked
 from services.retrieval.loaders import find_files, load_document
 from services.retrieval.runtime import Retrieval
 from services.retrieval.schemas import DocumentIn
@@ -77,13 +78,10 @@ def _post_with_retry(client: httpx.Client, url: str, body: dict[str, Any]) -> ht
 
 
 def _raise_for_error(response: httpx.Response) -> None:
-    if response.is_success:
-        return
     try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:300]
-    raise IngestError(f"{response.request.method} {response.request.url.path}: {response.status_code} {message}")
+        checked(response)
+    except RetrievalCallFailed as exc:
+        raise IngestError(str(exc)) from None
 
 
 def ingest_http(
@@ -126,6 +124,7 @@ def ingest_direct(
 ) -> IngestSummary:
     started = time.perf_counter()
     chunks = 0
+    collection = retrieval.store.resolve(collection)
     retrieval.store.create_collection(collection)
     for batch in batches(documents, batch_size):
         chunks += retrieval.indexer.index(collection, batch).chunks

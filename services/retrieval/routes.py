@@ -3,16 +3,22 @@ and the embedded store are CPU-bound, so FastAPI runs them in its thread pool.""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 
-from ragft.errors import NotFound, PayloadTooLarge
+from ragft.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from ragft.settings import COLLECTION_NAME
 from services.retrieval.chunking import chunk_id
 from services.retrieval.deps import RetrievalDep
+from services.retrieval.runtime import Retrieval
 from services.retrieval.schemas import (
+    AliasIn,
+    AliasInfo,
+    AliasList,
     ChunkOut,
+    CollectionCreate,
     CollectionInfo,
     CollectionList,
+    CopyRequest,
     DocumentList,
     DocumentOut,
     DocumentSummary,
@@ -25,40 +31,85 @@ from services.retrieval.schemas import (
 from services.retrieval.store import CollectionNotFound
 
 router = APIRouter(prefix="/v1/collections", tags=["retrieval"])
+aliases = APIRouter(prefix="/v1/aliases", tags=["retrieval"])
 
 CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME, description="letters, digits, _ and -")]
 
 
+def _resolved(name: CollectionName, retrieval: RetrievalDep) -> str:
+    return retrieval.store.resolve(name)
+
+
+# The collection a name in the path reads: an alias's target, else the collection of that name.
+Collection = Annotated[str, Depends(_resolved)]
+
+
+def _info(retrieval: Retrieval, name: str, collection: str) -> CollectionInfo:
+    documents, chunks = retrieval.store.count(collection)
+    return CollectionInfo(
+        name=name,
+        documents=documents,
+        chunks=chunks,
+        embedding_model=retrieval.model_of(collection) or retrieval.embedder.name,
+        alias_of=collection if collection != name else None,
+    )
+
+
 @router.put("/{name}", status_code=status.HTTP_200_OK)
-def create_collection(name: CollectionName, retrieval: RetrievalDep, response: Response) -> CollectionInfo:
-    """Create a collection; creating one that exists changes nothing."""
+def create_collection(
+    name: CollectionName,
+    collection: Collection,
+    retrieval: RetrievalDep,
+    response: Response,
+    body: CollectionCreate | None = None,
+) -> CollectionInfo:
+    """Create a collection, optionally embedded by its own model; creating one that exists changes nothing."""
     store = retrieval.store
-    if store.create_collection(name):
+    model = retrieval.check_model(body.embedding_model) if body and body.embedding_model else None
+    if collection in store.collections():
+        if model is not None and model != retrieval.model_of(collection):
+            raise Conflict(
+                f"collection {collection!r} is embedded by {retrieval.model_of(collection) or 'the packaged model'!r}, "
+                f"not {model!r}: reindex it into a new collection instead (ragft reindex)",
+                param="embedding_model",
+            )
+    else:
+        retrieval.create_collection(collection, model)
         response.status_code = status.HTTP_201_CREATED
-    documents, chunks = store.count(name)
-    return CollectionInfo(name=name, documents=documents, chunks=chunks)
+    return _info(retrieval, name, collection)
 
 
 @router.get("")
 def list_collections(retrieval: RetrievalDep) -> CollectionList:
-    """Every collection with its document and chunk counts."""
-    infos = []
-    for name in retrieval.store.collections():
-        documents, chunks = retrieval.store.count(name)
-        infos.append(CollectionInfo(name=name, documents=documents, chunks=chunks))
-    return CollectionList(collections=infos)
+    """Every name a client can read, aliases included, with document and chunk counts."""
+    collections = retrieval.store.collections()
+    named = {c: c for c in collections} | retrieval.store.catalog().aliases
+    return CollectionList(
+        collections=[_info(retrieval, name, named[name]) for name in sorted(named) if named[name] in collections]
+    )
 
 
 @router.delete("/{name}")
 def delete_collection(name: CollectionName, retrieval: RetrievalDep) -> dict[str, str]:
-    """Delete a collection and everything in it."""
-    if not retrieval.store.delete_collection(name):
+    """Delete the collection of exactly this name and everything in it; never one an alias reads."""
+    store = retrieval.store
+    aliases = store.catalog().aliases
+    readers = sorted(alias for alias, collection in aliases.items() if collection == name)
+    if readers:
+        raise Conflict(
+            f"collection {name!r} is read through alias {', '.join(map(repr, readers))}: "
+            "switch or delete the alias first (PUT or DELETE /v1/aliases/NAME)"
+        )
+    if not store.delete_collection(name):
+        if name in aliases:
+            raise NotFound(f"{name!r} is an alias of {aliases[name]!r}, not a collection: DELETE /v1/aliases/{name}")
         raise CollectionNotFound(name)
+    store.record_model(name, None)
     return {"deleted": name}
 
 
 @router.post("/{name}/documents")
-def upsert_documents(name: CollectionName, body: UpsertRequest, retrieval: RetrievalDep) -> UpsertResponse:
+def upsert_documents(name: Collection, body: UpsertRequest, retrieval: RetrievalDep) -> UpsertResponse:
     """Insert or replace documents; answers after the store acknowledged every chunk."""
     settings = retrieval.settings
     if len(body.documents) > settings.max_batch_documents:
@@ -78,9 +129,29 @@ def upsert_documents(name: CollectionName, body: UpsertRequest, retrieval: Retri
     return UpsertResponse(collection=name, documents=result.documents, chunks=result.chunks)
 
 
+@router.post("/{name}/copy")
+def copy_documents(name: Collection, body: CopyRequest, retrieval: RetrievalDep) -> UpsertResponse:
+    """Re-embed documents' stored chunks from another collection into this one, with this
+    collection's model: how `ragft reindex` fills a new collection."""
+    source = retrieval.store.resolve(body.source)
+    if source == name:
+        raise InvalidRequest(f"{body.source!r} is the collection being written", param="source")
+    if len(body.ids) > retrieval.settings.max_batch_documents:
+        raise PayloadTooLarge(
+            f"{len(body.ids)} documents in one batch; the limit is {retrieval.settings.max_batch_documents}",
+            param="ids",
+        )
+    collections = retrieval.store.collections()
+    for collection in (name, source):
+        if collection not in collections:
+            raise CollectionNotFound(collection)
+    result = retrieval.indexer.copy(source, name, body.ids)
+    return UpsertResponse(collection=name, documents=result.documents, chunks=result.chunks)
+
+
 @router.get("/{name}/documents")
 def list_documents(
-    name: CollectionName,
+    name: Collection,
     retrieval: RetrievalDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -95,7 +166,7 @@ def list_documents(
 
 
 @router.get("/{name}/documents/{doc_id:path}")
-def get_document(name: CollectionName, doc_id: str, retrieval: RetrievalDep) -> DocumentOut:
+def get_document(name: Collection, doc_id: str, retrieval: RetrievalDep) -> DocumentOut:
     """A document's metadata and its chunks, in order."""
     chunks = retrieval.store.document(name, doc_id)
     if not chunks:
@@ -109,7 +180,7 @@ def get_document(name: CollectionName, doc_id: str, retrieval: RetrievalDep) -> 
 
 
 @router.delete("/{name}/documents/{doc_id:path}")
-def delete_document(name: CollectionName, doc_id: str, retrieval: RetrievalDep) -> dict[str, str | int]:
+def delete_document(name: Collection, doc_id: str, retrieval: RetrievalDep) -> dict[str, str | int]:
     """Delete a document and all its chunks."""
     deleted = retrieval.indexer.delete(name, doc_id)
     if not deleted:
@@ -118,7 +189,7 @@ def delete_document(name: CollectionName, doc_id: str, retrieval: RetrievalDep) 
 
 
 @router.post("/{name}/search")
-def search(name: CollectionName, body: SearchRequest, retrieval: RetrievalDep) -> SearchResponse:
+def search(name: Collection, body: SearchRequest, retrieval: RetrievalDep) -> SearchResponse:
     """Hybrid (dense + BM25, fused by reciprocal rank), dense-only or keyword-only search."""
     hits = retrieval.search(name, body)
     return SearchResponse(
@@ -135,3 +206,53 @@ def search(name: CollectionName, body: SearchRequest, retrieval: RetrievalDep) -
             for h in hits
         ],
     )
+
+
+@aliases.get("")
+def list_aliases(retrieval: RetrievalDep) -> AliasList:
+    """Every alias, the collection it reads, and whether it hides a collection of its own name."""
+    collections = set(retrieval.store.collections())
+    return AliasList(
+        aliases=[
+            AliasInfo(name=alias, collection=collection, shadows=alias in collections)
+            for alias, collection in sorted(retrieval.store.catalog().aliases.items())
+        ]
+    )
+
+
+@aliases.put("/{alias}")
+def switch_alias(alias: CollectionName, body: AliasIn, retrieval: RetrievalDep) -> AliasInfo:
+    """Point a name at a collection in one atomic step: each search reads the old collection or
+    the new one, never neither. A collection of the alias's own name is kept, unread."""
+    store = retrieval.store
+    catalog = store.catalog()
+    if body.collection == alias:
+        raise InvalidRequest(
+            f"an alias cannot read itself: DELETE /v1/aliases/{alias} to read collection {alias!r} again",
+            param="collection",
+        )
+    if alias in catalog.aliases.values():
+        raise InvalidRequest(f"collection {alias!r} is read through an alias: an alias cannot take its name")
+    if body.collection in catalog.aliases:
+        raise InvalidRequest(f"{body.collection!r} is an alias: name a collection", param="collection")
+    collections = store.collections()
+    if body.collection not in collections:
+        raise CollectionNotFound(body.collection)
+    previous = store.resolve(alias)
+    store.set_alias(alias, body.collection)
+    return AliasInfo(
+        name=alias,
+        collection=body.collection,
+        shadows=alias in collections,
+        previous=previous if previous in collections else None,
+    )
+
+
+@aliases.delete("/{alias}")
+def delete_alias(alias: CollectionName, retrieval: RetrievalDep) -> dict[str, str]:
+    """Drop an alias; its name reads the collection of that name again, if there is one."""
+    collection = retrieval.store.catalog().aliases.get(alias)
+    if collection is None:
+        raise NotFound(f"no alias {alias!r}")
+    retrieval.store.drop_alias(alias)
+    return {"deleted": alias, "collection": collection}

@@ -2,9 +2,11 @@
 lifespan and `ragft ingest --direct` share it."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import Histogram
 
+from ragft.errors import InvalidRequest
 from services.retrieval.chunking import Chunker
 from services.retrieval.config import RetrievalSettings
 from services.retrieval.embedding import Embedder
@@ -44,11 +46,41 @@ class Retrieval:
         )
         return cls(settings, embedder, keywords, store, indexer)
 
+    def create_collection(self, collection: str, model: str | None = None) -> bool:
+        """Create if missing, recording the model that embeds it (None: the service's own)."""
+        if model is not None:
+            self.store.record_model(collection, model)  # first: never a collection without its model
+        return self.store.create_collection(collection)
+
+    def model_of(self, collection: str) -> str:
+        """The model a collection's vectors come from, as recorded ("": the packaged one)."""
+        return self.store.catalog().models.get(collection, self.settings.embedding_model)
+
+    def check_model(self, model: str) -> str:
+        """A model folder on this host that loads and makes vectors of the store's size, as an absolute path."""
+        folder = Path(model).expanduser().resolve()
+        if not folder.is_dir():
+            raise InvalidRequest(f"no model folder {model!r} on the retrieval host", param="embedding_model")
+        try:
+            dimension = Embedder(str(folder)).dimension
+        except Exception as exc:  # whatever sentence-transformers raises for a folder it cannot read
+            raise InvalidRequest(
+                f"{model!r} does not load as a sentence-transformers model: {exc}", param="embedding_model"
+            ) from exc
+        if dimension != self.embedder.dimension:
+            raise InvalidRequest(
+                f"{model!r} makes {dimension}-d vectors; this store holds {self.embedder.dimension}-d vectors",
+                param="embedding_model",
+            )
+        return str(folder)
+
     def search(self, collection: str, request: SearchRequest, *, exact: bool = False) -> list[StoredChunk]:
         with SEARCH_SECONDS.labels(request.mode).time():
             return self.store.search(
                 collection,
-                dense=self.embedder.embed([request.query])[0] if request.mode != "keyword" else [],
+                dense=self.indexer.embedder_for(collection).embed([request.query])[0]
+                if request.mode != "keyword"
+                else [],
                 keywords=self.keywords.query(request.query),
                 mode=request.mode,
                 top_k=request.top_k,

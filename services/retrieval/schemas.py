@@ -6,7 +6,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ragft.settings import DocumentId
+from ragft.settings import COLLECTION_NAME, DocumentId
 
 METADATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}$")
 
@@ -146,10 +146,40 @@ class SearchResponse(BaseModel):
     keyword_score: float | None = None
 
 
+class CollectionCreate(Strict):
+    embedding_model: str | None = Field(
+        None,
+        min_length=1,
+        description="a sentence-transformers model folder on the retrieval host; default: the service's model",
+    )
+
+
 class CollectionInfo(BaseModel):
     name: str
     documents: int
     chunks: int
+    embedding_model: str
+    alias_of: str | None = Field(None, description="set when the name is an alias: the collection it reads")
+
+
+class CopyRequest(Strict):
+    source: str = Field(pattern=COLLECTION_NAME)
+    ids: list[DocumentId] = Field(min_length=1)
+
+
+class AliasIn(Strict):
+    collection: str = Field(pattern=COLLECTION_NAME)
+
+
+class AliasInfo(BaseModel):
+    name: str
+    collection: str
+    shadows: bool = Field(description="a collection of the alias's own name exists: kept, but not read by that name")
+    previous: str | None = Field(None, description="after a switch: the collection the name read before")
+
+
+class AliasList(BaseModel):
+    aliases: list[AliasInfo]
 
 
 class CollectionList(BaseModel):

@@ -5,11 +5,16 @@ Each chunk is one point: a dense vector named `dense`, a BM25 sparse vector name
 `{doc_id, chunk_index, title, text, metadata}`.
 """
 
+import math
+import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, Field
 from qdrant_edge import Bm25, Bm25Config, SparseVector
 
 from ragft.errors import NotFound, UpstreamUnavailable
@@ -88,10 +93,36 @@ class KeywordEncoder:
         return self._bm25.embed_query(text)
 
 
+class Catalog(BaseModel):
+    """ragft's names over the store's collections, kept in the store itself: aliases (the name
+    clients use -> the collection it reads) and the embedding model each collection was built
+    with (absent: the service's `RAGFT_EMBEDDING_MODEL`; "": the packaged all-MiniLM-L6-v2)."""
+
+    aliases: dict[str, str] = Field(default_factory=dict)
+    models: dict[str, str] = Field(default_factory=dict)
+
+
 class VectorStore(ABC):
     """What the service needs from a store. The algorithms (filters, stale-chunk cleanup,
-    document reads) live here once; each backend supplies the primitives in its own
-    client's types."""
+    document reads, the catalog) live here once; each backend supplies the primitives in its
+    own client's types."""
+
+    # How long a read catalog is trusted: another process may change it (a server's other replicas).
+    CATALOG_SECONDS = math.inf
+
+    def __init__(self) -> None:
+        self._catalog: Catalog | None = None
+        self._catalog_read_at = 0.0
+        self._catalog_lock = threading.Lock()
+
+    # -- per backend: the catalog's storage ----------------------------------------------
+    @abstractmethod
+    def _read_catalog(self) -> dict[str, Any] | None:
+        """The stored catalog; None before the first write."""
+
+    @abstractmethod
+    def _write_catalog(self, catalog: dict[str, Any]) -> None:
+        """Replace the stored catalog in one write, so a reader sees the old or the new one."""
 
     # -- per backend: collections --------------------------------------------------------
     @abstractmethod
@@ -159,6 +190,49 @@ class VectorStore(ABC):
 
     @abstractmethod
     def _filter(self, must: list[Any], should: list[Any], must_not: list[Any]) -> Any: ...
+
+    # -- shared: the catalog -------------------------------------------------------------
+    def catalog(self) -> Catalog:
+        with self._catalog_lock:
+            if self._catalog is None or time.monotonic() - self._catalog_read_at > self.CATALOG_SECONDS:
+                self._catalog = self._load_catalog()
+            return self._catalog
+
+    def _load_catalog(self) -> Catalog:
+        self._catalog_read_at = time.monotonic()
+        return Catalog.model_validate(self._read_catalog() or {})
+
+    def _update_catalog(
+        self,
+        aliases: Callable[[dict[str, str]], dict[str, str]] = dict,
+        models: Callable[[dict[str, str]], dict[str, str]] = dict,
+    ) -> None:
+        """Change the stored catalog as read now (another process may have written since) and
+        write it whole; readers keep the old one until the new one is in place."""
+        with self._catalog_lock:
+            stored = self._load_catalog()
+            catalog = Catalog(aliases=aliases(stored.aliases), models=models(stored.models))
+            self._write_catalog(catalog.model_dump())
+            self._catalog = catalog
+
+    def resolve(self, name: str) -> str:
+        """The collection a name reads: an alias's target, else the name itself."""
+        return self.catalog().aliases.get(name, name)
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        self._update_catalog(aliases=lambda aliases: {**aliases, alias: collection})
+
+    def drop_alias(self, alias: str) -> None:
+        self._update_catalog(aliases=lambda aliases: {a: c for a, c in aliases.items() if a != alias})
+
+    def record_model(self, collection: str, model: str | None) -> None:
+        """The model a collection's vectors come from; None forgets it (the collection is gone)."""
+
+        def change(models: dict[str, str]) -> dict[str, str]:
+            kept = {c: m for c, m in models.items() if c != collection}
+            return kept if model is None else {**kept, collection: model}
+
+        self._update_catalog(models=change)
 
     # -- shared --------------------------------------------------------------------------
     def translate(self, flt: Filter) -> Any:

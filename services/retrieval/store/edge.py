@@ -6,6 +6,7 @@ writers share.
 """
 
 import fcntl
+import json
 import os
 import shutil
 import threading
@@ -55,6 +56,7 @@ from services.retrieval.store.base import (
 )
 
 CONFIG_FILE = "edge_config.json"
+CATALOG_FILE = "catalog.json"
 SCROLL_PAGE = 256
 
 
@@ -80,6 +82,7 @@ def _store_errors() -> Iterator[None]:
 
 class EdgeStore(VectorStore):
     def __init__(self, root: Path, dimension: int) -> None:
+        super().__init__()
         self.root = root
         self.dimension = dimension
         self._shards: dict[str, EdgeShard] = {}
@@ -97,6 +100,18 @@ class EdgeStore(VectorStore):
         for folder in sorted(root.iterdir()):
             if (folder / CONFIG_FILE).exists():
                 self._shards[folder.name] = self._load(folder)
+
+    def _read_catalog(self) -> dict[str, Any] | None:
+        path = self.root / CATALOG_FILE
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def _write_catalog(self, catalog: dict[str, Any]) -> None:
+        staged = self.root / f"{CATALOG_FILE}.tmp"
+        with staged.open("w") as out:
+            json.dump(catalog, out, indent=2)
+            out.flush()
+            os.fsync(out.fileno())
+        staged.replace(self.root / CATALOG_FILE)  # atomic: the old catalog or the new, never half
 
     def _config(self) -> EdgeConfig:
         return EdgeConfig(

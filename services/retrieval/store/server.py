@@ -30,6 +30,9 @@ from services.retrieval.store.base import (
 )
 
 SCROLL_PAGE = 256
+# A payload-only collection holding ragft's catalog in one point. The dot keeps the name out
+# of what clients may name a collection.
+CATALOG_COLLECTION = "ragft.catalog"
 
 
 def _sparse(vector: SparseVector) -> qm.SparseVector:
@@ -55,7 +58,11 @@ def _server_errors(collection: str | None = None) -> Iterator[None]:
 
 
 class ServerStore(VectorStore):
+    # Each replica rereads the catalog this often: an alias switch reaches them all within it.
+    CATALOG_SECONDS = 2.0
+
     def __init__(self, url: str, dimension: int, *, api_key: str | None = None) -> None:
+        super().__init__()
         # location=":memory:" gives qdrant-client's in-process stand-in (tests only).
         self.client = QdrantClient(location=url, api_key=api_key, timeout=10)
         self.dimension = dimension
@@ -90,7 +97,20 @@ class ServerStore(VectorStore):
 
     def collections(self) -> list[str]:
         with _server_errors():
-            return sorted(c.name for c in self.client.get_collections().collections)
+            return sorted(c.name for c in self.client.get_collections().collections if c.name != CATALOG_COLLECTION)
+
+    def _read_catalog(self) -> dict[str, Any] | None:
+        with _server_errors():
+            if not self.client.collection_exists(CATALOG_COLLECTION):
+                return None
+            records = self.client.retrieve(CATALOG_COLLECTION, [0], with_payload=True)
+        return records[0].payload if records else None
+
+    def _write_catalog(self, catalog: dict[str, Any]) -> None:
+        with _server_errors():
+            if not self.client.collection_exists(CATALOG_COLLECTION):
+                self.client.create_collection(CATALOG_COLLECTION, vectors_config={})
+            self.client.upsert(CATALOG_COLLECTION, [qm.PointStruct(id=0, vector={}, payload=catalog)], wait=True)
 
     def optimize(self, name: str) -> None:
         """Qdrant server's optimizer indexes in the background."""
