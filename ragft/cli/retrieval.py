@@ -117,7 +117,8 @@ def ensure_knowledge_base(collection: str, kb: Path) -> None:
     documents = _load([kb])
     retrieval = _open_retrieval()
     try:
-        held = retrieval.store.count(collection)[0] if collection in retrieval.store.collections() else 0
+        read = retrieval.store.resolve(collection)
+        held = retrieval.store.count(read)[0] if read in retrieval.store.collections() else 0
         if held >= len(documents):
             console.print(f"Collection {collection!r} already holds {held} documents: not ingesting again.")
         else:
@@ -149,8 +150,8 @@ def finetune_retriever(
     Pairs: the eval set's train-split questions with the chunk that states their facts, and each
     chunk that opens with a section heading with "<title>: <heading>"; never a held-out question. The loss
     is MultipleNegativesRankingLoss. Writes the model folder with ragft.json (pairs, steps, loss,
-    and the dense hit rate on the held-out questions before and after). Serve it with
-    RAGFT_EMBEDDING_MODEL=OUT on a collection embedded by it.
+    and the dense hit rate on the held-out questions before and after). Put it to work with
+    `ragft reindex --model OUT`.
     """
     from evals.dataset import BadEvalSet, load_questions
     from ragft.process import sigterm_as_exit
@@ -233,7 +234,8 @@ def reindex(
 
     settings = RetrievalSettings()
     name = collection or settings.collection
-    folder = model.expanduser().resolve()
+    # The service loads the folder: an absolute path when it is here too, else as given (a remote host's path).
+    folder = model.expanduser().resolve() if model.expanduser().exists() else model
     target = into or default_target(name, folder)
     progress = _progress()
     task = progress.add_task("documents", total=None)

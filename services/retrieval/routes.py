@@ -64,17 +64,16 @@ def create_collection(
     body: CollectionCreate | None = None,
 ) -> CollectionInfo:
     """Create a collection, optionally embedded by its own model; creating one that exists changes nothing."""
-    store = retrieval.store
     model = retrieval.check_model(body.embedding_model) if body and body.embedding_model else None
-    if collection in store.collections():
-        if model is not None and model != retrieval.model_of(collection):
-            raise Conflict(
-                f"collection {collection!r} is embedded by {retrieval.model_of(collection) or 'the packaged model'!r}, "
-                f"not {model!r}: reindex it into a new collection instead (ragft reindex)",
-                param="embedding_model",
-            )
-    else:
-        retrieval.create_collection(collection, model)
+    exists = collection in retrieval.store.collections()
+    if exists and model is not None and model != retrieval.model_of(collection):
+        raise Conflict(
+            f"collection {collection!r} is embedded by {retrieval.model_of(collection) or 'the packaged model'!r}, "
+            f"not {model!r}: reindex it into a new collection instead (ragft reindex)",
+            param="embedding_model",
+        )
+    retrieval.create_collection(collection, model)  # also completes one a failed create left half-made
+    if not exists:
         response.status_code = status.HTTP_201_CREATED
     return _info(retrieval, name, collection)
 
@@ -92,19 +91,7 @@ def list_collections(retrieval: RetrievalDep) -> CollectionList:
 @router.delete("/{name}")
 def delete_collection(name: CollectionName, retrieval: RetrievalDep) -> dict[str, str]:
     """Delete the collection of exactly this name and everything in it; never one an alias reads."""
-    store = retrieval.store
-    aliases = store.catalog().aliases
-    readers = sorted(alias for alias, collection in aliases.items() if collection == name)
-    if readers:
-        raise Conflict(
-            f"collection {name!r} is read through alias {', '.join(map(repr, readers))}: "
-            "switch or delete the alias first (PUT or DELETE /v1/aliases/NAME)"
-        )
-    if not store.delete_collection(name):
-        if name in aliases:
-            raise NotFound(f"{name!r} is an alias of {aliases[name]!r}, not a collection: DELETE /v1/aliases/{name}")
-        raise CollectionNotFound(name)
-    store.record_model(name, None)
+    retrieval.store.remove_collection(name)
     return {"deleted": name}
 
 
@@ -224,35 +211,16 @@ def list_aliases(retrieval: RetrievalDep) -> AliasList:
 def switch_alias(alias: CollectionName, body: AliasIn, retrieval: RetrievalDep) -> AliasInfo:
     """Point a name at a collection in one atomic step: each search reads the old collection or
     the new one, never neither. A collection of the alias's own name is kept, unread."""
-    store = retrieval.store
-    catalog = store.catalog()
-    if body.collection == alias:
-        raise InvalidRequest(
-            f"an alias cannot read itself: DELETE /v1/aliases/{alias} to read collection {alias!r} again",
-            param="collection",
-        )
-    if alias in catalog.aliases.values():
-        raise InvalidRequest(f"collection {alias!r} is read through an alias: an alias cannot take its name")
-    if body.collection in catalog.aliases:
-        raise InvalidRequest(f"{body.collection!r} is an alias: name a collection", param="collection")
-    collections = store.collections()
-    if body.collection not in collections:
-        raise CollectionNotFound(body.collection)
-    previous = store.resolve(alias)
-    store.set_alias(alias, body.collection)
+    previous = retrieval.store.set_alias(alias, body.collection)
     return AliasInfo(
         name=alias,
         collection=body.collection,
-        shadows=alias in collections,
-        previous=previous if previous in collections else None,
+        shadows=alias in retrieval.store.collections(),
+        previous=previous,
     )
 
 
 @aliases.delete("/{alias}")
 def delete_alias(alias: CollectionName, retrieval: RetrievalDep) -> dict[str, str]:
     """Drop an alias; its name reads the collection of that name again, if there is one."""
-    collection = retrieval.store.catalog().aliases.get(alias)
-    if collection is None:
-        raise NotFound(f"no alias {alias!r}")
-    retrieval.store.drop_alias(alias)
-    return {"deleted": alias, "collection": collection}
+    return {"deleted": alias, "collection": retrieval.store.drop_alias(alias)}

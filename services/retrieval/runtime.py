@@ -46,11 +46,13 @@ class Retrieval:
         )
         return cls(settings, embedder, keywords, store, indexer)
 
-    def create_collection(self, collection: str, model: str | None = None) -> bool:
-        """Create if missing, recording the model that embeds it (None: the service's own)."""
-        if model is not None:
-            self.store.record_model(collection, model)  # first: never a collection without its model
-        return self.store.create_collection(collection)
+    def create_collection(self, collection: str, model: str | None = None) -> None:
+        """Create if missing, recording the model that embeds it (None: the service's own), so a
+        later change of RAGFT_EMBEDDING_MODEL never searches it in another vector space."""
+        if collection not in self.store.collections():
+            # First: never a collection without its model.
+            self.store.record_model(collection, self.settings.embedding_model if model is None else model)
+        self.store.create_collection(collection)
 
     def model_of(self, collection: str) -> str:
         """The model a collection's vectors come from, as recorded ("": the packaged one)."""

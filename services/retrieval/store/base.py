@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from qdrant_edge import Bm25, Bm25Config, SparseVector
 
-from ragft.errors import NotFound, UpstreamUnavailable
+from ragft.errors import Conflict, InvalidRequest, NotFound, UpstreamUnavailable
 from services.retrieval.chunking import Chunk
 from services.retrieval.schemas import Condition, Filter, SearchMode
 
@@ -202,16 +202,12 @@ class VectorStore(ABC):
         self._catalog_read_at = time.monotonic()
         return Catalog.model_validate(self._read_catalog() or {})
 
-    def _update_catalog(
-        self,
-        aliases: Callable[[dict[str, str]], dict[str, str]] = dict,
-        models: Callable[[dict[str, str]], dict[str, str]] = dict,
-    ) -> None:
+    def _update_catalog(self, change: Callable[[Catalog], Catalog]) -> None:
         """Change the stored catalog as read now (another process may have written since) and
-        write it whole; readers keep the old one until the new one is in place."""
+        write it whole; readers keep the old one until the new one is in place. Checks made in
+        `change` hold for the write: it happens under the same lock."""
         with self._catalog_lock:
-            stored = self._load_catalog()
-            catalog = Catalog(aliases=aliases(stored.aliases), models=models(stored.models))
+            catalog = change(self._load_catalog())
             self._write_catalog(catalog.model_dump())
             self._catalog = catalog
 
@@ -219,20 +215,66 @@ class VectorStore(ABC):
         """The collection a name reads: an alias's target, else the name itself."""
         return self.catalog().aliases.get(name, name)
 
-    def set_alias(self, alias: str, collection: str) -> None:
-        self._update_catalog(aliases=lambda aliases: {**aliases, alias: collection})
+    def set_alias(self, alias: str, collection: str) -> str | None:
+        """Point `alias` at `collection`; returns the collection the name read before, if any."""
+        previous: list[str | None] = []
 
-    def drop_alias(self, alias: str) -> None:
-        self._update_catalog(aliases=lambda aliases: {a: c for a, c in aliases.items() if a != alias})
+        def change(catalog: Catalog) -> Catalog:
+            if collection == alias:
+                raise InvalidRequest(
+                    f"an alias cannot read itself: DELETE /v1/aliases/{alias} to read collection {alias!r} again",
+                    param="collection",
+                )
+            if alias in catalog.aliases.values():
+                raise InvalidRequest(f"collection {alias!r} is read through an alias: an alias cannot take its name")
+            if collection in catalog.aliases:
+                raise InvalidRequest(f"{collection!r} is an alias: name a collection", param="collection")
+            collections = self.collections()
+            if collection not in collections:
+                raise CollectionNotFound(collection)
+            was = catalog.aliases.get(alias, alias)
+            previous.append(was if was in collections else None)
+            return Catalog(aliases={**catalog.aliases, alias: collection}, models=catalog.models)
 
-    def record_model(self, collection: str, model: str | None) -> None:
-        """The model a collection's vectors come from; None forgets it (the collection is gone)."""
+        self._update_catalog(change)
+        return previous[0]
 
-        def change(models: dict[str, str]) -> dict[str, str]:
-            kept = {c: m for c, m in models.items() if c != collection}
-            return kept if model is None else {**kept, collection: model}
+    def drop_alias(self, alias: str) -> str:
+        """Remove an alias; returns the collection it read."""
+        dropped: list[str] = []
 
-        self._update_catalog(models=change)
+        def change(catalog: Catalog) -> Catalog:
+            if alias not in catalog.aliases:
+                raise NotFound(f"no alias {alias!r}")
+            dropped.append(catalog.aliases[alias])
+            return Catalog(aliases={a: c for a, c in catalog.aliases.items() if a != alias}, models=catalog.models)
+
+        self._update_catalog(change)
+        return dropped[0]
+
+    def record_model(self, collection: str, model: str) -> None:
+        """The model a collection's vectors come from."""
+        self._update_catalog(lambda c: Catalog(aliases=c.aliases, models={**c.models, collection: model}))
+
+    def remove_collection(self, name: str) -> None:
+        """Delete the collection of exactly this name, never one an alias reads, and forget its model."""
+
+        def change(catalog: Catalog) -> Catalog:
+            readers = sorted(alias for alias, collection in catalog.aliases.items() if collection == name)
+            if readers:
+                raise Conflict(
+                    f"collection {name!r} is read through alias {', '.join(map(repr, readers))}: "
+                    "switch or delete the alias first (PUT or DELETE /v1/aliases/NAME)"
+                )
+            if not self.delete_collection(name):
+                if name in catalog.aliases:
+                    raise NotFound(
+                        f"{name!r} is an alias of {catalog.aliases[name]!r}: DELETE /v1/aliases/{name} removes it"
+                    )
+                raise CollectionNotFound(name)
+            return Catalog(aliases=catalog.aliases, models={c: m for c, m in catalog.models.items() if c != name})
+
+        self._update_catalog(change)
 
     # -- shared --------------------------------------------------------------------------
     def translate(self, flt: Filter) -> Any:
