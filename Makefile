@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install --yes --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test check bench-retrieval bench-retriever bench-generation bench-gateway loadtest loadtest-step eval clean
+.PHONY: help install run test test-fast check adapter bench-retrieval bench-retriever bench-generation bench-gateway loadtest loadtest-step eval clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -44,8 +44,17 @@ check: $(INSTALLED) ## Lint, format check and type check
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-test: check $(CHROMIUM) ## Lint, type check and run the test suite (installs Debian's chromium for the playground test)
+test: check $(CHROMIUM) ## Lint, type check and run every test tier (installs Debian's chromium for the playground test)
 	$(BIN)/pytest
+
+test-fast: $(INSTALLED) ## The unit tier only: in-process tests, no ragft processes, no vLLM (use it while you work)
+	$(BIN)/pytest -m unit
+
+adapter: $(INSTALLED) ## Retrain the shipped default adapter data/adapters/support-voice from data/finetune/train.jsonl
+	rm -rf var/retrained
+	$(BIN)/ragft finetune --data data/finetune/train.jsonl --out var/retrained/support-voice
+	rm -rf data/adapters/support-voice
+	mv var/retrained/support-voice data/adapters/support-voice
 
 bench-retrieval: $(INSTALLED) ## Ingest throughput, search latency and recall of the retrieval service
 	$(BIN)/python -m benchmarks.retrieval

@@ -62,7 +62,10 @@ def wait_until_ready(url: str, *, timeout: float, process: "subprocess.Popen[Any
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on the port now. SO_REUSEADDR, as uvicorn and vLLM set it:
+    connections a stopped server left in TIME_WAIT do not count, only a listener does."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -1,9 +1,10 @@
 """ragft.process: a child in a session of its own (as vLLM is) dies with its supervisor, even
 when the supervisor is killed with SIGKILL and cannot stop it; SIGTERM as an exit that runs
-`finally` blocks."""
+`finally` blocks; a port check that a stopped server's TIME_WAIT connections do not fool."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from ragft.process import sigterm_as_exit
+from ragft.process import port_is_free, sigterm_as_exit
 
 SUPERVISOR = textwrap.dedent(
     """
@@ -67,3 +68,25 @@ def test_sigterm_in_the_block_runs_its_finally_blocks() -> None:
             cleaned.append(True)
     assert cleaned == [True] and stopped.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before  # put back after the block
+
+
+def _time_wait_on_a_stopped_server() -> int:
+    """A port whose server accepted a connection, closed it first (so the server's side sits in
+    TIME_WAIT, as after a stopped vLLM), and stopped listening."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = int(server.getsockname()[1])
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()
+        client.recv(1)  # the server's FIN has arrived
+        client.close()
+    return port
+
+
+def test_a_port_is_taken_only_while_something_listens_on_it() -> None:
+    port = _time_wait_on_a_stopped_server()
+    states = psutil.net_connections("tcp4")
+    assert any(c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT for c in states)
+    assert port_is_free("127.0.0.1", port)
+    with socket.create_server(("127.0.0.1", port)):  # a restarted server binds at once, as vLLM does
+        assert not port_is_free("127.0.0.1", port)

@@ -1,56 +1,71 @@
 """`ragft up` runs the whole stack: one request per route through its gateway, then SIGTERM
-stops every process it started."""
+stops every process it started, and a second `ragft up` right after it comes up."""
 
 import signal
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from ragft.process import free_port, spawn_ragft, wait_until_ready
-from tests.conftest import REPO, embedded_env
+from ragft.process import free_port, wait_until_ready
+from tests.conftest import Processes
 
 
-def test_up_serves_every_route_and_sigterm_leaves_nothing_behind(
-    tmp_path: Path, base_model: Path, voice_adapter: Path
-) -> None:
-    ports = {name: free_port() for name in ("gateway", "retrieval", "generation")}
-    env = embedded_env(
-        tmp_path,
-        # The session's prepared model and trained adapter, so `up` has nothing to train.
-        RAGFT_BASE_MODEL=str(base_model),
-        RAGFT_ADAPTERS_DIR=str(voice_adapter.parent),
-        RAGFT_DEFAULT_ADAPTER=voice_adapter.name,
-        RAGFT_RETRIEVAL_URL=f"http://127.0.0.1:{ports['retrieval']}",
-        RAGFT_GENERATION_URL=f"http://127.0.0.1:{ports['generation']}",
-        **{f"RAGFT_{name.upper()}_PORT": str(port) for name, port in ports.items()},
-    )
-    gateway = f"http://127.0.0.1:{ports['gateway']}"
-    log = tmp_path / "up.log"
-    up = spawn_ragft("up", env=env, cwd=REPO, log=log)
+@contextmanager
+def running_up(processes: Processes, env: dict[str, str], log: Path) -> Iterator[str]:
+    """`ragft up` until the block ends, then SIGTERM: every process it started gone, every port free."""
+    gateway = f"http://127.0.0.1:{env['RAGFT_GATEWAY_PORT']}"
+    up = processes.spawn("up", env=env, log=log)
+    children: list[psutil.Process] = []
     try:
         wait_until_ready(f"{gateway}/readyz", timeout=300, process=up)
         children = psutil.Process(up.pid).children(recursive=True)
         assert len(children) >= 3  # retrieval, the generation launcher and its vLLM, the gateway
-        for route in ("rag", "finetuned", "hybrid"):
-            response = httpx.post(
-                f"{gateway}/v1/chat/completions",
-                json={"messages": [{"role": "user", "content": "How do I reset my password?"}], "max_tokens": 24},
-                headers={"X-Ragft-Route": route},
-                timeout=120,
-            )
-            assert response.status_code == 200, response.text
-            assert response.json()["ragft"]["route"] == route
-        printed = log.read_text()
-        assert f"Gateway:    {gateway}" in printed
-        assert printed.count(f"curl -s {gateway}/v1/chat/completions") == 3
+        yield gateway
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=90)
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
-    for port in ports.values():  # nothing listens any more
+    for name in ("GATEWAY", "RETRIEVAL", "GENERATION"):  # nothing listens any more
         with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", port), timeout=2)
+            socket.create_connection(("127.0.0.1", int(env[f"RAGFT_{name}_PORT"])), timeout=2)
+
+
+def ask(gateway: str, route: str) -> None:
+    response = httpx.post(
+        f"{gateway}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "How do I reset my password?"}], "max_tokens": 24},
+        headers={"X-Ragft-Route": route},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["ragft"]["route"] == route
+
+
+def test_up_serves_every_route_stops_on_sigterm_and_starts_again_at_once(
+    processes: Processes, tmp_path: Path, generation_env: dict[str, str]
+) -> None:
+    ports = {name: free_port() for name in ("gateway", "retrieval", "generation")}
+    env = {
+        # The session's prepared model and trained adapter, so `up` has nothing to train.
+        **generation_env,
+        "RAGFT_DATA_DIR": str(tmp_path),
+        "RAGFT_DEFAULT_ADAPTER": "voice",
+        "RAGFT_RETRIEVAL_URL": f"http://127.0.0.1:{ports['retrieval']}",
+        "RAGFT_GENERATION_URL": f"http://127.0.0.1:{ports['generation']}",
+        **{f"RAGFT_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+    }
+    with running_up(processes, env, tmp_path / "up.log") as gateway:
+        for route in ("rag", "finetuned", "hybrid"):
+            ask(gateway, route)
+        printed = (tmp_path / "up.log").read_text()
+        assert f"Gateway:    {gateway}" in printed
+        assert printed.count(f"curl -s {gateway}/v1/chat/completions") == 3
+    # Back to back on the same ports, while the connections the first run closed sit in TIME_WAIT.
+    with running_up(processes, env, tmp_path / "again.log") as gateway:
+        ask(gateway, "finetuned")

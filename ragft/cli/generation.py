@@ -1,14 +1,19 @@
 """Generation commands: `serve generation`, `model prepare`, `adapters ...`, `finetune`."""
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ragft.cli.app import app, console, fail, say, serve_app
+from ragft.cli.app import REPO, app, console, fail, say, serve_app
 from services.generation.adapters import AdapterClient
 from services.generation.config import GenerationSettings
+
+# Trained by `make adapter` (`ragft finetune` with its default options) from data/finetune/train.jsonl.
+SHIPPED_ADAPTER = REPO / "data" / "adapters" / "support-voice"
 
 model_app = typer.Typer(help="The base model.", no_args_is_help=True)
 adapters_app = typer.Typer(help="LoRA adapters of a running generation service.", no_args_is_help=True)
@@ -40,24 +45,28 @@ def serve_generation(
 
 
 def ensure_base_model(settings: GenerationSettings) -> None:
-    from services.generation.model import ModelError, is_prepared, prepare_base_model
+    """Prepare the default base model when it is missing, in a process of its own: the commands
+    that call this go on to supervise services, and should not keep torch's memory."""
+    from services.generation.model import is_prepared
 
     if settings.base_model:  # the user's own model folder or hub name: theirs to provide
         return
-    out = Path(settings.base_model_path)
-    if is_prepared(out):
-        return
-    console.print(f"Preparing the base model in {out} (once) ...")
-    try:
-        prepare_base_model(out)
-    except ModelError as exc:
-        fail(exc)
+    if not is_prepared(Path(settings.base_model_path)):
+        run_own_process("model", "prepare")
+
+
+def run_own_process(*args: str) -> None:
+    """`ragft ARGS` as a child process with this one's settings and terminal; its failure ends
+    this command too (it has said why)."""
+    status = subprocess.run([sys.executable, "-m", "ragft", *args], check=False).returncode
+    if status != 0:
+        raise typer.Exit(status)
 
 
 @model_app.command("prepare")
 def model_prepare() -> None:
     """Convert the packaged SmolLM2-135M-Instruct GGUF into the default base model folder."""
-    from services.generation.model import is_prepared
+    from services.generation.model import ModelError, is_prepared, prepare_base_model
 
     settings = GenerationSettings()
     out = Path(settings.base_model_path)
@@ -66,7 +75,11 @@ def model_prepare() -> None:
     if is_prepared(out):
         console.print(f"The base model is already prepared in {out}: nothing to do.")
         return
-    ensure_base_model(settings)
+    console.print(f"Preparing the base model in {out} (once) ...")
+    try:
+        prepare_base_model(out)
+    except ModelError as exc:
+        fail(exc)
     console.print(f"Base model ready in {out}")
 
 
@@ -160,9 +173,11 @@ def finetune(
 
 
 def ensure_default_adapter(settings: GenerationSettings, data: Path) -> None:
-    """Train the default adapter once, when the adapters folder has none."""
-    from services.generation.adapters import AdapterError, discover
-    from services.generation.finetune import DataError, TrainOptions, train
+    """When the adapters folder has none: the shipped default adapter, if it was trained from
+    `data` as it reads now for the default base model; otherwise `ragft finetune` in a process of
+    its own, so the caller does not keep its memory."""
+    from services.generation.adapters import AdapterError, discover, install_adapter
+    from services.generation.finetune import TrainOptions, trained_from
 
     try:
         if discover(settings.adapters_dir):
@@ -170,9 +185,11 @@ def ensure_default_adapter(settings: GenerationSettings, data: Path) -> None:
     except AdapterError as exc:
         fail(exc)
     out = settings.adapters_dir / settings.default_adapter
+    if not settings.base_model and trained_from(SHIPPED_ADAPTER, data, TrainOptions()):
+        install_adapter(SHIPPED_ADAPTER, out, settings.base_model_path)
+        console.print(
+            f"Installed the default adapter {settings.default_adapter!r} in {out} (shipped, trained from {data})"
+        )
+        return
     console.print(f"Training the default adapter {settings.default_adapter!r} from {data} (once; minutes on a CPU) ...")
-    try:
-        report = train(settings.base_model_path, data, out, TrainOptions())
-    except DataError as exc:
-        fail(exc)
-    console.print(f"Adapter ready in {out}: final loss {report.final_loss} after {report.seconds} s")
+    run_own_process("finetune", "--data", str(data), "--out", str(out))

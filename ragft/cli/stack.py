@@ -33,13 +33,15 @@ def up(
     / "data"
     / "kb",
     adapter_data: Annotated[
-        Path, typer.Option(help="Fine-tuning set for the default adapter, trained when there is none.")
+        Path,
+        typer.Option(help="Fine-tuning set of the default adapter: the shipped one if trained from it, else trained."),
     ] = REPO / "data" / "finetune" / "train.jsonl",
 ) -> None:
     """The local stack: set up what is missing (once), then run the services until Ctrl-C.
 
-    Ingests the sample knowledge base, prepares the base model and trains the default adapter
-    when they are missing, then runs retrieval (:8001), generation (:8002) and the gateway (:8000)
+    Ingests the sample knowledge base, prepares the base model and installs the default adapter
+    (the shipped one, or trained from --adapter-data when that is not its data) when they are
+    missing, then runs retrieval (:8001), generation (:8002) and the gateway (:8000)
     under honcho; Ctrl-C or SIGTERM stops them all.
     """
     chosen = [s.strip() for s in services.split(",") if s.strip()]

@@ -3,6 +3,7 @@ loaded or unloaded while vLLM runs through its runtime LoRA endpoints."""
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,19 @@ def discover(adapters_dir: Path) -> list[Adapter]:
     return [
         read_adapter(p.name, p) for p in sorted(adapters_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")
     ]
+
+
+def install_adapter(source: Path, out: Path, base_model: str) -> Path:
+    """A copy of an adapter trained on another machine, recorded as trained on this machine's
+    folder of the same base model (the caller knows it is the same). Staged, then renamed."""
+    staged = out.with_name(f".{out.name}.installing")
+    shutil.rmtree(staged, ignore_errors=True)  # what an interrupted install left
+    shutil.copytree(source, staged)
+    config_file = staged / ADAPTER_CONFIG
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "base_model_name_or_path": base_model}, indent=2) + "\n")
+    staged.rename(out)
+    return out
 
 
 def max_lora_rank(adapters: list[Adapter]) -> int:

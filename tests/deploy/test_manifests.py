@@ -25,7 +25,7 @@ from ragft.settings import RagftSettings
 from services.gateway.config import GatewaySettings
 from services.generation.adapters import Adapter
 from services.generation.config import GenerationSettings
-from services.generation.launcher import Device, vllm_command
+from services.generation.launcher import vllm_command
 from services.retrieval.config import RetrievalSettings
 
 Doc = dict[str, Any]
@@ -36,7 +36,9 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILES = sorted((REPO / "deploy" / "docker").glob("*.Dockerfile"))
 COMPOSE_SCHEMA = Path(__file__).with_name("compose-spec.json")
 OVERLAYS = ("cpu", "gpu")
-DEVICES: dict[str, Device] = {"cpu": "cpu", "gpu": "gpu"}
+# The dtype each deployment pins: a CPU node's flags are unknown to a static file, and the
+# server CPUs such nodes run (AMX) compute bf16 natively; on a GPU, vLLM's own choice.
+DTYPES: dict[str, str | None] = {"cpu": "bfloat16", "gpu": None}
 # Every overlay and extra kustomization that must render and validate.
 KUSTOMIZATIONS = (*(f"overlays/{name}" for name in OVERLAYS), "fill-models")
 # The oldest version we claim (kubectl's own here is 1.32) and a current one.
@@ -141,7 +143,7 @@ def launcher_flags(overlay_or_profile: str) -> list[str]:
         max_loras=4,
     )
     adapters = [Adapter(ADAPTER[0], Path(ADAPTER[1]), rank=16, base_model="")]
-    return vllm_command(settings, adapters, DEVICES[overlay_or_profile])[1:]
+    return vllm_command(settings, adapters, DTYPES[overlay_or_profile])[1:]
 
 
 @functools.cache

@@ -16,7 +16,7 @@ from evals.freshness import Change, KnowledgeBase, freshness_report, load_change
 from evals.run import EvalConfig, EvalFailed
 from evals.scoring import states
 from ragft.cli.app import REPO
-from tests.gateway.conftest import gateway_process
+from tests.conftest import Processes
 from tests.gateway.scripted_vllm import Answer, Fail, ScriptedVllm, scripted_vllm
 
 KB = REPO / "data" / "kb"
@@ -38,10 +38,10 @@ def collection(retrieval_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, retrieval_url: str) -> Iterator[tuple[str, ScriptedVllm]]:
+def stack(processes: Processes, tmp_path: Path, retrieval_url: str) -> Iterator[tuple[str, ScriptedVllm]]:
     with (
         scripted_vllm(Answer(echo=True)) as vllm,
-        gateway_process(tmp_path, None, RAGFT_GENERATION_URL=vllm.url, RAGFT_RETRIEVAL_URL=retrieval_url) as (url, _),
+        processes.gateway(tmp_path, None, RAGFT_GENERATION_URL=vllm.url, RAGFT_RETRIEVAL_URL=retrieval_url) as (url, _),
     ):
         yield url, vllm
 

@@ -1,8 +1,8 @@
 """The gateway as a process on loopback, in front of the session's real retrieval service and
-real vLLM; `start_gateway` starts more with other settings for the fault tests."""
+real vLLM; `start_gateway` starts more with other settings for the fault tests, and
+`start_gateway_without_vllm` one in front of a stand-in."""
 
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -13,38 +13,46 @@ import httpx
 import openai
 import pytest
 
-from ragft.process import free_port
-from tests.conftest import embedded_env, serving
+from tests.conftest import Processes
 
 GatewayStarter = Callable[..., AbstractContextManager[str]]
 
 
-@contextmanager
-def gateway_process(
-    data_dir: Path, log: Path | None = None, **settings: str
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`ragft serve gateway` with these settings on a free port: its URL and its process."""
-    port = free_port()
-    env = embedded_env(data_dir, RAGFT_GATEWAY_PORT=str(port), **settings)
-    url = f"http://127.0.0.1:{port}"
-    with serving("serve", "gateway", env=env, ready=f"{url}/healthz", log=log) as process:
-        yield url, process
+def _starter(folders: pytest.TempPathFactory, processes: Processes, **defaults: str) -> GatewayStarter:
+    @contextmanager
+    def start(log: Path | None = None, **settings: str) -> Iterator[str]:
+        with processes.gateway(folders.mktemp("gateway"), log, **{**defaults, **settings}) as (url, _):
+            yield url
+
+    return start
 
 
 @pytest.fixture(scope="session")
-def start_gateway(tmp_path_factory: pytest.TempPathFactory, retrieval_url: str, generation_url: str) -> GatewayStarter:
+def start_gateway(
+    tmp_path_factory: pytest.TempPathFactory, processes: Processes, retrieval_url: str, generation_url: str
+) -> GatewayStarter:
     """`with start_gateway(RAGFT_X="...") as url:` a gateway with those settings on top of the
-    session's upstreams, stopped when the block ends."""
+    session's real retrieval service and real vLLM, stopped when the block ends."""
+    return _starter(
+        tmp_path_factory,
+        processes,
+        RAGFT_RETRIEVAL_URL=retrieval_url,
+        RAGFT_GENERATION_URL=generation_url,
+        RAGFT_DEFAULT_ADAPTER="voice",
+    )
 
-    @contextmanager
-    def start(log: Path | None = None, **settings: str) -> Iterator[str]:
-        defaults = {
-            "RAGFT_RETRIEVAL_URL": retrieval_url,
-            "RAGFT_GENERATION_URL": generation_url,
-            "RAGFT_DEFAULT_ADAPTER": "voice",
-        }
-        with gateway_process(tmp_path_factory.mktemp("gateway"), log, **{**defaults, **settings}) as (url, _):
-            yield url
+
+@pytest.fixture(scope="session")
+def start_gateway_without_vllm(
+    tmp_path_factory: pytest.TempPathFactory, processes: Processes, retrieval_url: str
+) -> GatewayStarter:
+    """`with start_gateway_without_vllm(generation_url, RAGFT_X="...") as url:` as `start_gateway`,
+    in front of a generation upstream of the test's own (a stand-in, or nothing at all), so it
+    never waits for the session's vLLM."""
+    starter = _starter(tmp_path_factory, processes, RAGFT_RETRIEVAL_URL=retrieval_url, RAGFT_DEFAULT_ADAPTER="voice")
+
+    def start(generation_url: str, log: Path | None = None, **settings: str) -> AbstractContextManager[str]:
+        return starter(log, RAGFT_GENERATION_URL=generation_url, **settings)
 
     return start
 

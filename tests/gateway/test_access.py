@@ -2,8 +2,6 @@
 and a private collection made here); vLLM is the scripted stand-in, which records every prompt,
 so the tests can see that a foreign passage never reached the model either."""
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,10 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from ragft.cli.app import REPO
 from services.gateway.access import KeyRing
-from tests.conftest import embedded_env
-from tests.gateway.conftest import gateway_process, metric
+from tests.conftest import Processes, embedded_env
+from tests.gateway.conftest import metric
 from tests.gateway.scripted_vllm import ScriptedVllm, scripted_vllm
 
 PRIVATE = f"private-{uuid.uuid4().hex[:8]}"
@@ -35,7 +32,9 @@ KEYS_FILE = f"""# scoped keys for the tests
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, retrieval_url: str) -> Iterator[tuple[str, ScriptedVllm, Path]]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, processes: Processes, retrieval_url: str
+) -> Iterator[tuple[str, ScriptedVllm, Path]]:
     assert httpx.put(f"{retrieval_url}/v1/collections/{PRIVATE}", timeout=60).status_code in (200, 201)
     made = httpx.post(
         f"{retrieval_url}/v1/collections/{PRIVATE}/documents",
@@ -53,7 +52,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, retrieval_url: str) -> Itera
         "RAGFT_LOG_LEVEL": "debug",  # the most a log ever says
     }
     log = folder / "gateway.log"
-    with scripted_vllm() as vllm, gateway_process(folder, log, RAGFT_GENERATION_URL=vllm.url, **settings) as (url, _):
+    with (
+        scripted_vllm() as vllm,
+        processes.gateway(folder, log, RAGFT_GENERATION_URL=vllm.url, **settings) as (url, _),
+    ):
         yield url, vllm, log
     httpx.delete(f"{retrieval_url}/v1/collections/{PRIVATE}", timeout=60)
 
@@ -187,12 +189,14 @@ def test_a_malformed_keys_file_names_the_line_and_never_the_key(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("command", [("-m", "ragft", "serve", "gateway"), ("-m", "services.gateway")])
-def test_the_gateway_refuses_to_start_on_a_malformed_keys_file(tmp_path: Path, command: tuple[str, ...]) -> None:
+def test_the_gateway_refuses_to_start_on_a_malformed_keys_file(
+    processes: Processes, tmp_path: Path, command: tuple[str, ...]
+) -> None:
     """Both ways to start it: the CLI, and the gateway image's `python -m services.gateway`."""
     keys_file = tmp_path / "keys.txt"
     keys_file.write_text("good-key-1 help-center\nsecret-key-2 help-center admin extra\n")
     env = embedded_env(tmp_path, RAGFT_API_KEYS="secret-root-key", RAGFT_API_KEYS_FILE=str(keys_file))
-    refused = subprocess.run([sys.executable, *command], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    refused = processes.python(*command, env=env, timeout=60)
     assert refused.returncode == 1
     assert f"error: RAGFT_API_KEYS_FILE {keys_file} line 2: expected KEY COLLECTIONS [admin]" in refused.stderr
     assert "Traceback" not in refused.stderr and "secret-" not in refused.stderr

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from ragft.process import free_port
 from services.gateway.config import GatewaySettings
-from tests.gateway.conftest import gateway_process, metric, sse_events
+from tests.conftest import Processes
+from tests.gateway.conftest import metric, sse_events
 from tests.gateway.scripted_vllm import ScriptedVllm, scripted_vllm
 
 # Best BM25 score per query term in the sample knowledge base: 3.2 and 1.0; the threshold is 1.6.
@@ -23,11 +24,13 @@ AUTO_OK = 'ragft_gateway_chat_requests_total{outcome="ok",route="auto"}'
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, retrieval_url: str) -> Iterator[tuple[str, ScriptedVllm]]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, processes: Processes, retrieval_url: str
+) -> Iterator[tuple[str, ScriptedVllm]]:
     settings = {"RAGFT_RETRIEVAL_URL": retrieval_url, "RAGFT_DEFAULT_ADAPTER": "voice"}
     with (
         scripted_vllm() as vllm,
-        gateway_process(tmp_path_factory.mktemp("auto"), None, RAGFT_GENERATION_URL=vllm.url, **settings) as (url, _),
+        processes.gateway(tmp_path_factory.mktemp("auto"), None, RAGFT_GENERATION_URL=vllm.url, **settings) as (url, _),
     ):
         yield url, vllm
 
@@ -106,10 +109,12 @@ def test_a_streamed_auto_answer_carries_the_reason_first_and_counts_as_auto(stac
     assert metric(url, AUTO_OK, default=0) == before + 1
 
 
-def test_auto_can_be_the_default_route_and_a_wrong_default_stops_the_start(tmp_path: Path, retrieval_url: str) -> None:
+def test_auto_can_be_the_default_route_and_a_wrong_default_stops_the_start(
+    processes: Processes, tmp_path: Path, retrieval_url: str
+) -> None:
     with (
         scripted_vllm() as vllm,
-        gateway_process(
+        processes.gateway(
             tmp_path, None, RAGFT_GENERATION_URL=vllm.url, RAGFT_RETRIEVAL_URL=retrieval_url, RAGFT_DEFAULT_ROUTE="Auto"
         ) as (url, _),
     ):
@@ -119,11 +124,11 @@ def test_auto_can_be_the_default_route_and_a_wrong_default_stops_the_start(tmp_p
         GatewaySettings(default_route="magic")
 
 
-def test_auto_answers_as_finetuned_when_retrieval_is_down(tmp_path: Path) -> None:
+def test_auto_answers_as_finetuned_when_retrieval_is_down(processes: Processes, tmp_path: Path) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     with (
         scripted_vllm() as vllm,
-        gateway_process(tmp_path, None, RAGFT_GENERATION_URL=vllm.url, RAGFT_RETRIEVAL_URL=nowhere) as (url, _),
+        processes.gateway(tmp_path, None, RAGFT_GENERATION_URL=vllm.url, RAGFT_RETRIEVAL_URL=nowhere) as (url, _),
     ):
         answered = _ask(url, COVERED, AUTO)
     assert answered.status_code == 200, answered.text

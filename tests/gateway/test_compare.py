@@ -10,21 +10,24 @@ from pathlib import Path
 import httpx
 
 from ragft.process import free_port
-from tests.gateway.conftest import gateway_process, sse_events
+from tests.conftest import Processes
+from tests.gateway.conftest import sse_events
 from tests.gateway.scripted_vllm import Answer, scripted_vllm
 
 USER = [{"role": "user", "content": "How do I reset my password?"}]
 
 
-def _gateway(vllm_url: str, tmp_path: Path) -> AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+def _gateway(
+    processes: Processes, vllm_url: str, tmp_path: Path
+) -> AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
     nowhere = f"http://127.0.0.1:{free_port()}"
-    return gateway_process(
+    return processes.gateway(
         tmp_path, None, RAGFT_GENERATION_URL=vllm_url, RAGFT_RETRIEVAL_URL=nowhere, RAGFT_DEFAULT_ADAPTER="voice"
     )
 
 
-def test_each_route_gets_its_answer_or_its_own_error(tmp_path: Path) -> None:
-    with scripted_vllm(Answer(tokens=3)) as vllm, _gateway(vllm.url, tmp_path) as (url, _):
+def test_each_route_gets_its_answer_or_its_own_error(processes: Processes, tmp_path: Path) -> None:
+    with scripted_vllm(Answer(tokens=3)) as vllm, _gateway(processes, vllm.url, tmp_path) as (url, _):
         compared = httpx.post(f"{url}/v1/compare", json={"messages": USER}, timeout=30)
         assert compared.status_code == 200, compared.text
         results = {result["route"]: result for result in compared.json()["results"]}
@@ -43,8 +46,8 @@ def test_each_route_gets_its_answer_or_its_own_error(tmp_path: Path) -> None:
         assert [result["route"] for result in only.json()["results"]] == ["finetuned"]
 
 
-def test_a_streamed_comparison_tags_every_event_with_its_route(tmp_path: Path) -> None:
-    with scripted_vllm(Answer(tokens=4)) as vllm, _gateway(vllm.url, tmp_path) as (url, _):
+def test_a_streamed_comparison_tags_every_event_with_its_route(processes: Processes, tmp_path: Path) -> None:
+    with scripted_vllm(Answer(tokens=4)) as vllm, _gateway(processes, vllm.url, tmp_path) as (url, _):
         body = {"messages": USER, "stream": True, "routes": ["rag", "finetuned"]}
         with httpx.stream("POST", f"{url}/v1/compare", json=body, timeout=30) as response:
             events = sse_events(response)
@@ -61,8 +64,8 @@ def test_a_streamed_comparison_tags_every_event_with_its_route(tmp_path: Path) -
     assert finetuned[-2]["chunk"]["ragft"]["usage"]["completion_tokens"] == 4
 
 
-def test_unknown_or_repeated_routes_are_refused_with_the_valid_ones(tmp_path: Path) -> None:
-    with scripted_vllm() as vllm, _gateway(vllm.url, tmp_path) as (url, _):
+def test_unknown_or_repeated_routes_are_refused_with_the_valid_ones(processes: Processes, tmp_path: Path) -> None:
+    with scripted_vllm() as vllm, _gateway(processes, vllm.url, tmp_path) as (url, _):
         unknown = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": ["rag", "magic"]})
         repeated = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": ["rag", "RAG"]})
         empty = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": []})

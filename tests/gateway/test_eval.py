@@ -7,19 +7,19 @@ from pathlib import Path
 
 from evals.dataset import load_questions
 from evals.scoring import GREETING
-from tests.conftest import REPO, run_ragft
+from tests.conftest import REPO, Processes
 
 CHOSEN = ("h001", "h009", "h101")  # two answerable, one the knowledge base does not cover
 
 
-def test_a_short_eval_scores_every_route_and_resumes(gateway_url: str, tmp_path: Path) -> None:
+def test_a_short_eval_scores_every_route_and_resumes(processes: Processes, gateway_url: str, tmp_path: Path) -> None:
     questions = {q.id: q for q in load_questions(REPO / "data" / "kb_questions.jsonl")}
     data = tmp_path / "eval.jsonl"
     data.write_text("".join(questions[i].model_dump_json() + "\n" for i in CHOSEN))
     out = tmp_path / "run"
     command = ("eval", "--data", str(data), "--gateway", gateway_url, "--out", str(out), "--max-tokens", "48")
 
-    first = run_ragft(*command, env=dict(os.environ), timeout=1200)
+    first = processes.run(*command, env=dict(os.environ), timeout=1200)
     assert first.returncode == 0, first.stderr[-2000:]
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted((r["id"], r["route"]) for r in records) == sorted(
@@ -37,7 +37,7 @@ def test_a_short_eval_scores_every_route_and_resumes(gateway_url: str, tmp_path:
         assert f"| {route} | 3/3 |" in report
     assert (out / "report.png").read_bytes().startswith(b"\x89PNG")
 
-    again = run_ragft(*command, env=dict(os.environ), timeout=120)
+    again = processes.run(*command, env=dict(os.environ), timeout=120)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "9 answers recorded, 0 to ask" in again.stderr
     assert len((out / "results.jsonl").read_text().splitlines()) == len(records)

@@ -16,8 +16,8 @@ import openai
 import psutil
 import pytest
 
-from ragft.process import free_port, spawn_ragft, stop_process_group, wait_until_ready
-from tests.conftest import REPO, embedded_env, serving
+from ragft.process import free_port, stop_process_group, wait_until_ready
+from tests.conftest import Processes, embedded_env
 from tests.gateway.conftest import GatewayStarter, sse_events, wait_until_idle
 
 USER = [{"role": "user", "content": "How do I reset my password?"}]
@@ -88,13 +88,13 @@ def test_api_keys_guard_the_api_but_not_health(start_gateway: GatewayStarter) ->
 
 
 def test_retrieval_down_fails_rag_and_hybrid_fast_while_finetuned_answers(
-    start_gateway: GatewayStarter, tmp_path: Path
+    processes: Processes, start_gateway: GatewayStarter, tmp_path: Path
 ) -> None:
     port = free_port()
     retrieval_url = f"http://127.0.0.1:{port}"
     env = embedded_env(tmp_path, RAGFT_RETRIEVAL_PORT=str(port))
     with (
-        serving("serve", "retrieval", env=env, ready=f"{retrieval_url}/readyz") as retrieval,
+        processes.serve("serve", "retrieval", env=env, ready=f"{retrieval_url}/readyz") as retrieval,
         start_gateway(RAGFT_RETRIEVAL_URL=retrieval_url) as url,
     ):
         assert httpx.get(f"{url}/readyz").status_code == 200
@@ -142,10 +142,10 @@ def test_hybrid_answers_as_finetuned_when_the_policy_says_so_and_says_it_did(sta
         assert 'ragft_gateway_degraded_total{component="retrieval",route="hybrid"} 2.0' in metrics
 
 
-def test_generation_down_is_a_503(start_gateway: GatewayStarter) -> None:
+def test_generation_down_is_a_503(start_gateway_without_vllm: GatewayStarter) -> None:
     # Nothing listens on the port: what a stopped vLLM looks like to the gateway, without the
     # 40-second restart of the session's real one.
-    with start_gateway(RAGFT_GENERATION_URL=f"http://127.0.0.1:{free_port()}") as url:
+    with start_gateway_without_vllm(f"http://127.0.0.1:{free_port()}") as url:
         for route in ("rag", "finetuned", "hybrid"):
             down = _post(url, {"messages": USER, "stream": route == "hybrid"}, headers={"X-Ragft-Route": route})
             assert "generation" in _error(down, 503)["message"]
@@ -174,7 +174,11 @@ def test_the_deadline_gives_504_before_streaming_and_an_error_event_after(
 
 
 def test_vllm_killed_mid_stream_and_mid_request(
-    start_gateway: GatewayStarter, generation_env: dict[str, str], base_model: Path, tmp_path: Path
+    processes: Processes,
+    start_gateway: GatewayStarter,
+    generation_env: dict[str, str],
+    base_model: Path,
+    tmp_path: Path,
 ) -> None:
     """A vLLM of its own (the base model alone), killed with SIGKILL, engine processes and all,
     while it streams one answer and generates another."""
@@ -182,7 +186,7 @@ def test_vllm_killed_mid_stream_and_mid_request(
     adapters.mkdir()
     env = {**generation_env, "RAGFT_GENERATION_PORT": str(free_port()), "RAGFT_ADAPTERS_DIR": str(adapters)}
     vllm_url = f"http://127.0.0.1:{env['RAGFT_GENERATION_PORT']}"
-    launcher = spawn_ragft("serve", "generation", env=env, cwd=REPO, own_group=True)
+    launcher = processes.spawn("serve", "generation", env=env, own_group=True)
     try:
         wait_until_ready(f"{vllm_url}/health", timeout=300, process=launcher)
         vllm = psutil.Process(launcher.pid).children()[0]  # the launcher starts vLLM in a group of its own
@@ -241,9 +245,9 @@ def broken_vllm() -> Iterator[str]:
 
 
 def test_an_upstream_that_dies_mid_stream_ends_with_an_error_not_a_clean_finish(
-    start_gateway: GatewayStarter, broken_vllm: str
+    start_gateway_without_vllm: GatewayStarter, broken_vllm: str
 ) -> None:
-    with start_gateway(RAGFT_GENERATION_URL=broken_vllm) as url:
+    with start_gateway_without_vllm(broken_vllm) as url:
         body = {"messages": USER, "stream": True}
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers={"X-Ragft-Route": "finetuned"}) as r:
             events = sse_events(r)
@@ -258,8 +262,10 @@ def test_an_upstream_that_dies_mid_stream_ends_with_an_error_not_a_clean_finish(
                 pass
 
 
-def test_an_upstream_answer_that_is_not_json_is_a_502(start_gateway: GatewayStarter, broken_vllm: str) -> None:
-    with start_gateway(RAGFT_GENERATION_URL=broken_vllm) as url:
+def test_an_upstream_answer_that_is_not_json_is_a_502(
+    start_gateway_without_vllm: GatewayStarter, broken_vllm: str
+) -> None:
+    with start_gateway_without_vllm(broken_vllm) as url:
         error = _error(_post(url, {"messages": USER}, headers={"X-Ragft-Route": "finetuned"}), 502)
         assert error["type"] == "upstream_error"
         assert "invalid JSON" in error["message"]

@@ -18,7 +18,7 @@ from schemathesis.schemas import BaseSchema
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from ragft.process import free_port
-from tests.conftest import embedded_env, serving
+from tests.conftest import Processes, embedded_env
 from tests.gateway.conftest import GatewayStarter
 
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
@@ -63,12 +63,12 @@ def test_the_gateway_api(start_gateway: GatewayStarter) -> None:
     assert "POST /v1/chat/completions negative" in fuzzed
 
 
-def test_the_retrieval_api(tmp_path: Path) -> None:
+def test_the_retrieval_api(processes: Processes, tmp_path: Path) -> None:
     """A retrieval service of its own: the fuzzer creates and deletes collections."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = embedded_env(tmp_path, RAGFT_RETRIEVAL_PORT=str(port))
-    with serving("serve", "retrieval", env=env, ready=f"{url}/readyz"):
+    with processes.serve("serve", "retrieval", env=env, ready=f"{url}/readyz"):
         fuzzed = fuzz(schemathesis.openapi.from_url(f"{url}/openapi.json"))
     assert "POST /v1/collections/{name}/search positive" in fuzzed
 

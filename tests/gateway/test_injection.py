@@ -14,8 +14,8 @@ import openai
 import pytest
 
 from services.gateway.prompt import GROUNDING
-from tests.conftest import unique_collection
-from tests.gateway.conftest import GatewayStarter, gateway_process
+from tests.conftest import Processes, unique_collection
+from tests.gateway.conftest import GatewayStarter
 from tests.gateway.scripted_vllm import scripted_vllm
 
 SECRET = "ZEBRA-7731"
@@ -43,12 +43,12 @@ def canary_collection(retrieval_url: str) -> Iterator[str]:
 
 
 def test_the_canary_stays_fenced_data_and_the_system_prompt_is_ours(
-    retrieval_url: str, canary_collection: str, tmp_path_factory: pytest.TempPathFactory
+    processes: Processes, retrieval_url: str, canary_collection: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     settings = {"RAGFT_RETRIEVAL_URL": retrieval_url, "RAGFT_COLLECTION": canary_collection}
     with scripted_vllm() as vllm:
         settings["RAGFT_GENERATION_URL"] = vllm.url
-        with gateway_process(tmp_path_factory.mktemp("gateway"), None, **settings) as (url, _):
+        with processes.gateway(tmp_path_factory.mktemp("gateway"), None, **settings) as (url, _):
             answered = httpx.post(f"{url}/v1/chat/completions", json={"messages": QUESTION}, timeout=60)
         assert answered.status_code == 200, answered.text
         messages = vllm.bodies[-1]["messages"]

@@ -12,7 +12,8 @@ import pytest
 from playwright.sync_api import Browser, FilePayload, Locator, Page, expect, sync_playwright
 
 from ragft.process import free_port
-from tests.gateway.conftest import GatewayStarter, gateway_process
+from tests.conftest import Processes
+from tests.gateway.conftest import GatewayStarter
 
 # The field notes' flags: without them Chromium floods the closed network with refused connections.
 # (Playwright gives every launch a fresh profile folder of its own.)
@@ -159,7 +160,9 @@ def test_with_api_keys_the_page_asks_for_one_and_keeps_it_for_the_session(
         expect(page.locator("#collection option", has_text="help-center")).to_have_count(1)
 
 
-def test_knowledge_base_endpoints_proxy_retrieval_behind_the_same_keys(tmp_path: Path, retrieval_url: str) -> None:
+def test_knowledge_base_endpoints_proxy_retrieval_behind_the_same_keys(
+    processes: Processes, tmp_path: Path, retrieval_url: str
+) -> None:
     """Needs no generation service: nothing listens where the gateway would find it."""
     own = "kb-proxy-test"
     assert httpx.put(f"{retrieval_url}/v1/collections/{own}").status_code == 201
@@ -168,7 +171,7 @@ def test_knowledge_base_endpoints_proxy_retrieval_behind_the_same_keys(tmp_path:
         "RAGFT_RETRIEVAL_URL": retrieval_url,
         "RAGFT_GENERATION_URL": f"http://127.0.0.1:{free_port()}",
     }
-    with gateway_process(tmp_path, None, **settings) as (url, _):
+    with processes.gateway(tmp_path, None, **settings) as (url, _):
         assert httpx.get(f"{url}/v1/ragft/collections").status_code == 401
         assert httpx.get(url).status_code == 200  # the page itself holds no data
         auth = {"Authorization": f"Bearer {KEY}"}

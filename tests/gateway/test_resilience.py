@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 
-from tests.gateway.conftest import gateway_process, metric, sse_events
+from tests.conftest import Processes
+from tests.gateway.conftest import metric, sse_events
 from tests.gateway.scripted_vllm import Answer, Fail, ScriptedVllm, scripted_vllm
 
 FINETUNED = {"X-Ragft-Route": "finetuned", "X-Ragft-Adapter": "voice"}
@@ -39,12 +40,14 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
         time.sleep(0.05)
 
 
-def _on(vllm: ScriptedVllm, tmp_path: Path, **settings: str) -> Any:
-    return gateway_process(tmp_path, None, RAGFT_GENERATION_URL=vllm.url, RAGFT_DEFAULT_ADAPTER="voice", **settings)
+def _on(processes: Processes, vllm: ScriptedVllm, tmp_path: Path, **settings: str) -> Any:
+    return processes.gateway(tmp_path, None, RAGFT_GENERATION_URL=vllm.url, RAGFT_DEFAULT_ADAPTER="voice", **settings)
 
 
-def test_a_stall_before_the_first_token_is_a_504_but_a_slow_steady_stream_is_not(tmp_path: Path) -> None:
-    with scripted_vllm(Answer(stall_s=8)) as vllm, _on(vllm, tmp_path, RAGFT_TTFT_S="1") as (url, _):
+def test_a_stall_before_the_first_token_is_a_504_but_a_slow_steady_stream_is_not(
+    processes: Processes, tmp_path: Path
+) -> None:
+    with scripted_vllm(Answer(stall_s=8)) as vllm, _on(processes, vllm, tmp_path, RAGFT_TTFT_S="1") as (url, _):
         started = time.monotonic()
         message = _error(_chat(url, stream=True), 504, "upstream_timeout")
         assert time.monotonic() - started < 4
@@ -55,8 +58,10 @@ def test_a_stall_before_the_first_token_is_a_504_but_a_slow_steady_stream_is_not
         assert events[-1] == "[DONE]" and not any("error" in e for e in events[:-1])
 
 
-def test_a_refused_or_failed_call_is_retried_once_and_retries_stay_within_the_budget(tmp_path: Path) -> None:
-    with scripted_vllm() as vllm, _on(vllm, tmp_path, RAGFT_BREAKER_FAILURES="1000") as (url, _):
+def test_a_refused_or_failed_call_is_retried_once_and_retries_stay_within_the_budget(
+    processes: Processes, tmp_path: Path
+) -> None:
+    with scripted_vllm() as vllm, _on(processes, vllm, tmp_path, RAGFT_BREAKER_FAILURES="1000") as (url, _):
         for _ in range(10):  # each call earns 0.2 of a retry: 10 calls, 2 retries
             assert _chat(url).status_code == 200
         for fault in (Fail(0), Fail(503)):  # a dropped connection, a 503
@@ -79,9 +84,11 @@ def test_a_refused_or_failed_call_is_retried_once_and_retries_stay_within_the_bu
         assert retries == 2 + 11
 
 
-def test_the_breaker_fails_fast_after_repeated_failures_then_one_call_probes(tmp_path: Path) -> None:
+def test_the_breaker_fails_fast_after_repeated_failures_then_one_call_probes(
+    processes: Processes, tmp_path: Path
+) -> None:
     settings = {"RAGFT_BREAKER_FAILURES": "3", "RAGFT_BREAKER_COOLDOWN_S": "2", "RAGFT_RETRY_BUDGET": "0"}
-    with scripted_vllm(Fail(503)) as vllm, _on(vllm, tmp_path, **settings) as (url, _):
+    with scripted_vllm(Fail(503)) as vllm, _on(processes, vllm, tmp_path, **settings) as (url, _):
         for _ in range(3):
             assert "scripted 503" in _error(_chat(url), 503, "upstream_unavailable")
         fast = _chat(url)
@@ -102,9 +109,9 @@ def test_the_breaker_fails_fast_after_repeated_failures_then_one_call_probes(tmp
         assert metric(url, 'ragft_gateway_circuit_open{upstream="generation"}') == 0
 
 
-def test_admission_control_refuses_beyond_the_cap_at_once_and_frees_slots(tmp_path: Path) -> None:
+def test_admission_control_refuses_beyond_the_cap_at_once_and_frees_slots(processes: Processes, tmp_path: Path) -> None:
     slow_stream = Answer(tokens=10, token_s=0.3)
-    with scripted_vllm(slow_stream) as vllm, _on(vllm, tmp_path, RAGFT_MAX_IN_FLIGHT="2") as (url, _):
+    with scripted_vllm(slow_stream) as vllm, _on(processes, vllm, tmp_path, RAGFT_MAX_IN_FLIGHT="2") as (url, _):
         with ThreadPoolExecutor(2) as pool:
             slow = [pool.submit(_chat, url, stream=True) for _ in range(2)]
             _wait_for(lambda: vllm.calls == 2)
@@ -119,9 +126,9 @@ def test_admission_control_refuses_beyond_the_cap_at_once_and_frees_slots(tmp_pa
         assert metric(url, "ragft_gateway_chat_in_flight") == 0
 
 
-def test_rate_limits_are_per_key_and_exact_under_concurrency(tmp_path: Path) -> None:
+def test_rate_limits_are_per_key_and_exact_under_concurrency(processes: Processes, tmp_path: Path) -> None:
     settings = {"RAGFT_API_KEYS": "key-a,key-b", "RAGFT_RATE_LIMIT_PER_MINUTE": "6", "RAGFT_RATE_LIMIT_BURST": "3"}
-    with scripted_vllm() as vllm, _on(vllm, tmp_path, **settings) as (url, _):
+    with scripted_vllm() as vllm, _on(processes, vllm, tmp_path, **settings) as (url, _):
 
         def models(key: str) -> httpx.Response:
             return httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30)
@@ -137,8 +144,8 @@ def test_rate_limits_are_per_key_and_exact_under_concurrency(tmp_path: Path) -> 
         assert "key-a" not in httpx.get(f"{url}/metrics").text
 
 
-def test_sigterm_drains_streams_in_flight_refuses_new_work_then_exits(tmp_path: Path) -> None:
-    with scripted_vllm(Answer(tokens=8, token_s=0.3)) as vllm, _on(vllm, tmp_path) as (url, process):
+def test_sigterm_drains_streams_in_flight_refuses_new_work_then_exits(processes: Processes, tmp_path: Path) -> None:
+    with scripted_vllm(Answer(tokens=8, token_s=0.3)) as vllm, _on(processes, vllm, tmp_path) as (url, process):
         with ThreadPoolExecutor(1) as pool:
             streaming = pool.submit(_chat, url, stream=True)
             _wait_for(lambda: vllm.calls == 1)

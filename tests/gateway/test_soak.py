@@ -18,8 +18,7 @@ import httpx
 import psutil
 
 from ragft.process import free_port
-from tests.conftest import SAMPLE_KB, embedded_env, run_ragft, serving
-from tests.gateway.conftest import gateway_process
+from tests.conftest import SAMPLE_KB, Processes, embedded_env
 from tests.gateway.scripted_vllm import Answer, scripted_vllm
 
 SOAK_S = float(os.environ.get("RAGFT_SOAK_S", "90"))
@@ -95,7 +94,7 @@ class Traffic:
         return client.post(url, json={"documents": [document]}).status_code
 
 
-def test_a_soak_of_mixed_traffic_loses_nothing_and_leaks_nothing(tmp_path: Path) -> None:
+def test_a_soak_of_mixed_traffic_loses_nothing_and_leaks_nothing(processes: Processes, tmp_path: Path) -> None:
     kb = tmp_path / "kb"
     kb.mkdir()
     for article in sorted(p for p in SAMPLE_KB.iterdir() if p.is_file())[:12]:
@@ -103,25 +102,25 @@ def test_a_soak_of_mixed_traffic_loses_nothing_and_leaks_nothing(tmp_path: Path)
     port = free_port()
     retrieval_url = f"http://127.0.0.1:{port}"
     env = embedded_env(tmp_path / "data", RAGFT_RETRIEVAL_PORT=str(port))
-    assert run_ragft("ingest", str(kb), "--direct", env=env).returncode == 0
+    assert processes.run("ingest", str(kb), "--direct", env=env).returncode == 0
     settings = {"RAGFT_RETRIEVAL_URL": retrieval_url, "RAGFT_DEFAULT_ADAPTER": "voice"}
     with (
-        serving("serve", "retrieval", env=env, ready=f"{retrieval_url}/readyz") as retrieval,
+        processes.serve("serve", "retrieval", env=env, ready=f"{retrieval_url}/readyz") as retrieval,
         scripted_vllm(Answer(tokens=8, token_s=0.01)) as vllm,
-        gateway_process(tmp_path / "gateway", None, RAGFT_GENERATION_URL=vllm.url, **settings) as (url, gateway),
+        processes.gateway(tmp_path / "gateway", None, RAGFT_GENERATION_URL=vllm.url, **settings) as (url, gateway),
     ):
         httpx.put(f"{retrieval_url}/v1/collections/scratch").raise_for_status()
-        processes = {"gateway": psutil.Process(gateway.pid), "retrieval": psutil.Process(retrieval.pid)}
+        watched = {"gateway": psutil.Process(gateway.pid), "retrieval": psutil.Process(retrieval.pid)}
         traffic = Traffic(url, retrieval_url, time.monotonic() + SOAK_S)
         threads = [threading.Thread(target=traffic.worker, args=(seed,)) for seed in range(WORKERS)]
         for thread in threads:
             thread.start()
         time.sleep(WARM_UP_S)
-        warm = {name: _usage(process) for name, process in processes.items()}
+        warm = {name: _usage(process) for name, process in watched.items()}
         for thread in threads:
             thread.join(timeout=SOAK_S + 60)
         assert not any(thread.is_alive() for thread in threads)
-        end = {name: _usage(process) for name, process in processes.items()}
+        end = {name: _usage(process) for name, process in watched.items()}
         counted = _chat_requests_counted(url)
         for _ in range(50):  # a cut stream is counted once the gateway sees the client gone
             if counted == traffic.chats:
@@ -130,13 +129,13 @@ def test_a_soak_of_mixed_traffic_loses_nothing_and_leaks_nothing(tmp_path: Path)
             counted = _chat_requests_counted(url)
 
     print(f"\nsoak {SOAK_S:.0f} s, {sum(traffic.outcomes.values())} requests: {dict(sorted(traffic.outcomes.items()))}")
-    for name in processes:
+    for name in watched:
         print(f"{name}: RSS {warm[name][0]:.0f} -> {end[name][0]:.0f} MiB, fds {warm[name][1]} -> {end[name][1]}")
     expected = {"chat 200", "stream 200", "cut 200", "bad 422", "search 200", "ingest 200"}
     assert set(traffic.outcomes) == expected, traffic.outcomes
     assert counted == traffic.chats  # every chat request the gateway took, it finished and counted
     assert traffic.chats > 100
-    for name in processes:
+    for name in watched:
         (warm_rss, warm_fds), (end_rss, end_fds) = warm[name], end[name]
         assert end_rss <= warm_rss * 1.15 + 16, f"{name} grew from {warm_rss:.0f} to {end_rss:.0f} MiB"
         assert end_fds <= warm_fds + 8, f"{name} went from {warm_fds} to {end_fds} open files"

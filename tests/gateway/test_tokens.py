@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.gateway.conftest import gateway_process, metric, sse_events
+from tests.conftest import Processes
+from tests.gateway.conftest import metric, sse_events
 from tests.gateway.scripted_vllm import Answer, scripted_vllm
 
 FINETUNED = {"X-Ragft-Route": "finetuned"}
@@ -16,10 +17,12 @@ PROMPT_TOKENS = len(json.dumps(USER))
 TOKENS = 'ragft_gateway_tokens_total{{kind="{kind}",route="finetuned"}}'
 
 
-def test_tokens_are_counted_per_route_and_the_usage_chunk_reaches_only_clients_that_asked(tmp_path: Path) -> None:
+def test_tokens_are_counted_per_route_and_the_usage_chunk_reaches_only_clients_that_asked(
+    processes: Processes, tmp_path: Path
+) -> None:
     with (
         scripted_vllm(Answer(tokens=3)) as vllm,
-        gateway_process(tmp_path, None, RAGFT_GENERATION_URL=vllm.url, RAGFT_DEFAULT_ADAPTER="voice") as (url, _),
+        processes.gateway(tmp_path, None, RAGFT_GENERATION_URL=vllm.url, RAGFT_DEFAULT_ADAPTER="voice") as (url, _),
     ):
         chat = f"{url}/v1/chat/completions"
         plain = httpx.post(chat, json={"messages": USER}, headers=FINETUNED).json()

@@ -13,16 +13,18 @@ from evals.dataset import Question
 from services.retrieval.app import create_app
 from services.retrieval.embedding import default_model_path
 from services.retrieval.finetune import MIN_PAIRS, Passage, RetrieverError, training_pairs
-from tests.conftest import embedded_env, retrieval_settings, run_ragft, unique_collection, upsert
+from tests.conftest import Processes, embedded_env, retrieval_settings, unique_collection, upsert
 
 SAMPLE = ("pricing", "# Pricing\n\n## Team plan\n\nThe Team plan costs 10 euros per seat per month.")
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory: pytest.TempPathFactory, retrieval_url: str) -> Iterator[tuple[Path, dict[str, str]]]:
+def tuned(
+    tmp_path_factory: pytest.TempPathFactory, processes: Processes, retrieval_url: str
+) -> Iterator[tuple[Path, dict[str, str]]]:
     folder = tmp_path_factory.mktemp("retriever")
     env = embedded_env(folder, RAGFT_RETRIEVAL_URL=retrieval_url)
-    trained = run_ragft("finetune-retriever", "--out", str(folder / "tuned"), "--epochs", "1", env=env)
+    trained = processes.run("finetune-retriever", "--out", str(folder / "tuned"), "--epochs", "1", env=env)
     assert trained.returncode == 0, trained.stderr[-3000:]
     yield folder / "tuned", env
 
@@ -55,10 +57,10 @@ def test_a_tuned_retriever_loads_and_serves_search(tuned: tuple[Path, dict[str, 
         assert found.json()["hits"][0]["doc_id"] == "pricing"
 
 
-def test_an_existing_model_folder_is_not_written_over(tuned: tuple[Path, dict[str, str]]) -> None:
+def test_an_existing_model_folder_is_not_written_over(processes: Processes, tuned: tuple[Path, dict[str, str]]) -> None:
     out, env = tuned
     before = (out / "ragft.json").read_text()
-    again = run_ragft("finetune-retriever", "--out", str(out), "--epochs", "1", env=env)
+    again = processes.run("finetune-retriever", "--out", str(out), "--epochs", "1", env=env)
     assert again.returncode == 1 and "already exists" in again.stderr
     assert (out / "ragft.json").read_text() == before
 

@@ -16,7 +16,7 @@ from sentence_transformers import SentenceTransformer
 from services.retrieval.app import create_app
 from services.retrieval.chunking import Chunk
 from services.retrieval.embedding import Embedder, default_model_path
-from tests.conftest import SAMPLE_KB, embedded_env, retrieval_settings, run_ragft, unique_collection, upsert
+from tests.conftest import SAMPLE_KB, Processes, embedded_env, retrieval_settings, unique_collection, upsert
 
 PRICING = ("pricing", "# Plans and prices\n\nThe Team plan costs 9 euros per seat per month.")
 ERRORS = ("sync-errors", "# Sync error codes\n\nError QB-2041 means the device clock is off.")
@@ -139,7 +139,7 @@ def test_aliases_and_models_survive_a_restart(tmp_path: Path, other_model: Path)
 
 
 def test_reindex_switches_the_name_with_no_window_of_empty_results(
-    retrieval_url: str, other_model: Path, tmp_path: Path
+    processes: Processes, retrieval_url: str, other_model: Path, tmp_path: Path
 ) -> None:
     """Searches run in a loop on the real service while `ragft reindex` copies one document
     per request; every one of them must find passages."""
@@ -165,7 +165,7 @@ def test_reindex_switches_the_name_with_no_window_of_empty_results(
         searching = threading.Thread(target=search)
         searching.start()
         try:
-            done = run_ragft(
+            done = processes.run(
                 "reindex", "--model", str(other_model), "--collection", name, "--into", target, "--batch-size", "1",
                 env=env,
             )  # fmt: skip
@@ -183,13 +183,13 @@ def test_reindex_switches_the_name_with_no_window_of_empty_results(
                 assert http.put(f"/v1/collections/{made}").status_code == 201
             assert http.post(f"/v1/collections/{other}/documents", json={"documents": documents[:1]}).status_code == 200
             into_spare = ("reindex", "--model", str(other_model), "--collection", name, "--into", spare)
-            refused = run_ragft(*into_spare, env=env)
+            refused = processes.run(*into_spare, env=env)
             assert refused.returncode == 1 and f"collection '{spare}' exists: pass --replace" in refused.stderr
-            replaced = run_ragft(*into_spare, "--replace", env=env)
+            replaced = processes.run(*into_spare, "--replace", env=env)
             assert replaced.returncode == 0 and f"'{name}' now reads '{spare}'" in replaced.stderr
             assert f"The previous collection '{target}' is kept" in replaced.stderr
             in_use = ("reindex", "--model", str(other_model), "--collection", other, "--into", spare, "--replace")
-            refused = run_ragft(*in_use, env=env)
+            refused = processes.run(*in_use, env=env)
             assert refused.returncode == 1 and f"'{spare}' is read through alias '{name}'" in refused.stderr
             assert http.get(f"/v1/collections/{other}/documents").json()["total"] == 1  # left as it was
         finally:
@@ -198,14 +198,16 @@ def test_reindex_switches_the_name_with_no_window_of_empty_results(
                 http.delete(f"/v1/collections/{made}")
 
 
-def test_reindex_refuses_an_unknown_or_empty_collection(retrieval_url: str, other_model: Path, tmp_path: Path) -> None:
+def test_reindex_refuses_an_unknown_or_empty_collection(
+    processes: Processes, retrieval_url: str, other_model: Path, tmp_path: Path
+) -> None:
     env = embedded_env(tmp_path, RAGFT_RETRIEVAL_URL=retrieval_url)
-    unknown = run_ragft("reindex", "--model", str(other_model), "--collection", "nope", env=env)
+    unknown = processes.run("reindex", "--model", str(other_model), "--collection", "nope", env=env)
     assert unknown.returncode == 1 and "collection 'nope' does not exist" in unknown.stderr
     empty = unique_collection()
     httpx.put(f"{retrieval_url}/v1/collections/{empty}").raise_for_status()
     try:
-        refused = run_ragft("reindex", "--model", str(other_model), "--collection", empty, env=env)
+        refused = processes.run("reindex", "--model", str(other_model), "--collection", empty, env=env)
         assert refused.returncode == 1 and f"collection '{empty}' is empty" in refused.stderr
     finally:
         httpx.delete(f"{retrieval_url}/v1/collections/{empty}")

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ragft.process import free_port, spawn_ragft, wait_until_ready
-from tests.conftest import REPO, SAMPLE_KB, embedded_env, run_ragft, serving
+from ragft.process import free_port, wait_until_ready
+from tests.conftest import REPO, SAMPLE_KB, Processes, embedded_env
 
 
 def _collection(port: int, name: str) -> dict[str, Any]:
@@ -29,15 +29,15 @@ def _hits(port: int, query: str) -> list[tuple[str, str]]:
     return [(h["chunk_id"], h["text"]) for h in response.json()["hits"]]
 
 
-def test_ingest_kill_restart_keeps_every_chunk(tmp_path: Path) -> None:
+def test_ingest_kill_restart_keeps_every_chunk(processes: Processes, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = embedded_env(tmp_path, RAGFT_RETRIEVAL_URL=url, RAGFT_RETRIEVAL_PORT=str(port))
     kb_files = [p for p in SAMPLE_KB.iterdir() if p.is_file()]
     question = json.loads((REPO / "data" / "kb_questions.jsonl").read_text().splitlines()[0])
 
-    with serving("serve", "retrieval", env=env, ready=f"{url}/readyz") as proc:
-        ingested = run_ragft("ingest", str(SAMPLE_KB), env=env)
+    with processes.serve("serve", "retrieval", env=env, ready=f"{url}/readyz") as proc:
+        ingested = processes.run("ingest", str(SAMPLE_KB), env=env)
         assert ingested.returncode == 0, ingested.stderr
         assert f"Ingested {len(kb_files)} documents" in ingested.stderr
         before = _collection(port, "help-center")
@@ -61,19 +61,21 @@ def test_ingest_kill_restart_keeps_every_chunk(tmp_path: Path) -> None:
         assert _collection(port, "help-center") == before
 
         # The store is locked by the running service: a direct write is refused, not interleaved.
-        direct = run_ragft("ingest", "--direct", str(SAMPLE_KB), env=env)
+        direct = processes.run("ingest", "--direct", str(SAMPLE_KB), env=env)
         assert direct.returncode == 1
         assert "in use by another process" in direct.stderr
 
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
-    with serving("serve", "retrieval", env=env, ready=f"{url}/readyz"):
+    with processes.serve("serve", "retrieval", env=env, ready=f"{url}/readyz"):
         assert _collection(port, "help-center") == before
         assert _hits(port, question["question"]) == hits
 
 
-def test_kill_9_during_ingestion_loses_no_acknowledged_document_and_a_rerun_completes(tmp_path: Path) -> None:
+def test_kill_9_during_ingestion_loses_no_acknowledged_document_and_a_rerun_completes(
+    processes: Processes, tmp_path: Path
+) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = embedded_env(tmp_path / "data", RAGFT_RETRIEVAL_URL=url, RAGFT_RETRIEVAL_PORT=str(port))
@@ -84,8 +86,8 @@ def test_kill_9_during_ingestion_loses_no_acknowledged_document_and_a_rerun_comp
         shutil.copy(article, kb)
     ingest = ("ingest", str(kb), "--batch-size", "1")
 
-    with serving("serve", "retrieval", env=env, ready=f"{url}/readyz") as service:
-        client = spawn_ragft(*ingest, env=env, cwd=REPO, log=tmp_path / "ingest.log")
+    with processes.serve("serve", "retrieval", env=env, ready=f"{url}/readyz") as service:
+        client = processes.spawn(*ingest, env=env, log=tmp_path / "ingest.log")
         deadline = time.monotonic() + 120
         while (stored := _stored(port)) is None or stored["documents"] < 3:
             assert time.monotonic() < deadline and client.poll() is None, "ingestion did not start"
@@ -98,9 +100,9 @@ def test_kill_9_during_ingestion_loses_no_acknowledged_document_and_a_rerun_comp
     told = " ".join((tmp_path / "ingest.log").read_text().split())
     assert "unreachable" in told and "run the same command again" in told
 
-    with serving("serve", "retrieval", env=env, ready=f"{url}/readyz"):
+    with processes.serve("serve", "retrieval", env=env, ready=f"{url}/readyz"):
         assert {doc: _chunks(port, doc) for doc in acknowledged} == acknowledged
-        rerun = run_ragft(*ingest, env=env)
+        rerun = processes.run(*ingest, env=env)
         assert rerun.returncode == 0, rerun.stderr
         stored = _stored(port)
         assert stored is not None and stored["documents"] == 12
@@ -119,19 +121,19 @@ def _chunks(port: int, doc_id: str) -> list[str] | None:
     return [chunk["text"] for chunk in found.json()["chunks"]] if found.status_code == 200 else None
 
 
-def test_ingest_reports_unreadable_input_and_writes_nothing(tmp_path: Path) -> None:
+def test_ingest_reports_unreadable_input_and_writes_nothing(processes: Processes, tmp_path: Path) -> None:
     env = embedded_env(tmp_path)
     (tmp_path / "empty.md").write_text("   \n")
-    result = run_ragft("ingest", "--direct", str(tmp_path / "empty.md"), env=env)
+    result = processes.run("ingest", "--direct", str(tmp_path / "empty.md"), env=env)
     assert result.returncode == 1
     assert "no text in it" in result.stderr
-    missing = run_ragft("ingest", "--direct", str(tmp_path / "missing"), env=env)
+    missing = processes.run("ingest", "--direct", str(tmp_path / "missing"), env=env)
     assert missing.returncode == 1
     assert "no such file or folder" in missing.stderr
     assert not (tmp_path / "qdrant-edge").exists()
 
 
-def test_up_ingests_once_and_completes_an_interrupted_first_run(tmp_path: Path) -> None:
+def test_up_ingests_once_and_completes_an_interrupted_first_run(processes: Processes, tmp_path: Path) -> None:
     kb = tmp_path / "kb"
     kb.mkdir()
     for name in ("refunds", "pricing"):
@@ -140,7 +142,7 @@ def test_up_ingests_once_and_completes_an_interrupted_first_run(tmp_path: Path) 
     env = embedded_env(tmp_path / "data", RAGFT_RETRIEVAL_PORT=str(port))
 
     def up() -> dict[str, Any]:
-        proc = spawn_ragft("up", "--services", "retrieval", "--kb", str(kb), env=env, cwd=REPO)
+        proc = processes.spawn("up", "--services", "retrieval", "--kb", str(kb), env=env)
         try:
             wait_until_ready(f"http://127.0.0.1:{port}/readyz", timeout=90, process=proc)
             return _collection(port, "help-center")

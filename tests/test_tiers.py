@@ -1,0 +1,28 @@
+"""Every collected test has exactly one tier, assigned from the fixtures it uses."""
+
+import pytest
+
+from tests.conftest import TIERS
+
+# One of each kind, by what it starts: nothing, ragft processes, a real vLLM.
+KNOWN = {
+    "tests/retrieval/test_chunking.py": "unit",
+    "tests/generation/test_parts.py::test_only_assistant_turns_are_learned": "unit",  # base model in-process
+    "tests/retrieval/test_service_process.py": "services",
+    "tests/gateway/test_faults.py::test_generation_down_is_a_503": "services",  # never waits for vLLM
+    "tests/test_up.py": "stack",
+    "tests/gateway/test_routes.py": "stack",
+}
+
+
+def test_each_test_has_one_tier_from_its_fixtures(request: pytest.FixtureRequest) -> None:
+    checked = set()
+    for item in request.session.items:
+        marks = [mark.name for mark in item.iter_markers() if mark.name in TIERS]
+        assert len(marks) == 1, f"{item.nodeid}: {marks}"
+        for prefix, tier in KNOWN.items():
+            if item.nodeid.startswith(prefix):
+                assert marks[0] == tier, f"{item.nodeid} is {marks[0]}, not {tier}"
+                checked.add(prefix)
+    if len(request.session.items) > 400:  # the whole suite was collected: every example was there
+        assert checked == set(KNOWN)
