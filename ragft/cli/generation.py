@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ragft.cli.app import REPO, app, console, fail, say, serve_app
+from ragft.process import die_with_parent_preexec
 from services.generation.adapters import AdapterClient
 from services.generation.config import GenerationSettings
 
@@ -56,9 +57,10 @@ def ensure_base_model(settings: GenerationSettings) -> None:
 
 
 def run_own_process(*args: str) -> None:
-    """`ragft ARGS` as a child process with this one's settings and terminal; its failure ends
-    this command too (it has said why)."""
-    status = subprocess.run([sys.executable, "-m", "ragft", *args], check=False).returncode
+    """`ragft ARGS` as a child process with this one's settings and terminal, stopped if this one
+    dies; its failure ends this command too (it has said why)."""
+    command = [sys.executable, "-m", "ragft", *args]
+    status = subprocess.run(command, check=False, preexec_fn=die_with_parent_preexec()).returncode
     if status != 0:
         raise typer.Exit(status)
 

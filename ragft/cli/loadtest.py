@@ -40,7 +40,7 @@ def loadtest(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Results folder; default: loadtests/results/<timestamp>/.")] = None,
     startup_timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for a stack this command starts (the first run trains an adapter).")
+        float, typer.Option(help="Seconds to wait for a stack this command starts (the first run sets it up).")
     ] = 1200,
     stop_timeout: Annotated[int, typer.Option(help="Seconds a run's users get to finish their last answer.")] = 30,
 ) -> None:

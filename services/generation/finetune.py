@@ -124,9 +124,10 @@ def trained_from(adapter: Path, data: Path, options: TrainOptions) -> bool:
     now, with these options."""
     try:
         report = json.loads((adapter / REPORT).read_text())
+        data_sha256 = file_sha256(data)
     except (OSError, json.JSONDecodeError):
         return False
-    return bool(report.get("data_sha256") == file_sha256(data) and report.get("options") == asdict(options))
+    return bool(report.get("data_sha256") == data_sha256 and report.get("options") == asdict(options))
 
 
 def train(base_model: str, data: Path, out: Path, options: TrainOptions) -> TrainReport:

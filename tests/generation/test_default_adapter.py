@@ -29,12 +29,15 @@ def test_the_shipped_adapter_was_trained_from_the_data_and_options_of_today() ->
     assert trained_from(SHIPPED_ADAPTER, TRAIN_SET, TrainOptions())
     assert not trained_from(SHIPPED_ADAPTER, TINY_SET, TrainOptions())
     assert not trained_from(SHIPPED_ADAPTER, TRAIN_SET, TrainOptions(epochs=3))
+    assert not trained_from(SHIPPED_ADAPTER, REPO / "no-such.jsonl", TrainOptions())
 
 
 def test_the_shipped_adapter_is_installed_for_this_machines_base_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("RAGFT_BASE_MODEL", raising=False)
+    for name in ("RAGFT_BASE_MODEL", "RAGFT_ADAPTERS_DIR", "RAGFT_DEFAULT_ADAPTER"):
+        monkeypatch.delenv(name, raising=False)
+    assert trained_from(SHIPPED_ADAPTER, TRAIN_SET, TrainOptions())  # else this would train for minutes
     settings = GenerationSettings(data_dir=tmp_path)
     ensure_default_adapter(settings, TRAIN_SET)
     [adapter] = discover(settings.adapters_dir)
