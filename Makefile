@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install --yes --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast check adapter bench-retrieval bench-retriever bench-generation bench-gateway loadtest loadtest-step eval clean
+.PHONY: help install run test test-fast check adapter bench-retrieval bench-retriever bench-generation bench-dtype bench-gateway loadtest loadtest-step eval clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ bench-retriever: $(INSTALLED) ## Hit rate of the base embedding model against a 
 
 bench-generation: $(INSTALLED) ## Tokens/s and time to first token: base model, LoRA adapter, merged model
 	$(BIN)/python -m benchmarks.generation
+
+bench-dtype: $(INSTALLED) ## vLLM on the CPU in bfloat16 and float32 side by side: base model and default adapter
+	$(BIN)/python -m benchmarks.dtype
 
 bench-gateway: $(INSTALLED) ## What the gateway adds: direct vs through the gateway, concurrency 1 and 64 (needs wrk)
 	command -v wrk >/dev/null || apt-get install --yes wrk

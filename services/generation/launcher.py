@@ -102,8 +102,7 @@ class Plan:
     command: list[str]
     env: dict[str, str]
     adapters: list[Adapter]
-    dtype: str | None
-    dtype_reason: str
+    dtype: str  # for the start line: the dtype and why
 
 
 def plan(settings: GenerationSettings) -> Plan:
@@ -119,7 +118,8 @@ def plan(settings: GenerationSettings) -> Plan:
             "(another generation service? stop it, or set RAGFT_GENERATION_PORT)"
         )
     dtype, reason = choose_dtype(settings.vllm_dtype, device, cpu_flags() if device == "cpu" else set())
-    return Plan(vllm_command(settings, adapters, dtype), vllm_env(settings, device), adapters, dtype, reason)
+    command = vllm_command(settings, adapters, dtype)
+    return Plan(command, vllm_env(settings, device), adapters, f"{dtype or 'auto'} ({reason})")
 
 
 def run(settings: GenerationSettings, echo: Callable[[str], None]) -> int:
@@ -128,7 +128,7 @@ def run(settings: GenerationSettings, echo: Callable[[str], None]) -> int:
     names = ", ".join(a.name for a in launch.adapters) or "none"
     echo(
         f"Starting vLLM: base model {settings.base_model_path} as {settings.served_model_name!r}; adapters: {names}; "
-        f"dtype {launch.dtype or 'auto'} ({launch.dtype_reason})"
+        f"dtype {launch.dtype}"
     )
     started = time.monotonic()
     # Its own process group, so stopping it reaches vLLM's engine and workers too; and stopped
