@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install --yes --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast check adapter bench-retrieval bench-retriever bench-generation bench-dtype bench-gateway loadtest loadtest-step eval clean
+.PHONY: help install run test test-fast check adapter bench-retrieval bench-retriever bench-generation bench-dtype bench-training bench-gateway loadtest loadtest-step eval clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -50,10 +50,13 @@ test: check $(CHROMIUM) ## Lint, type check and run every test tier (installs De
 test-fast: $(INSTALLED) ## The unit tier only: in-process tests, no ragft processes, no vLLM (use it while you work)
 	$(BIN)/pytest -m unit
 
-adapter: $(INSTALLED) ## Retrain the shipped default adapter data/adapters/support-voice from data/finetune/train.jsonl
+adapter: $(INSTALLED) ## Retrain the shipped default adapter data/adapters/support-voice: data/finetune/train.jsonl, bare and grounded
 	rm -rf var/retrained
-	# For the packaged base model, which is the only one `make run` installs the shipped adapter for.
-	env -u RAGFT_BASE_MODEL $(BIN)/ragft finetune --data data/finetune/train.jsonl --out var/retrained/support-voice
+	# For the packaged base model (the only one `make run` installs the shipped adapter for) and the
+	# gateway's default settings; the options are ragft.cli.generation's SHIPPED_OPTIONS and
+	# SHIPPED_COLLECTION. A retrieval service runs meanwhile if none is up.
+	env -u RAGFT_BASE_MODEL -u RAGFT_TOP_K -u RAGFT_MAX_QUERY_CHARS $(BIN)/ragft finetune --grounded --epochs 1 \
+		--data data/finetune/train.jsonl --collection help-center --out var/retrained/support-voice
 	rm -rf data/adapters/support-voice
 	mv var/retrained/support-voice data/adapters/support-voice
 
@@ -68,6 +71,9 @@ bench-generation: $(INSTALLED) ## Tokens/s and time to first token: base model, 
 
 bench-dtype: $(INSTALLED) ## vLLM on the CPU in bfloat16 and float32 side by side: base model and default adapter
 	$(BIN)/python -m benchmarks.dtype
+
+bench-training: $(INSTALLED) ## One LoRA training step per token in fp32 and bf16 autocast, at a grounded example's length
+	$(BIN)/python -m benchmarks.training
 
 bench-gateway: $(INSTALLED) ## What the gateway adds: direct vs through the gateway, concurrency 1 and 64 (needs wrk)
 	command -v wrk >/dev/null || apt-get install --yes wrk

@@ -95,6 +95,27 @@ def read_records(path: Path, model: type[Record], what: str) -> list[Record]:
     return records
 
 
+def load_unseen_docs(path: Path) -> frozenset[str]:
+    """The document ids of an unseen-documents file (data/unseen_docs.txt): one a line, blank
+    lines and `#` comments skipped; BadEvalSet names the line of one that is not a single id or
+    is listed twice."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise BadEvalSet(f"cannot read the unseen documents {path}: {exc.strerror}") from None
+    ids: set[str] = set()
+    for number, line in enumerate(lines, 1):
+        doc_id = line.strip()
+        if not doc_id or doc_id.startswith("#"):
+            continue
+        if len(doc_id.split()) > 1:
+            raise BadEvalSet(f"{path}:{number}: {doc_id!r} is not one document id (one id a line)")
+        if doc_id in ids:
+            raise BadEvalSet(f"{path}:{number}: {doc_id!r} is listed twice")
+        ids.add(doc_id)
+    return frozenset(ids)
+
+
 def in_run_order(questions: list[Question], seed: int = 0) -> list[Question]:
     """A fixed shuffle, so the first N questions (a run stopped early, or --limit N) are a fair
     sample of the set: held-out, train and unanswerable ones in proportion."""

@@ -1,11 +1,13 @@
-"""Scores a run's recorded answers and writes report.md (a row per route, then the questions
-where the routes disagree) and report.png. `python -m evals.report DIR` rebuilds both."""
+"""Scores a run's recorded answers and writes report.md (a row per route, every rate with its
+95% interval; the routes compared pair by pair on the same questions; then the questions where
+the routes disagree) and report.png. `python -m evals.report DIR` rebuilds both."""
 
 import random
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -16,6 +18,7 @@ from matplotlib.figure import Figure
 from evals.dataset import SPLITS, BadEvalSet, Question, load_questions
 from evals.run import EvalFailed, read_config, read_results
 from evals.scoring import Score, score
+from evals.stats import compare_paired, format_rate, wilson
 from services.gateway.config import AUTO, Route
 
 EXAMPLES = 8
@@ -28,10 +31,24 @@ class Answer:
     route: str
     record: dict[str, Any]
     score: Score
+    unseen: bool  # its question is about a document no fine-tuning example is about
 
 
-def _rate(flags: Sequence[bool]) -> float | None:
-    return sum(flags) / len(flags) if flags else None
+Count = tuple[int, int]  # how many, of how many
+
+
+def _count(flags: Sequence[bool]) -> Count:
+    return sum(flags), len(flags)
+
+
+SEEN, UNSEEN, TRAIN = "held-out, seen docs", "held-out, unseen docs", "train"
+# The fact-accuracy columns, over answerable questions: held-out ones are split by whether
+# fine-tuning saw their document, which tells reading the passages from remembering them.
+FACT_GROUPS: dict[str, Callable[[Answer], bool]] = {
+    SEEN: lambda a: a.question.split == "heldout" and not a.unseen,
+    UNSEEN: lambda a: a.question.split == "heldout" and a.unseen,
+    TRAIN: lambda a: a.question.split == "train",
+}
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -44,23 +61,32 @@ class RouteSummary:
     asked: int
     answers: list[Answer]
 
-    def _answerable(self, split: str | None = None) -> list[Answer]:
-        return [a for a in self.answers if a.question.answerable and split in (None, a.question.split)]
+    def _answerable(self) -> list[Answer]:
+        return [a for a in self.answers if a.question.answerable]
 
-    def accuracy(self, split: str | None = None) -> float | None:
-        return _rate([a.score.correct for a in self._answerable(split)])
+    def facts(self, group: str) -> Count:
+        return _count([a.score.correct for a in self._answerable() if FACT_GROUPS[group](a)])
 
-    def hit_rate(self) -> float | None:
-        return _rate([a.score.retrieved for a in self._answerable() if a.score.retrieved is not None])
+    def hit_rate(self) -> Count:
+        return _count([a.score.retrieved for a in self._answerable() if a.score.retrieved is not None])
 
-    def abstention(self, answerable: bool) -> float | None:
-        return _rate([a.score.abstained for a in self.answers if a.question.answerable == answerable])
+    def citing(self, kind: str) -> Count:
+        """Answers to answerable questions, of those that retrieved, that cite a source ("cites")
+        or a passage of the question's document ("cites_document")."""
+        return _count([getattr(a.score.citations, kind) for a in self._answerable() if a.score.citations is not None])
 
-    def voice(self, rule: str) -> float | None:
-        return _rate([getattr(a.score.voice, rule) for a in self.answers])
+    def missing_citations(self) -> Count:
+        """Answers that retrieved and cite a source number the prompt did not have."""
+        return _count([a.score.citations.cites_missing for a in self.answers if a.score.citations is not None])
 
-    def truncated(self) -> float | None:
-        return _rate([a.record.get("finish_reason") == "length" for a in self.answers])
+    def abstention(self, answerable: bool) -> Count:
+        return _count([a.score.abstained for a in self.answers if a.question.answerable == answerable])
+
+    def voice(self, rule: str) -> Count:
+        return _count([getattr(a.score.voice, rule) for a in self.answers])
+
+    def truncated(self) -> Count:
+        return _count([a.record.get("finish_reason") == "length" for a in self.answers])
 
     def latency(self, q: float) -> float | None:
         return _percentile([a.record["latency_ms"] for a in self.answers], q)
@@ -86,6 +112,7 @@ def summarize(out_dir: Path) -> tuple[dict[str, Any], list[Question], list[Route
     records = read_results(out_dir, every_question)
     asked_ids = {question_id for question_id, _ in records}
     questions = [q for q in every_question if q.id in asked_ids]
+    unseen = frozenset(config.get("unseen_docs", ()))  # absent from run.json before unseen documents
     summaries = []
     for route in config["routes"]:
         answers = []
@@ -94,13 +121,10 @@ def summarize(out_dir: Path) -> tuple[dict[str, Any], list[Question], list[Route
             if record and record["status"] == "ok":
                 retrieved = record.get("answered_as", route) != Route.FINETUNED  # auto's choice
                 sources = record["sources"] if retrieved else None
-                answers.append(Answer(question, route, record, score(question, record["answer"], sources)))
+                scored = score(question, record["answer"], sources)
+                answers.append(Answer(question, route, record, scored, unseen=question.doc_id in unseen))
         summaries.append(RouteSummary(route, sum(1 for q in questions if (q.id, route) in records), answers))
     return config, questions, summaries
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0%}"
 
 
 def _number(value: float | None) -> str:
@@ -110,34 +134,40 @@ def _number(value: float | None) -> str:
 def markdown(config: dict[str, Any], questions: list[Question], summaries: list[RouteSummary]) -> str:
     answerable = [q for q in questions if q.answerable]
     by_split = {split: sum(1 for q in answerable if q.split == split) for split in SPLITS}
+    unseen = sorted(config.get("unseen_docs", ()))
+    on_unseen = sum(1 for q in answerable if q.split == "heldout" and q.doc_id in unseen)
     lines = [
         "# Answer quality: the routes on the same questions",
         "",
         f"Eval set `{config['data']}`: {len(questions)} questions, "
-        f"{by_split['heldout']} answerable held-out, {by_split['train']} answerable train, "
-        f"{len(questions) - len(answerable)} unanswerable. Gateway {config['gateway']}, temperature 0, "
-        f"max_tokens {config['max_tokens']}, adapter {config['adapter'] or 'the default'}, "
-        f"collection {config['collection'] or 'the default'}.",
+        f"{by_split['heldout']} answerable held-out ({on_unseen} of them on unseen documents), "
+        f"{by_split['train']} answerable train, {len(questions) - len(answerable)} unanswerable. "
+        f"Gateway {config['gateway']}, temperature 0, max_tokens {config['max_tokens']}, "
+        f"adapter {config['adapter'] or 'the default'}, collection {config['collection'] or 'the default'}.",
         "",
-        "| route | answers | facts: held-out | facts: train | right document in sources | abstains: unanswerable "
+        "Each rate: how many of how many, the percentage and its 95% Wilson interval.",
+        "",
+        "| route | answers | facts: held-out, seen docs | facts: held-out, unseen docs | facts: train "
+        "| right document in sources | cites a source | cites the right document | abstains: unanswerable "
         "| abstains: answerable | voice: all rules | greeting | sign-off | format | cut at max_tokens "
         "| latency p50 ms | latency p95 ms | retrieve p50 ms | prompt tokens, mean | completion tokens, mean |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|" + "---:|" * 19,
     ]
     for s in summaries:
         cells = [
             s.route,
             f"{len(s.answers)}/{s.asked}",
-            _pct(s.accuracy("heldout")),
-            _pct(s.accuracy("train")),
-            _pct(s.hit_rate()),
-            _pct(s.abstention(answerable=False)),
-            _pct(s.abstention(answerable=True)),
-            _pct(s.voice("all")),
-            _pct(s.voice("greeting")),
-            _pct(s.voice("sign_off")),
-            _pct(s.voice("format")),
-            _pct(s.truncated()),
+            *(format_rate(*s.facts(group)) for group in FACT_GROUPS),
+            format_rate(*s.hit_rate()),
+            format_rate(*s.citing("cites")),
+            format_rate(*s.citing("cites_document")),
+            format_rate(*s.abstention(answerable=False)),
+            format_rate(*s.abstention(answerable=True)),
+            format_rate(*s.voice("all")),
+            format_rate(*s.voice("greeting")),
+            format_rate(*s.voice("sign_off")),
+            format_rate(*s.voice("format")),
+            format_rate(*s.truncated()),
             _number(s.latency(50)),
             _number(s.latency(95)),
             _number(s.retrieve_p50()),
@@ -147,8 +177,18 @@ def markdown(config: dict[str, Any], questions: list[Question], summaries: list[
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "- **facts**: answerable questions whose answer contains every required fact (case-insensitive patterns).",
+        "- **facts**: answerable questions whose answer contains every required fact (case-insensitive patterns). "
+        "Unseen docs: the documents no fine-tuning example asks about or shows as a passage "
+        f"({', '.join(unseen) or 'none given: n/a'}); the held-out questions on the others are the seen docs.",
         "- **right document in sources**: the question's document among the passages retrieved (not for finetuned).",
+        "- **cites**: answers to answerable questions, of those that retrieved, with a `[n]` marker pointing to "
+        "one of the prompt's sources; **the right document**: one points to a passage of the question's document. "
+        "Answers that retrieved and cite a source the prompt did not have: "
+        + (
+            ", ".join(f"{s.route} {format_rate(*s.missing_citations())}" for s in summaries if s.missing_citations()[1])
+            or "none retrieved"
+        )
+        + ".",
         "- **abstains**: the answer says it does not know. Right on unanswerable questions, wrong on answerable ones.",
         "- **voice**: the fine-tuning set's rules: greeting first, sign-off last, numbered steps or 1-3 sentences.",
         "- **latency**: request to whole answer at the client, answered requests only; the routes of each question "
@@ -162,8 +202,76 @@ def markdown(config: dict[str, Any], questions: list[Question], summaries: list[
     if failed:
         lines += ["", "Requests that failed (rerun the same command to retry them): "]
         lines[-1] += ", ".join(f"{s.route} {s.asked - len(s.answers)}" for s in failed) + "."
-    lines += ["", *_auto_against_fixed(summaries), *_disagreements(questions, summaries)]
+    lines += [
+        "",
+        *paired_tables(list(combinations(summaries, 2)), bool(unseen)),
+        *_auto_against_fixed(summaries),
+        *_disagreements(questions, summaries),
+    ]
     return "\n".join(lines) + "\n"
+
+
+PairedTable = tuple[str, Callable[[Answer], bool], Callable[[Answer], bool]]  # title, questions counted, right
+
+
+def paired_tables(pairs: list[tuple[RouteSummary, RouteSummary]], with_unseen: bool) -> list[str]:
+    """Each pair of routes on the questions both answered: fact accuracy on held-out questions
+    (seen documents, then unseen ones) and abstention on unanswerable ones."""
+    if not pairs:
+        return []
+    seen: PairedTable = (
+        "facts: held-out, seen docs",
+        lambda a: a.question.answerable and FACT_GROUPS[SEEN](a),
+        _correct,
+    )
+    unseen: PairedTable = (
+        "facts: held-out, unseen docs",
+        lambda a: a.question.answerable and FACT_GROUPS[UNSEEN](a),
+        _correct,
+    )
+    abstention: PairedTable = ("abstains: unanswerable", lambda a: not a.question.answerable, _abstained)
+    tables = [seen, unseen, abstention] if with_unseen else [seen, abstention]
+    lines = [
+        "## Routes compared pair by pair",
+        "",
+        "Each row sets route A against route B on the questions both answered. Only A / only B: the questions one "
+        "got right and the other did not. A - B: the difference of their rates in points, with its 95% interval "
+        "(Newcombe's method for paired proportions). p: McNemar's exact test on the only-A / only-B questions, "
+        "how likely a split at least this uneven would be if the two routes were equally good (below 0.05: "
+        "unlikely to be chance).",
+        "",
+    ]
+    for title, counted, right in tables:
+        lines += [
+            f"**{title}**",
+            "",
+            "| A vs B | questions | both right | only A | only B | A - B, points (95% CI) | McNemar p |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            *(_paired_row(a, b, counted, right) for a, b in pairs),
+            "",
+        ]
+    return lines
+
+
+def _correct(answer: Answer) -> bool:
+    return answer.score.correct
+
+
+def _abstained(answer: Answer) -> bool:
+    return answer.score.abstained
+
+
+def _paired_row(
+    a: RouteSummary, b: RouteSummary, counted: Callable[[Answer], bool], right: Callable[[Answer], bool]
+) -> str:
+    theirs = {answer.question.id: answer for answer in b.answers if counted(answer)}
+    pairs = [(mine, theirs[mine.question.id]) for mine in a.answers if counted(mine) and mine.question.id in theirs]
+    if not pairs:
+        return f"| {a.route} vs {b.route} | 0 | n/a | n/a | n/a | n/a | n/a |"
+    c = compare_paired([right(mine) for mine, _ in pairs], [right(other) for _, other in pairs])
+    points = f"{c.difference * 100:+.0f} ({c.low * 100:+.0f} to {c.high * 100:+.0f})"
+    p_value = f"{c.p_value:.3f}" if c.p_value >= 0.001 else "<0.001"
+    return f"| {a.route} vs {b.route} | {c.n} | {c.both_right} | {c.only_a} | {c.only_b} | {points} | {p_value} |"
 
 
 def _auto_against_fixed(summaries: list[RouteSummary]) -> list[str]:
@@ -188,9 +296,6 @@ def _auto_against_fixed(summaries: list[RouteSummary]) -> list[str]:
     def rate(count: tuple[int, int]) -> float | None:
         return count[0] / count[1] if count[1] else None
 
-    def cell(count: tuple[int, int]) -> str:
-        return f"{count[0]}/{count[1]} ({_pct(rate(count))})"
-
     def choices(answerable: bool) -> str:
         chosen = Counter(a.record.get("answered_as", AUTO) for a in on(auto, answerable))
         return ", ".join(f"{route} {n}" for route, n in sorted(chosen.items())) or "none"
@@ -203,7 +308,7 @@ def _auto_against_fixed(summaries: list[RouteSummary]) -> list[str]:
         "",
         "| route | facts: answerable | abstains: unanswerable |",
         "|---|---:|---:|",
-        *(f"| {s.route} | {cell(facts(s))} | {cell(abstains(s))} |" for s in summaries),
+        *(f"| {s.route} | {format_rate(*facts(s))} | {format_rate(*abstains(s))} |" for s in summaries),
         "",
     ]
     auto_rate, best_rate = rate(facts(auto)), rate(facts(best))
@@ -250,30 +355,41 @@ def _disagreements(questions: list[Question], summaries: list[RouteSummary]) -> 
     return lines
 
 
-def chart(summaries: list[RouteSummary], path: Path) -> None:
+def chart(summaries: list[RouteSummary]) -> Figure:
     figure = Figure(figsize=(12, 4.5), layout="constrained")
     quality, latency = figure.subplots(1, 2, width_ratios=[2, 1])
-    metrics: dict[str, Callable[[RouteSummary], float | None]] = {
-        "facts: held-out": lambda s: s.accuracy("heldout"),
-        "facts: train": lambda s: s.accuracy("train"),
+    metrics: dict[str, Callable[[RouteSummary], Count]] = {
+        "facts: held-out,\nseen docs": lambda s: s.facts(SEEN),
+        "facts: held-out,\nunseen docs": lambda s: s.facts(UNSEEN),
+        "facts: train": lambda s: s.facts(TRAIN),
         "right document": lambda s: s.hit_rate(),
         "abstains when\nunanswerable": lambda s: s.abstention(answerable=False),
         "voice": lambda s: s.voice("all"),
     }
     width = 0.8 / max(len(summaries), 1)
     for i, s in enumerate(summaries):
-        values = [_scaled(metric(s), 100) for metric in metrics.values()]  # n/a: no bar
-        quality.bar(np.arange(len(metrics)) + i * width, values, width, label=s.route)
+        values, below, above = zip(*(_bar(metric(s)) for metric in metrics.values()), strict=True)
+        quality.bar(np.arange(len(metrics)) + i * width, values, width, yerr=[below, above], capsize=3, label=s.route)
         latency.bar(np.arange(2) + i * width, [_scaled(s.latency(q), 1 / 1000) for q in (50, 95)], width, label=s.route)
     quality.set_xticks(np.arange(len(metrics)) + width * (len(summaries) - 1) / 2, list(metrics))
-    quality.set_ylabel("% of answers")
+    quality.set_ylabel("% of answers (95% interval)")
     quality.set_ylim(0, 100)
     quality.set_title("Answer quality")
     quality.legend()
     latency.set_xticks(np.arange(2) + width * (len(summaries) - 1) / 2, ["p50", "p95"])
     latency.set_ylabel("seconds")
     latency.set_title("Latency, request to whole answer")
-    figure.savefig(path, dpi=100)
+    return figure
+
+
+def _bar(count: Count) -> tuple[float, float, float]:
+    """A rate in percent and how far its 95% Wilson interval reaches below and above it; nan
+    (no bar) for a rate of nothing."""
+    k, n = count
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    low, high = wilson(k, n)
+    return k / n * 100, (k / n - low) * 100, (high - k / n) * 100
 
 
 def _scaled(value: float | None, factor: float) -> float:
@@ -284,7 +400,7 @@ def build_report(out_dir: Path) -> tuple[Path, Path]:
     config, questions, summaries = summarize(out_dir)
     report, picture = out_dir / "report.md", out_dir / "report.png"
     report.write_text(markdown(config, questions, summaries), encoding="utf-8")
-    chart(summaries, picture)
+    chart(summaries).savefig(picture, dpi=100)
     return report, picture
 
 

@@ -35,7 +35,9 @@ class EvalFailed(Exception):
 @dataclass(frozen=True)
 class EvalConfig:
     """What a run's answers depend on; a resumed run must have the same. (Each answer records
-    its question's text and the model that gave it: an edited question is asked again.)"""
+    its question's text and the model that gave it: an edited question is asked again.) Routes
+    and unseen documents are not among them: a resume may add routes, and the report splits its
+    facts by the latest unseen documents."""
 
     gateway: str
     data: str
@@ -43,23 +45,24 @@ class EvalConfig:
     max_tokens: int
     adapter: str | None = None
     collection: str | None = None
+    unseen_docs: tuple[str, ...] = ()  # documents no fine-tuning example is about (evals.dataset.load_unseen_docs)
 
     def check_resumable(self, out_dir: Path) -> None:
         """Records this config in out_dir, or checks it against the one recorded there."""
         path = out_dir / CONFIG
-        mine = asdict(self) | {"routes": list(self.routes)}
+        mine = asdict(self) | {"routes": list(self.routes), "unseen_docs": list(self.unseen_docs)}
         if not path.exists():
             _write_json(path, mine)
             return
         recorded = read_config(out_dir)
-        changed = [key for key in mine if key != "routes" and recorded.get(key) != mine[key]]
+        changed = [key for key in mine if key not in ("routes", "unseen_docs") and recorded.get(key) != mine[key]]
         if changed:
             raise EvalFailed(
                 f"{out_dir} holds a run with other settings ({', '.join(changed)} differ): "
                 "resume it with the same ones, or choose another --out"
             )
         routes = list(dict.fromkeys([*recorded["routes"], *self.routes]))  # adding routes to a run is a resume too
-        _write_json(path, recorded | {"routes": routes})
+        _write_json(path, recorded | {"routes": routes, "unseen_docs": mine["unseen_docs"]})
 
 
 def read_config(out_dir: Path) -> dict[str, Any]:

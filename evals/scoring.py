@@ -1,5 +1,6 @@
 """Scores one answer against its question: the facts it must state, abstention, the right
-document among the sources, and the fine-tuned voice (data/finetune/README.md has the rules)."""
+document among the sources, the sources it cites, and the fine-tuned voice
+(data/finetune/README.md has the rules)."""
 
 import re
 import unicodedata
@@ -27,6 +28,8 @@ ABSTENTION = re.compile(
     r"|\bi (cannot|can't|could not|couldn't|am unable to|was unable to) (find|answer|determine|tell|provide|say)\b"
 )
 MARKUP = re.compile(r"[*`]")  # Markdown emphasis and code marks, which a model may copy from the sources
+# A citation of the numbered sources in the prompt (services/gateway/prompt.py): [1], [1, 2].
+CITATION = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
 
 
 def normalize(text: str) -> str:
@@ -82,11 +85,35 @@ def _body_format(body: list[str]) -> bool:
     return len(body) == 1 and 1 <= len(SENTENCE_END.findall(body[0])) <= MAX_SENTENCES
 
 
+def citation_markers(answer: str) -> list[int]:
+    """The source numbers an answer cites, in order: `[1]`, `[1][2]` and `[1, 2]` alike."""
+    return [int(number) for marker in CITATION.findall(answer) for number in marker.split(",")]
+
+
+@dataclass(frozen=True)
+class Citations:
+    cites: bool  # at least one marker points to a source of the prompt
+    cites_document: bool  # one points to a passage of the question's document
+    cites_missing: bool  # one points to no source: [0], or past the last
+
+
+def citations(answer: str, source_doc_ids: list[str], doc_id: str | None) -> Citations:
+    """The answer's markers against the prompt's sources: marker n is source_doc_ids[n - 1]."""
+    markers = citation_markers(answer)
+    cited = [source_doc_ids[n - 1] for n in markers if 1 <= n <= len(source_doc_ids)]
+    return Citations(
+        cites=bool(cited),
+        cites_document=doc_id is not None and doc_id in cited,
+        cites_missing=len(cited) < len(markers),
+    )
+
+
 @dataclass(frozen=True)
 class Score:
     correct: bool  # answerable: states every fact; unanswerable: abstains
     abstained: bool
     retrieved: bool | None  # the question's document among the sources; None: nothing to find or no retrieval
+    citations: Citations | None  # None: no retrieval, nothing to cite
     voice: Voice
 
 
@@ -94,7 +121,9 @@ def score(question: Question, answer: str, source_doc_ids: list[str] | None) -> 
     """`source_doc_ids` is None on a route that does not retrieve."""
     abstained = abstains(answer)
     correct = states_facts(question, answer) if question.answerable else abstained
-    retrieved = None
-    if question.doc_id is not None and source_doc_ids is not None:
-        retrieved = question.doc_id in source_doc_ids
-    return Score(correct=correct, abstained=abstained, retrieved=retrieved, voice=voice(answer))
+    retrieved = cited = None
+    if source_doc_ids is not None:
+        cited = citations(answer, source_doc_ids, question.doc_id)
+        if question.doc_id is not None:
+            retrieved = question.doc_id in source_doc_ids
+    return Score(correct=correct, abstained=abstained, retrieved=retrieved, citations=cited, voice=voice(answer))

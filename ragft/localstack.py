@@ -1,5 +1,6 @@
-"""A gateway for the commands that send it traffic (`ragft loadtest`, `ragft eval`): the one that
-is up, or the local stack (`ragft up`) started for the duration of the command."""
+"""A service for the commands that call it (`ragft loadtest` and `ragft eval` the gateway,
+`ragft finetune --grounded` the retrieval service): the one that is up, or the local stack
+(`ragft up`) started for the duration of the command."""
 
 import os
 from collections.abc import Callable, Iterator
@@ -21,10 +22,14 @@ class StackFailed(Exception):
 
 def check_loopback(url: str) -> None:
     if urlsplit(url).hostname not in LOOPBACK:
-        raise StackFailed(f"{url} is not on this machine: load tests and evaluations send traffic to loopback only")
+        raise StackFailed(f"{url} is not on this machine: ragft sends test traffic to loopback only")
 
 
-def gateway_state(url: str) -> str:
+# What `ragft up` runs for each: the gateway needs the whole stack behind it.
+UP_ARGS = {"gateway": (), "retrieval": ("--services", "retrieval")}
+
+
+def service_state(url: str) -> str:
     """ "ready" (/readyz answers 200), "starting" (alive, upstreams not ready yet) or "down"."""
     try:
         if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
@@ -36,32 +41,35 @@ def gateway_state(url: str) -> str:
 
 @contextmanager
 def gateway_up(url: str, *, timeout_s: float, log: Path, say: Callable[[str], None] = print) -> Iterator[None]:
-    """Uses the gateway at `url` when it is up (waits while it is still starting); otherwise runs
-    `ragft up` with the gateway on that URL's port until the block ends."""
-    check_loopback(url)
-    state = gateway_state(url)
+    with service_up("gateway", url, timeout_s=timeout_s, log=log, say=say):
+        yield
+
+
+@contextmanager
+def service_up(
+    service: str, url: str, *, timeout_s: float, log: Path, say: Callable[[str], None] = print
+) -> Iterator[None]:
+    """Uses the service at `url` when it is up (waits while it is still starting); otherwise runs
+    `ragft up` with the service on that URL's port until the block ends."""
+    state = service_state(url)
     if state == "ready":
-        say(f"Using the gateway already up at {url}")
+        say(f"Using the {service} already up at {url}")
         yield
         return
     if state == "starting":
-        say(f"The gateway at {url} is starting; waiting for /readyz (up to {timeout_s:.0f} s)")
+        say(f"The {service} at {url} is starting; waiting for /readyz (up to {timeout_s:.0f} s)")
         try:
             wait_until_ready(f"{url}/readyz", timeout=timeout_s)
         except NotReady as exc:
-            raise StackFailed(f"the gateway at {url} did not get ready: {exc}") from exc
+            raise StackFailed(f"the {service} at {url} did not get ready: {exc}") from exc
         yield
         return
+    check_loopback(url)  # the stack it starts listens on this machine only
     parts = urlsplit(url)
-    env = {
-        **os.environ,
-        "RAGFT_GATEWAY_HOST": parts.hostname or "127.0.0.1",
-        "RAGFT_GATEWAY_PORT": str(parts.port or 80),
-    }
-    say(
-        f"No gateway at {url}: starting the local stack (ragft up, output in {log}); the first run may train an adapter"
-    )
-    stack = spawn_ragft("up", env=env, cwd=REPO, own_group=True, log=log)
+    prefix = f"RAGFT_{service.upper()}"
+    env = {**os.environ, f"{prefix}_HOST": parts.hostname or "127.0.0.1", f"{prefix}_PORT": str(parts.port or 80)}
+    say(f"No {service} at {url}: starting the local stack (ragft up, output in {log}); the first run sets it up")
+    stack = spawn_ragft("up", *UP_ARGS[service], env=env, cwd=REPO, own_group=True, log=log)
     try:
         try:
             seconds = wait_until_ready(f"{url}/readyz", timeout=timeout_s, process=stack)

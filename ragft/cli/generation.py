@@ -2,19 +2,29 @@
 
 import subprocess
 import sys
+from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from ragft.cli.app import REPO, app, console, fail, say, serve_app
 from ragft.process import die_with_parent_preexec
+from ragft.settings import RagftSettings
 from services.generation.adapters import AdapterClient
 from services.generation.config import GenerationSettings
+from services.generation.finetune import TrainOptions
 
-# Trained by `make adapter` (`ragft finetune` with its default options) from data/finetune/train.jsonl.
+if TYPE_CHECKING:
+    from training.grounded import Example, Grounding
+
+# Trained by `make adapter` from data/finetune/train.jsonl: `ragft finetune --grounded` with
+# SHIPPED_OPTIONS, on the sample collection with the gateway's default settings.
 SHIPPED_ADAPTER = REPO / "data" / "adapters" / "support-voice"
+SHIPPED_OPTIONS = TrainOptions(epochs=1)
+SHIPPED_COLLECTION = "help-center"
 
 model_app = typer.Typer(help="The base model.", no_args_is_help=True)
 adapters_app = typer.Typer(help="LoRA adapters of a running generation service.", no_args_is_help=True)
@@ -142,44 +152,129 @@ def adapters_unload(
     console.print(f"Adapter {name!r} is no longer served")
 
 
+DATA = REPO / "data"
+UNSEEN_DOCS = DATA / "unseen_docs.txt"
+
+
 @app.command()
 def finetune(
-    data: Annotated[Path, typer.Option(help='Chat examples, one {"messages": [...]} per line.')],
+    data: Annotated[Path, typer.Option(help='Chat examples, one {"messages": [...], "doc_id": ...} per line.')],
     out: Annotated[Path, typer.Option(help="New folder: ADAPTERS_DIR/NAME for an adapter.")],
     epochs: Annotated[float, typer.Option(min=0.01)] = 2.0,
     learning_rate: Annotated[float, typer.Option(min=0)] = 1e-3,
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 16,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
-    max_tokens: Annotated[int, typer.Option(min=16, help="Longer examples are cut.")] = 512,
+    max_tokens: Annotated[int, typer.Option(min=16, help="Longer examples are cut.")] = 1280,
     merge: Annotated[bool, typer.Option("--merge", help="Write a full model with the adapter merged in.")] = False,
+    grounded: Annotated[
+        bool,
+        typer.Option(
+            "--grounded",
+            help="Also train on the hybrid route's prompt (RAFT): each single-turn question with the passages "
+            "the retrieval service finds in --collection; a share of them with distractors only, answered "
+            "with the data's refusal. With no retrieval service up, `ragft up --services retrieval` runs "
+            "meanwhile.",
+        ),
+    ] = False,
+    collection: Annotated[
+        str | None, typer.Option(help="With --grounded: the collection to search; default RAGFT_COLLECTION.")
+    ] = None,
+    distractor_share: Annotated[
+        float, typer.Option(min=0, max=0.9, help="With --grounded: the share of examples shown distractors only.")
+    ] = 0.2,
+    retrieval: Annotated[
+        str | None, typer.Option(help="With --grounded: the retrieval service's URL; default RAGFT_RETRIEVAL_URL.")
+    ] = None,
+    eval_set: Annotated[
+        Path, typer.Option(help="Refuse questions worded like this eval set's held-out ones (Jaccard >= 0.6).")
+    ] = DATA / "kb_questions.jsonl",
+    unseen_docs: Annotated[
+        Path, typer.Option(help="Documents no example may ask about or show as a passage.")
+    ] = UNSEEN_DOCS,
 ) -> None:
-    """Train a LoRA adapter with peft (loss on the assistant turns only), on CPU or GPU."""
-    from services.generation.finetune import DataError, TrainOptions, train
+    """Train a LoRA adapter with peft (loss on the assistant turns only), on CPU or GPU. Every
+    example is checked against the eval set's held-out questions and unseen documents first."""
+    from evals.dataset import BadEvalSet, load_questions, load_unseen_docs
+    from ragft.localstack import StackFailed
+    from services.gateway.config import GatewaySettings
+    from services.generation.finetune import DataError, load_conversations, train
+    from training.grounded import Grounding, GroundingError, bare_records, check_held_out, read_examples
 
     settings = GenerationSettings()
-    ensure_base_model(settings)
-    base = settings.base_model_path
     options = TrainOptions(
         epochs=epochs, learning_rate=learning_rate, rank=rank, alpha=2 * rank, batch_size=batch_size,
         max_tokens=max_tokens, merge=merge,
     )  # fmt: skip
     try:
-        report = train(base, data, out, options)
-    except (DataError, FileNotFoundError) as exc:
+        examples = read_examples(data, load_conversations(data))
+        unseen = load_unseen_docs(unseen_docs)
+        check_held_out(examples, load_questions(eval_set), unseen)
+        say(
+            f"Checked {len(examples)} examples against the held-out questions of {eval_set} "
+            f"and {len(unseen)} unseen documents"
+        )
+        grounding, records = None, bare_records(examples)
+        if grounded:
+            gateway = GatewaySettings()
+            made = Grounding(
+                collection=collection or gateway.collection, top_k=gateway.top_k,
+                max_query_chars=gateway.max_query_chars, distractor_share=distractor_share, seed=options.seed,
+            )  # fmt: skip
+            grounding = grounding_record(made, unseen)
+            records = _grounded_records(examples, made, unseen, retrieval)
+        ensure_base_model(settings)
+        report = train(settings.base_model_path, data, out, options, examples=records, grounding=grounding)
+    except (DataError, BadEvalSet, GroundingError, StackFailed, FileNotFoundError) as exc:
         fail(exc)
     kind = "merged model" if merge else "adapter"
     console.print(
         f"Wrote the {kind} to {out}: {report.examples} examples, {report.steps} steps, "
-        f"final loss {report.final_loss}, {report.seconds} s on {report.device}"
+        f"final loss {report.final_loss}, {report.seconds} s on {report.device} ({report.precision})"
     )
 
 
+def grounding_record(grounding: "Grounding", unseen: frozenset[str]) -> dict[str, Any]:
+    """How `--grounded` makes its examples, as the adapter's ragft.json records it."""
+    return asdict(grounding) | {"unseen_docs": sorted(unseen)}
+
+
+def _grounded_records(
+    examples: list["Example"], grounding: "Grounding", unseen: frozenset[str], retrieval: str | None
+) -> list[dict[str, Any]]:
+    """The mix to train on (every example bare, then grounded copies), built by searching the
+    collection of `grounding`."""
+    from rich.progress import Progress
+
+    from ragft.http import sync_client
+    from ragft.localstack import service_up
+    from training.grounded import Searcher, grounded_mix
+
+    url = retrieval or RagftSettings().retrieval_url
+    log = GenerationSettings().data_dir / "finetune-retrieval.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        service_up("retrieval", url, timeout_s=600, log=log, say=say),
+        sync_client(url) as client,
+        Progress(console=console) as progress,
+    ):
+        task = progress.add_task("grounded examples", total=sum(e.single_turn for e in examples))
+        records = grounded_mix(examples, Searcher(client, grounding, unseen), lambda: progress.advance(task))
+    kinds = Counter(r["kind"] for r in records)
+    say(
+        f"Built {len(records)} examples from {grounding.collection!r}: "
+        + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    )
+    return records
+
+
 def ensure_default_adapter(settings: GenerationSettings, data: Path) -> None:
-    """When the adapters folder has none: the shipped default adapter, if it was trained from
-    `data` as it reads now for the default base model; otherwise `ragft finetune` in a process of
-    its own, so the caller does not keep its memory."""
+    """When the adapters folder has none: the shipped default adapter, if `make adapter` trained
+    it from `data` as it reads now, for the default base model and these settings; otherwise a
+    voice adapter trained by `ragft finetune` on `data`'s bare examples, in a process of its own
+    (the caller does not keep its memory, and no retrieval service is needed)."""
+    from evals.dataset import BadEvalSet, load_unseen_docs
     from services.generation.adapters import AdapterError, discover, install_adapter
-    from services.generation.finetune import TrainOptions, trained_from
+    from services.generation.finetune import trained_from
 
     try:
         if discover(settings.adapters_dir):
@@ -187,11 +282,20 @@ def ensure_default_adapter(settings: GenerationSettings, data: Path) -> None:
     except AdapterError as exc:
         fail(exc)
     out = settings.adapters_dir / settings.default_adapter
-    if not settings.base_model and trained_from(SHIPPED_ADAPTER, data, TrainOptions()):
+    from training.grounded import Grounding
+
+    try:
+        grounding = grounding_record(Grounding(SHIPPED_COLLECTION), load_unseen_docs(UNSEEN_DOCS))
+    except BadEvalSet as exc:
+        fail(exc)
+    if not settings.base_model and trained_from(SHIPPED_ADAPTER, data, SHIPPED_OPTIONS, grounding):
         install_adapter(SHIPPED_ADAPTER, out, settings.base_model_path)
         console.print(
             f"Installed the default adapter {settings.default_adapter!r} in {out} (shipped, trained from {data})"
         )
         return
-    console.print(f"Training the default adapter {settings.default_adapter!r} from {data} (once; minutes on a CPU) ...")
+    console.print(
+        f"Training the default adapter {settings.default_adapter!r} from {data} (once; minutes on a CPU), "
+        "on its bare examples only (`make adapter` adds the grounded ones, searching the knowledge base)"
+    )
     run_own_process("finetune", "--data", str(data), "--out", str(out))

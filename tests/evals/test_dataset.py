@@ -1,19 +1,20 @@
 """The eval set: the file's own consistency (facts in the answer and in the document, held-out
 questions worded apart from the fine-tuning set) and the loader's errors for a bad file."""
 
-import json
 import re
 from pathlib import Path
 
 import pytest
 
-from evals.dataset import BadEvalSet, Question, in_run_order, load_questions
+from evals.dataset import BadEvalSet, Question, in_run_order, load_questions, load_unseen_docs
 from evals.scoring import normalize, states_facts
+from services.generation.finetune import load_conversations
 from services.retrieval.loaders import load_document
+from training.grounded import check_held_out, read_examples
 
 REPO = Path(__file__).resolve().parents[2]
 EVAL_SET = REPO / "data" / "kb_questions.jsonl"
-WORD = re.compile(r"[a-z0-9]+")
+UNSEEN_DOCS = REPO / "data" / "unseen_docs.txt"
 # A term each unanswerable question turns on, which no article may contain.
 UNANSWERABLE_KEYS = {
     "h101": r"smart ?watch|wear ?os|watchos",
@@ -37,10 +38,6 @@ UNANSWERABLE_KEYS = {
     "h119": r"terraform",
     "h120": r"eidas|qualified electronic",
 }
-
-
-def words(text: str) -> set[str]:
-    return set(WORD.findall(text.lower()))
 
 
 @pytest.fixture(scope="module")
@@ -89,18 +86,16 @@ def test_no_answerable_question_is_scored_right_on_a_refusal(questions: list[Que
     assert [q.id for q in questions if q.answerable and states_facts(q, refusal)] == []
 
 
-def test_held_out_questions_are_worded_apart_from_the_fine_tuning_set(questions: list[Question]) -> None:
-    turns = [
-        words(message["content"])
-        for line in (REPO / "data" / "finetune" / "train.jsonl").read_text().splitlines()
-        for message in json.loads(line)["messages"]
-        if message["role"] == "user"
-    ]
-    for q in questions:
-        if q.split == "heldout":
-            mine = words(q.question)
-            closest = max(len(mine & turn) / len(mine | turn) for turn in turns)
-            assert closest < 0.6, q.id
+def test_the_fine_tuning_set_keeps_clear_of_what_the_eval_holds_out(questions: list[Question]) -> None:
+    """No training question worded like a held-out one, none about an unseen document, and
+    every single-turn in-scope example names the document it draws on."""
+    data = REPO / "data" / "finetune" / "train.jsonl"
+    examples = read_examples(data, load_conversations(data))
+    check_held_out(examples, questions, load_unseen_docs(UNSEEN_DOCS))
+    documents = {path.stem for path in (REPO / "data" / "kb").iterdir()}
+    assert {e.doc_id for e in examples if e.doc_id} <= documents
+    in_scope = [e for e in examples if e.single_turn and "don't have that information" not in e.answer]
+    assert in_scope and all(e.doc_id for e in in_scope)
 
 
 @pytest.mark.parametrize(
@@ -141,3 +136,38 @@ def test_the_run_order_is_a_fixed_shuffle_whose_start_covers_every_kind(question
     assert ordered != questions
     first = ordered[:40]
     assert {q.split for q in first} == {"heldout", "train"} and any(not q.answerable for q in first)
+
+
+def test_every_unseen_document_has_held_out_questions_and_no_train_ones(questions: list[Question]) -> None:
+    """A typo in data/unseen_docs.txt would leave its column short; a train question (a fact
+    fine-tuning teaches) about an unseen document would contradict it."""
+    unseen = load_unseen_docs(UNSEEN_DOCS)
+    assert len(unseen) == 8
+    for doc_id in unseen:
+        assert any((REPO / "data" / "kb").glob(f"{doc_id}.*")), doc_id
+        assert {q.split for q in questions if q.doc_id == doc_id} == {"heldout"}, doc_id
+
+
+def test_unseen_documents_skip_comments_and_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "unseen.txt"
+    path.write_text("# documents fine-tuning never saw\n\ndata-export\n  offline-mode  \n")
+    assert load_unseen_docs(path) == {"data-export", "offline-mode"}
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("data-export\ndata-export offline-mode\n", r":2: 'data-export offline-mode' is not one document id"),
+        ("# header\ndata-export\n\ndata-export\n", r":4: 'data-export' is listed twice"),
+    ],
+)
+def test_a_bad_unseen_documents_file_names_its_line(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "unseen.txt"
+    path.write_text(text)
+    with pytest.raises(BadEvalSet, match=error):
+        load_unseen_docs(path)
+
+
+def test_a_missing_unseen_documents_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(BadEvalSet, match="cannot read the unseen documents"):
+        load_unseen_docs(tmp_path / "missing.txt")

@@ -1,15 +1,20 @@
 """The report from recorded answers: every cell of the table computed from fixed answers, the
-disagreements, the chart, and a failed request reported as such."""
+unseen documents apart, the routes compared pair by pair, the disagreements, the chart with its
+intervals, and a failed request reported as such."""
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from matplotlib.container import BarContainer
 
-from evals.report import build_report
-from evals.run import EvalConfig
+from evals.compare import compare_runs
+from evals.report import build_report, chart, summarize
+from evals.run import EvalConfig, EvalFailed
 from evals.scoring import GREETING, SIGN_OFF
+from evals.stats import wilson
 
 QUESTIONS: list[dict[str, Any]] = [
     {"id": "h1", "split": "heldout", "question": "How long is the link valid?", "doc_id": "signup",
@@ -17,6 +22,9 @@ QUESTIONS: list[dict[str, Any]] = [
     {"id": "t1", "split": "train", "question": "What does Business cost?", "doc_id": "prices",
      "answer": "€17", "facts": [r"€ ?17\b"]},
     {"id": "h2", "split": "heldout", "question": "Is there a watch app?", "doc_id": None, "answer": None, "facts": []},
+    # Asked only in the unseen documents' run: about a document fine-tuning did not see.
+    {"id": "h3", "split": "heldout", "question": "Which format does an export use?", "doc_id": "export",
+     "answer": "CSV", "facts": [r"\bcsv\b"]},
 ]  # fmt: skip
 WORDING = {q["id"]: q["question"] for q in QUESTIONS}
 
@@ -35,12 +43,19 @@ def voiced(body: str) -> str:
     return f"{GREETING}\n{body}\n{SIGN_OFF}"
 
 
-def new_run(tmp_path: Path, routes: tuple[str, ...], records: list[dict[str, Any]]) -> Path:
+def new_run(
+    tmp_path: Path,
+    routes: tuple[str, ...],
+    records: list[dict[str, Any]],
+    unseen_docs: tuple[str, ...] = (),
+    name: str = "run",
+) -> Path:
     data = tmp_path / "eval.jsonl"
     data.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
-    out = tmp_path / "run"
+    out = tmp_path / name
     out.mkdir()
-    EvalConfig(gateway="http://127.0.0.1:1", data=str(data), routes=routes, max_tokens=64).check_resumable(out)
+    config = EvalConfig("http://127.0.0.1:1", str(data), routes, max_tokens=64, unseen_docs=unseen_docs)
+    config.check_resumable(out)
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return out
 
@@ -67,25 +82,34 @@ def row(report: str, route: str) -> list[str]:
 
 
 def test_every_cell_comes_from_the_recorded_answers(run_dir: Path) -> None:
-    report_path, chart = build_report(run_dir)
+    report_path, picture = build_report(run_dir)
     report = report_path.read_text()
-    # answers, facts held-out, facts train, right document, abstains unanswerable, abstains answerable,
-    # voice all, greeting, sign-off, format, cut, p50, p95, retrieve p50, prompt tokens, completion tokens
+    one, none_of_1 = "1/1 (100%, 21-100%)", "0/1 (0%, 0-79%)"
+    # answers, facts held-out seen docs, unseen docs (none given), train, right document, cites a source,
+    # cites the right document, abstains unanswerable, abstains answerable, voice all, greeting, sign-off,
+    # format, cut, p50, p95, retrieve p50, prompt tokens, completion tokens
     assert row(report, "rag") == [
-        "rag", "3/3", "100%", "100%", "50%", "100%", "0%", "0%", "0%", "0%", "100%", "0%",
-        "2,000", "2,900", "20", "900", "30",
+        "rag", "3/3", one, "n/a", one, "1/2 (50%, 9-91%)", "1/2 (50%, 9-91%)", "1/2 (50%, 9-91%)", one,
+        "0/2 (0%, 0-66%)", "0/3 (0%, 0-56%)", "0/3 (0%, 0-56%)", "0/3 (0%, 0-56%)", "3/3 (100%, 44-100%)",
+        "0/3 (0%, 0-56%)", "2,000", "2,900", "20", "900", "30",
     ]  # fmt: skip
+    two = "2/2 (100%, 34-100%)"
     assert row(report, "finetuned") == [
-        "finetuned", "2/3", "0%", "100%", "n/a", "n/a", "0%", "100%", "100%", "100%", "100%", "0%",
-        "550", "595", "n/a", "40", "30",
+        "finetuned", "2/3", none_of_1, "n/a", one, "n/a", "n/a", "n/a", "n/a", "0/2 (0%, 0-66%)",
+        two, two, two, two, "0/2 (0%, 0-66%)", "550", "595", "n/a", "40", "30",
     ]  # fmt: skip
+    assert "cite a source the prompt did not have: rag 0/3 (0%, 0-56%)." in report
+    # Without unseen documents, no table for them; h1 is the only question both routes answered.
+    assert "**facts: held-out, unseen docs**" not in report
+    assert "| rag vs finetuned | 1 | 0 | 1 | 0 | +100 (-12 to +100) | 1.000 |" in report
+    assert "| rag vs finetuned | 0 | n/a | n/a | n/a | n/a | n/a |" in report  # h2: finetuned failed
     assert "Requests that failed (rerun the same command to retry them): finetuned 1." in report
     # h1: rag right, finetuned wrong; t1 both right; h2 has no finetuned answer to compare.
     assert "## Where the routes disagree (1 of 3 questions)" in report
     assert "**h1** (heldout) How long is the link valid? — expected: 24 hours" in report
     assert "- finetuned ✗: Hi there, thanks for reaching out to Quillbyte Support! ⏎ The link expires" in report
     assert "Models that answered: rag: base; finetuned: voice." in report
-    assert chart.read_bytes().startswith(b"\x89PNG")
+    assert picture.read_bytes().startswith(b"\x89PNG")
 
 
 def test_auto_is_set_against_the_best_fixed_route_and_scored_on_what_it_chose(tmp_path: Path) -> None:
@@ -102,9 +126,87 @@ def test_auto_is_set_against_the_best_fixed_route_and_scored_on_what_it_chose(tm
     ]
     report = build_report(new_run(tmp_path, ("rag", "finetuned", "auto"), records))[0].read_text()
     assert "auto chose, on answerable questions: finetuned 1, rag 1; on unanswerable ones: finetuned 1." in report
-    assert "| rag | 2/2 (100%) | 0/1 (0%) |" in report
-    assert "| auto | 1/2 (50%) | 1/1 (100%) |" in report
+    assert "| rag | 2/2 (100%, 34-100%) | 0/1 (0%, 0-79%) |" in report
+    assert "| auto | 1/2 (50%, 9-91%) | 1/1 (100%, 21-100%) |" in report
     assert "- Answerable: auto -50.0 points against rag, the best fixed route (more than the 2 points" in report
     assert "- Unanswerable: auto says it does not know more often than rag (1 against 0)." in report
-    # auto's right document counts only where it retrieved: h1, found.
-    assert row(report, "auto")[4] == "100%"
+    # auto's right document and citations count only where it retrieved: h1, found, not cited.
+    assert row(report, "auto")[5:8] == ["1/1 (100%, 21-100%)", "0/1 (0%, 0-79%)", "0/1 (0%, 0-79%)"]
+
+
+@pytest.fixture
+def unseen_run(tmp_path: Path) -> Path:
+    """h3 is about `export`, an unseen document; rag cites a third source of two there."""
+    records = [
+        record("h1", "rag", "The link is valid for 24 hours [1].", ["signup", "other"], 1000),
+        record("h3", "rag", "Exports are CSV files [2][3].", ["other", "export"], 1000),
+        record("t1", "rag", "It costs €17 [1].", ["prices"], 1000),
+        record("h2", "rag", "Yes, there is a watch app [1].", ["other"], 1000),
+        record("h1", "finetuned", voiced("The link expires after 48 hours."), [], 500),
+        record("h3", "finetuned", voiced("Exports are CSV files."), [], 500),
+        record("t1", "finetuned", voiced("It is €17."), [], 500),
+        record("h2", "finetuned", voiced("I don't have that information."), [], 500),
+    ]
+    return new_run(tmp_path, ("rag", "finetuned"), records, unseen_docs=("export",))
+
+
+def test_unseen_documents_get_their_own_column_and_paired_table(unseen_run: Path) -> None:
+    report = build_report(unseen_run)[0].read_text()
+    one, none_of_1, three = "1/1 (100%, 21-100%)", "0/1 (0%, 0-79%)", "3/3 (100%, 44-100%)"
+    assert "4 questions, 2 answerable held-out (1 of them on unseen documents)" in report
+    # facts: seen, unseen, train; right document, cites a source, cites the right document
+    assert row(report, "rag")[2:8] == [one, one, one, three, three, three]
+    assert row(report, "finetuned")[2:8] == [none_of_1, one, one, "n/a", "n/a", "n/a"]
+    assert "passage (export);" in report
+    assert "cite a source the prompt did not have: rag 1/4 (25%, 5-70%)." in report
+    section = report.split("## Routes compared pair by pair")[1].split("## Where the routes disagree")[0]
+    heading = re.compile(r"^\*\*(.+)\*\*$", re.MULTILINE)
+    tables = dict(zip(heading.findall(section), heading.split(section)[2::2], strict=True))
+    assert list(tables) == ["facts: held-out, seen docs", "facts: held-out, unseen docs", "abstains: unanswerable"]
+    # A vs B, questions, both right, only A, only B, A - B in points (95% interval), McNemar p
+    assert "| rag vs finetuned | 1 | 0 | 1 | 0 | +100 (-12 to +100) | 1.000 |" in tables["facts: held-out, seen docs"]
+    assert "| rag vs finetuned | 1 | 1 | 0 | 0 | +0 (-79 to +79) | 1.000 |" in tables["facts: held-out, unseen docs"]
+    assert "| rag vs finetuned | 1 | 0 | 0 | 1 | -100 (-100 to +12) | 1.000 |" in tables["abstains: unanswerable"]
+
+
+def test_the_chart_draws_each_rate_with_its_wilson_interval(unseen_run: Path) -> None:
+    _, _, summaries = summarize(unseen_run)
+    quality = chart(summaries).axes[0]
+    bars = [container for container in quality.containers if isinstance(container, BarContainer)]
+    assert [bar.get_label() for bar in bars] == ["rag", "finetuned"]
+    # The first three groups: facts on held-out seen docs, held-out unseen docs, train.
+    expected = {"rag": [(1, 1), (1, 1), (1, 1)], "finetuned": [(0, 1), (1, 1), (1, 1)]}
+    for bar, counts in zip(bars, expected.values(), strict=True):
+        heights = [patch.get_height() for patch in bar.patches[:3]]
+        assert heights == [k / n * 100 for k, n in counts]
+        assert bar.errorbar is not None
+        segments = bar.errorbar.lines[2][0].get_segments()[:3]  # each: [[x, low], [x, high]]
+        for segment, (k, n) in zip(segments, counts, strict=True):
+            assert list(segment[:, 1]) == pytest.approx([bound * 100 for bound in wilson(k, n)])
+
+
+def test_two_runs_are_compared_route_by_route_on_the_questions_both_answered(tmp_path: Path, unseen_run: Path) -> None:
+    other = new_run(
+        tmp_path,
+        ("rag",),
+        [
+            record("h1", "rag", "I do not know.", ["other"], 1000),
+            record("h3", "rag", "Exports are CSV files [1].", ["export"], 1000),
+            record("h2", "rag", "The sources do not mention a watch app.", ["other"], 1000),
+        ],
+        unseen_docs=("export",),
+        name="other",
+    )
+    report = compare_runs(unseen_run, other)
+    assert "finetuned" not in report  # a route only one run asked
+    seen, unseen, abstention = report.split("**")[2::2]
+    assert (
+        "| rag (run, default adapter) vs rag (other, default adapter) | 1 | 0 | 1 | 0 | +100 (-12 to +100) | 1.000 |"
+        in seen
+    )
+    assert "| rag (run, default adapter) vs rag (other, default adapter) | 1 | 1 | 0 | 0 |" in unseen
+    assert "| rag (run, default adapter) vs rag (other, default adapter) | 1 | 0 | 0 | 1 |" in abstention
+    with pytest.raises(EvalFailed, match="share no route"):
+        compare_runs(unseen_run, new_run(tmp_path, ("hybrid",), [], unseen_docs=("export",), name="third"))
+    with pytest.raises(EvalFailed, match="differ in unseen_docs"):
+        compare_runs(unseen_run, new_run(tmp_path, ("rag",), [], name="fourth"))

@@ -106,6 +106,15 @@ def test_resuming_with_other_settings_is_refused_and_more_routes_are_a_resume(tm
     assert [r["route"] for r in lines(out)] == ["rag", "finetuned", "hybrid"]
 
 
+def test_other_unseen_documents_are_a_resume_and_the_latest_are_recorded(tmp_path: Path) -> None:
+    """They change how the report splits the facts, not the answers."""
+    config("http://127.0.0.1:1", unseen_docs=("data-export",)).check_resumable(tmp_path)
+    config("http://127.0.0.1:1", unseen_docs=("data-export", "offline-mode")).check_resumable(tmp_path)
+    assert json.loads((tmp_path / "run.json").read_text())["unseen_docs"] == ["data-export", "offline-mode"]
+    with pytest.raises(EvalFailed, match="max_tokens differ"):
+        config("http://127.0.0.1:1", max_tokens=16, unseen_docs=("data-export",)).check_resumable(tmp_path)
+
+
 def test_a_gateway_that_does_not_answer_stops_the_run_at_once(tmp_path: Path) -> None:
     with pytest.raises(EvalFailed, match="does not answer"):
         run_eval(config(f"http://127.0.0.1:{free_port()}"), QUESTIONS, tmp_path / "run", say=quiet)
@@ -123,4 +132,6 @@ def test_the_command_refuses_bad_options_before_asking_anything(tmp_path: Path) 
     assert bad_route.exit_code == 2 and "choose from rag, finetuned, hybrid" in " ".join(bad_route.output.split())
     bad_split = CliRunner().invoke(app, ["eval", "--split", "dev", "--out", str(out)])
     assert bad_split.exit_code == 1 and "unknown split(s) dev" in " ".join(bad_split.output.split())
+    missing = CliRunner().invoke(app, ["eval", "--unseen-docs", str(tmp_path / "unseen.txt"), "--out", str(out)])
+    assert missing.exit_code == 1 and "cannot read the unseen documents" in " ".join(missing.output.split())
     assert not out.exists()

@@ -6,7 +6,18 @@ from pathlib import Path
 import pytest
 
 from evals.dataset import Question
-from evals.scoring import GREETING, SIGN_OFF, abstains, normalize, score, states_facts, voice
+from evals.scoring import (
+    GREETING,
+    SIGN_OFF,
+    Citations,
+    abstains,
+    citation_markers,
+    citations,
+    normalize,
+    score,
+    states_facts,
+    voice,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,3 +130,34 @@ def test_score_per_kind_of_question() -> None:
     assert score(unanswerable, "I don't know.", []).correct is True
     assert score(unanswerable, "Yes, there is a smartwatch app.", []).correct is False
     assert score(unanswerable, "I don't know.", ["x"]).retrieved is None  # nothing to find
+
+
+@pytest.mark.parametrize(
+    ("answer", "markers"),
+    [
+        ("Open Settings [1].", [1]),
+        ("See [1][2] and [3].", [1, 2, 3]),
+        ("Both say so [1, 2], and [ 4 ] too.", [1, 2, 4]),
+        ("Use the [Export] button, then [0].", [0]),
+        ("No citation here, see (1) or 1].", []),
+    ],
+)
+def test_citation_markers_are_found_in_every_form(answer: str, markers: list[int]) -> None:
+    assert citation_markers(answer) == markers
+
+
+def test_citations_point_to_the_sources_in_prompt_order() -> None:
+    sources = ["other", "account-delete", "other"]
+    assert citations("Yes [2].", sources, "account-delete") == Citations(True, True, False)
+    assert citations("Yes [1][3].", sources, "account-delete") == Citations(True, False, False)
+    assert citations("Yes [1, 4].", sources, "account-delete") == Citations(True, False, True)
+    assert citations("Yes [4].", sources, "account-delete") == Citations(False, False, True)
+    assert citations("Yes [0].", sources, "account-delete") == Citations(False, False, True)
+    assert citations("Yes.", sources, "account-delete") == Citations(False, False, False)
+    assert citations("I don't know [1].", sources, None) == Citations(True, False, False)  # nothing to find
+
+
+def test_citations_are_scored_only_where_the_route_retrieved() -> None:
+    cited = score(question(), "Yes, 14 days [1].", ["account-delete"]).citations
+    assert cited == Citations(cites=True, cites_document=True, cites_missing=False)
+    assert score(question(), "Yes, 14 days [1].", None).citations is None

@@ -11,25 +11,39 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
+from evals.dataset import load_unseen_docs
 from ragft.cli import app
-from ragft.cli.generation import SHIPPED_ADAPTER, ensure_default_adapter
+from ragft.cli.generation import (
+    SHIPPED_ADAPTER,
+    SHIPPED_COLLECTION,
+    SHIPPED_OPTIONS,
+    UNSEEN_DOCS,
+    ensure_default_adapter,
+    grounding_record,
+)
 from services.generation.adapters import check_compatible, discover
 from services.generation.config import DEFAULT_BASE_MODEL, GenerationSettings
-from services.generation.finetune import REPORT, TrainOptions, file_sha256, trained_from
+from services.generation.finetune import EXAMPLES, REPORT, TrainOptions, file_sha256, load_conversations, trained_from
 from tests.conftest import REPO, TINY_SET, Processes, embedded_env
+from training.grounded import Grounding
 
 TRAIN_SET = REPO / "data" / "finetune" / "train.jsonl"
 
 
 def test_the_shipped_adapter_was_trained_from_the_data_and_options_of_today() -> None:
     report = json.loads((SHIPPED_ADAPTER / REPORT).read_text())
+    grounding = grounding_record(Grounding(SHIPPED_COLLECTION), load_unseen_docs(UNSEEN_DOCS))
     assert report["data_sha256"] == file_sha256(TRAIN_SET), f"{TRAIN_SET} changed: retrain with `make adapter`"
-    assert report["options"] == asdict(TrainOptions()), "the default options changed: retrain with `make adapter`"
-    assert report["examples"] == len(TRAIN_SET.read_text().splitlines())
-    assert trained_from(SHIPPED_ADAPTER, TRAIN_SET, TrainOptions())
-    assert not trained_from(SHIPPED_ADAPTER, TINY_SET, TrainOptions())
-    assert not trained_from(SHIPPED_ADAPTER, TRAIN_SET, TrainOptions(epochs=3))
-    assert not trained_from(SHIPPED_ADAPTER, REPO / "no-such.jsonl", TrainOptions())
+    assert report["options"] == asdict(SHIPPED_OPTIONS), "the options changed: retrain with `make adapter`"
+    assert report["grounding"] == grounding, "the grounding changed: retrain with `make adapter`"
+    trained = [json.loads(line) for line in (SHIPPED_ADAPTER / EXAMPLES).read_text().splitlines()]
+    assert report["examples"] == len(trained)
+    assert [r["messages"] for r in trained if r["kind"] == "bare"] == load_conversations(TRAIN_SET)
+    assert trained_from(SHIPPED_ADAPTER, TRAIN_SET, SHIPPED_OPTIONS, grounding)
+    assert not trained_from(SHIPPED_ADAPTER, TRAIN_SET, SHIPPED_OPTIONS)  # without grounding
+    assert not trained_from(SHIPPED_ADAPTER, TINY_SET, SHIPPED_OPTIONS, grounding)
+    assert not trained_from(SHIPPED_ADAPTER, TRAIN_SET, TrainOptions(epochs=3), grounding)
+    assert not trained_from(SHIPPED_ADAPTER, REPO / "no-such.jsonl", SHIPPED_OPTIONS, grounding)
 
 
 def test_the_shipped_adapter_is_installed_for_this_machines_base_model(
@@ -37,7 +51,8 @@ def test_the_shipped_adapter_is_installed_for_this_machines_base_model(
 ) -> None:
     for name in ("RAGFT_BASE_MODEL", "RAGFT_ADAPTERS_DIR", "RAGFT_DEFAULT_ADAPTER"):
         monkeypatch.delenv(name, raising=False)
-    assert trained_from(SHIPPED_ADAPTER, TRAIN_SET, TrainOptions())  # else this would train for minutes
+    grounding = grounding_record(Grounding(SHIPPED_COLLECTION), load_unseen_docs(UNSEEN_DOCS))
+    assert trained_from(SHIPPED_ADAPTER, TRAIN_SET, SHIPPED_OPTIONS, grounding)  # else this would train for minutes
     settings = GenerationSettings(data_dir=tmp_path)
     ensure_default_adapter(settings, TRAIN_SET)
     [adapter] = discover(settings.adapters_dir)

@@ -12,6 +12,7 @@ from services.generation.adapters import AdapterError, discover, max_lora_rank, 
 from services.generation.config import GenerationSettings
 from services.generation.finetune import IGNORE, DataError, load_conversations, tokenize_conversation
 from services.generation.launcher import Device, choose_dtype, cpu_flags, vllm_command
+from tests.conftest import TINY_SET
 
 
 def _jsonl(tmp_path: Path, *lines: str) -> Path:
@@ -133,3 +134,12 @@ def test_an_unknown_device_is_refused_by_name() -> None:
     result = CliRunner().invoke(app, ["serve", "generation", "--device", "tpu"])
     assert result.exit_code == 2
     assert "choose auto, cpu or gpu" in " ".join(result.output.split())
+
+
+def test_examples_longer_than_max_tokens_are_refused_before_a_model_loads(tmp_path: Path, base_model: Path) -> None:
+    from services.generation.finetune import TrainOptions, train
+
+    data = _jsonl(tmp_path, TINY_SET.read_text().splitlines()[0], TINY_SET.read_text().splitlines()[1])
+    with pytest.raises(DataError, match=r"2 examples are longer than max_tokens \(16\) .* example 1, \d+ tokens"):
+        train(str(base_model), data, tmp_path / "out", TrainOptions(max_tokens=16))
+    assert not (tmp_path / "out").exists()

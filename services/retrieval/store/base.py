@@ -25,6 +25,8 @@ DENSE = "dense"
 BM25 = "bm25"
 # How many candidates each of dense and keyword search hands to fusion, per result wanted.
 PREFETCH_FACTOR = 4
+# Results fused beyond top_k, so that chunks tied at the cut are chosen the same way every time.
+TIE_MARGIN = 4
 RRF_K = 60
 
 
@@ -173,7 +175,8 @@ class VectorStore(ABC):
         flt: Any | None,
         exact: bool,
     ) -> list[tuple[dict[str, Any], float]]:
-        """(payload, score) pairs, best first; hybrid fuses dense and keyword results by RRF."""
+        """Up to top_k + TIE_MARGIN (payload, score) pairs, best first; hybrid fuses dense and
+        keyword results (top_k * PREFETCH_FACTOR of each) by RRF."""
 
     # -- per backend: filter construction ------------------------------------------------
     @abstractmethod
@@ -343,7 +346,10 @@ class VectorStore(ABC):
     ) -> list[StoredChunk]:
         flt = self.translate(filter) if filter else None
         found = self._query(name, dense=dense, keywords=keywords, mode=mode, top_k=top_k, flt=flt, exact=exact)
-        return [StoredChunk.from_payload(payload, score) for payload, score in found]
+        chunks = [StoredChunk.from_payload(payload, score) for payload, score in found]
+        # Fused scores often tie (ranks 1 and 2 against 2 and 1), and the store orders ties
+        # arbitrarily: two identical requests should get the same passages in the same order.
+        return sorted(chunks, key=lambda chunk: (-chunk.score, chunk.doc_id, chunk.chunk_index))[:top_k]
 
     def keyword_score(self, name: str, *, keywords: SparseVector, filter: Filter | None = None) -> float | None:
         """The best BM25 score of any chunk for the query (None: no chunk shares a term with it).

@@ -48,6 +48,7 @@ from services.retrieval.store.base import (
     DENSE,
     PREFETCH_FACTOR,
     RRF_K,
+    TIE_MARGIN,
     CollectionNotFound,
     EmbeddedChunk,
     StoreUnavailable,
@@ -235,13 +236,13 @@ class EdgeStore(VectorStore):
                     Prefetch(query=keyword_query, limit=fetch, filter=flt),
                 ],
                 query=Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # the stub omits Rrf
-                limit=top_k,
+                limit=top_k + TIE_MARGIN,
                 with_payload=True,
             )
         else:
             request = QueryRequest(
                 query=dense_query if mode == "dense" else keyword_query,
-                limit=top_k,
+                limit=top_k + TIE_MARGIN,
                 filter=flt,
                 params=params,
                 with_payload=True,

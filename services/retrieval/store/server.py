@@ -22,6 +22,7 @@ from services.retrieval.store.base import (
     DENSE,
     PREFETCH_FACTOR,
     RRF_K,
+    TIE_MARGIN,
     CollectionNotFound,
     EmbeddedChunk,
     StoreUnavailable,
@@ -172,7 +173,7 @@ class ServerStore(VectorStore):
                         qm.Prefetch(query=_sparse(keywords), using=BM25, limit=fetch, filter=flt),
                     ],
                     query=qm.RrfQuery(rrf=qm.Rrf(k=RRF_K)),
-                    limit=top_k,
+                    limit=top_k + TIE_MARGIN,
                     with_payload=True,
                 )
             else:
@@ -183,7 +184,7 @@ class ServerStore(VectorStore):
                     using=DENSE if mode == "dense" else BM25,
                     query_filter=flt,
                     search_params=params,
-                    limit=top_k,
+                    limit=top_k + TIE_MARGIN,
                     with_payload=True,
                 )
         return [(p.payload, p.score) for p in response.points if p.payload]
