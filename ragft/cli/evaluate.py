@@ -28,8 +28,11 @@ def evaluate(
     ] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each answer.")] = 96,
     concurrency: Annotated[
-        int, typer.Option(min=1, max=64, help="Requests in flight at once; above 1, vLLM's batching may vary answers.")
-    ] = 1,
+        int,
+        typer.Option(
+            min=1, max=64, help="Requests in flight at once, so vLLM batches them (its batching may vary answers)."
+        ),
+    ] = 8,
     adapter: Annotated[str | None, typer.Option(help="X-Ragft-Adapter; default: the gateway's.")] = None,
     collection: Annotated[str | None, typer.Option(help="X-Ragft-Collection; default: the gateway's.")] = None,
     gateway: Annotated[
@@ -86,7 +89,8 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         config.check_resumable(out)  # before starting a stack for a run that cannot go on
         say(f"{len(questions)} questions x {len(chosen)} routes; answers recorded in {out}")
-        with gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say):
+        # SIGTERM stops the run as Ctrl-C does, keeping the answers already on their way.
+        with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say):
             failed = run_eval(
                 config,
                 questions,
