@@ -167,7 +167,19 @@ def test_finetune_grounded_trains_on_the_mix_and_keeps_it_beside_the_adapter(
     data.write_text("\n".join([*out_of_scope, *[line for line in lines if '"doc_id": "' in line][:4]]) + "\n")
     env = embedded_env(tmp_path, RAGFT_BASE_MODEL=str(base_model), RAGFT_RETRIEVAL_URL=retrieval_url)
     out = tmp_path / "grounded"
-    result = processes.run("finetune", "--data", str(data), "--out", str(out), "--grounded", "--epochs", "0.5", env=env)
+    result = processes.run(
+        "finetune",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--grounded",
+        "--epochs",
+        "0.1",
+        "--batch-size",
+        "2",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Built 12 examples from 'help-center': 6 bare, 1 distractors, 3 grounded, 2 out_of_scope" in result.stderr
     trained = [json.loads(line) for line in (out / EXAMPLES).read_text().splitlines()]
