@@ -39,10 +39,11 @@ $(CHROMIUM):
 run: $(INSTALLED) ## Set up what is missing (once), then run retrieval, generation and the gateway until Ctrl-C
 	$(BIN)/ragft up
 
-check: $(INSTALLED) ## Lint, format check and type check
+check: $(INSTALLED) ## Lint, format check, type check, and the layers every import must point down (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports
 
 test: check $(CHROMIUM) ## Lint, type check and run every test tier (installs Debian's chromium for the playground test)
 	$(BIN)/pytest
