@@ -1,7 +1,8 @@
 """`python -m evals.compare DIR_A DIR_B`: the routes of two eval runs against each other, route
 by route on the questions both answered, in the report's pair-by-pair tables. Two runs differ in
-what the run settings refuse to mix in one folder: another adapter, another max_tokens."""
+what the run settings refuse to mix in one folder: another adapter, max_tokens or sampling."""
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ def compare_runs(a_dir: Path, b_dir: Path) -> str:
             raise EvalFailed(f"{a_dir} and {b_dir} differ in {key}: their questions do not pair")
 
     def labelled(out_dir: Path, config: dict[str, Any], summaries: list[RouteSummary]) -> dict[str, RouteSummary]:
-        label = f"{out_dir.name}, {config['adapter'] or 'default adapter'}"
+        sampling = f", {json.dumps(config['sampling'])}" if config.get("sampling") else ""
+        label = f"{out_dir.name}, {config['adapter'] or 'default adapter'}{sampling}"
         return {s.route: RouteSummary(f"{s.route} ({label})", s.asked, s.answers) for s in summaries}
 
     a, b = labelled(a_dir, a_config, a_summaries), labelled(b_dir, b_config, b_summaries)

@@ -2,6 +2,7 @@
 95% interval; the routes compared pair by pair on the same questions; then the questions where
 the routes disagree) and report.png. `python -m evals.report DIR` rebuilds both."""
 
+import json
 import random
 import sys
 from collections import Counter
@@ -131,6 +132,10 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
 
 
+def _sampling(sampling: dict[str, Any] | None) -> str:
+    return f", sampling `{json.dumps(sampling)}`" if sampling else ""
+
+
 def markdown(config: dict[str, Any], questions: list[Question], summaries: list[RouteSummary]) -> str:
     answerable = [q for q in questions if q.answerable]
     by_split = {split: sum(1 for q in answerable if q.split == split) for split in SPLITS}
@@ -143,7 +148,8 @@ def markdown(config: dict[str, Any], questions: list[Question], summaries: list[
         f"{by_split['heldout']} answerable held-out ({on_unseen} of them on unseen documents), "
         f"{by_split['train']} answerable train, {len(questions) - len(answerable)} unanswerable. "
         f"Gateway {config['gateway']}, temperature 0, max_tokens {config['max_tokens']}, "
-        f"adapter {config['adapter'] or 'the default'}, collection {config['collection'] or 'the default'}.",
+        f"adapter {config['adapter'] or 'the default'}, collection {config['collection'] or 'the default'}"
+        f"{_sampling(config.get('sampling'))}.",
         "",
         "Each rate: how many of how many, the percentage and its 95% Wilson interval.",
         "",

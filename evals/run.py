@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ class EvalConfig:
     adapter: str | None = None
     collection: str | None = None
     unseen_docs: tuple[str, ...] = ()  # documents no fine-tuning example is about (evals.dataset.load_unseen_docs)
+    # Sampling fields sent with every request beside temperature 0 (repetition_penalty, stop, ...).
+    sampling: dict[str, Any] = field(default_factory=dict)
 
     def check_resumable(self, out_dir: Path) -> None:
         """Records this config in out_dir, or checks it against the one recorded there."""
@@ -54,7 +56,7 @@ class EvalConfig:
         if not path.exists():
             _write_json(path, mine)
             return
-        recorded = read_config(out_dir)
+        recorded = {"sampling": {}} | read_config(out_dir)  # runs recorded before sampling sent none
         changed = [key for key in mine if key not in ("routes", "unseen_docs") and recorded.get(key) != mine[key]]
         if changed:
             raise EvalFailed(
@@ -112,6 +114,7 @@ class Asker:
         if config.collection:
             self.headers["X-Ragft-Collection"] = config.collection
         self.max_tokens = config.max_tokens
+        self.sampling = config.sampling
         self.timeout_s = timeout_s
         self.passages = passages
         self.local = threading.local()
@@ -125,7 +128,7 @@ class Asker:
 
     def __call__(self, question: Question, route: str) -> dict[str, Any]:
         record: dict[str, Any] = {"id": question.id, "route": route, "question": question.question}
-        body = chat_body(question.question, max_tokens=self.max_tokens, stream=False)
+        body = chat_body(question.question, max_tokens=self.max_tokens, stream=False) | self.sampling
         started = time.perf_counter()
         response = None
         try:

@@ -1,8 +1,9 @@
 """`ragft eval`: every question on every route through the gateway, scored, with a report; and
 `ragft freshness`: facts changed in the knowledge base, and which routes' answers follow."""
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,6 +28,13 @@ def evaluate(
         int | None, typer.Option(min=1, help="Only the first N questions of the run's fixed shuffle (a fair sample).")
     ] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each answer.")] = 96,
+    sampling: Annotated[
+        str,
+        typer.Option(
+            help="More sampling fields for every request, as a JSON object, e.g. '{\"repetition_penalty\": 1.2}' "
+            "(vLLM checks them). A results folder holds one setting."
+        ),
+    ] = "{}",
     concurrency: Annotated[
         int,
         typer.Option(
@@ -85,6 +93,7 @@ def evaluate(
             adapter=adapter,
             collection=collection,
             unseen_docs=tuple(sorted(unseen)),
+            sampling=_sampling(sampling),
         )
         out.mkdir(parents=True, exist_ok=True)
         config.check_resumable(out)  # before starting a stack for a run that cannot go on
@@ -163,6 +172,31 @@ def freshness(
     report = freshness_report(records, changes, config.routes)
     (out / REPORT).write_text(report)
     say(report)
+
+
+# Fields the eval sets itself: the report states them, so --sampling may not change them.
+EVAL_FIELDS = (
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "n",
+)
+
+
+def _sampling(sampling: str) -> dict[str, Any]:
+    try:
+        fields = json.loads(sampling)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--sampling {sampling!r} is not JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise typer.BadParameter(f"--sampling {sampling!r} is not a JSON object")
+    if taken := sorted(set(fields) & set(EVAL_FIELDS)):
+        raise typer.BadParameter(f"--sampling may not set {', '.join(taken)}: the eval sets it (see --max-tokens)")
+    return fields
 
 
 def _routes(routes: str) -> list[str]:

@@ -16,9 +16,10 @@ from ragft.settings import RagftSettings
 from services.generation.adapters import AdapterClient
 from services.generation.config import GenerationSettings
 from services.generation.finetune import TrainOptions
+from training.grounded import Grounding
 
 if TYPE_CHECKING:
-    from training.grounded import Example, Grounding
+    from training.grounded import Example
 
 # Trained by `make adapter` from data/finetune/train.jsonl: `ragft finetune --grounded` with
 # SHIPPED_OPTIONS, on the sample collection with the gateway's default settings.
@@ -160,11 +161,11 @@ UNSEEN_DOCS = DATA / "unseen_docs.txt"
 def finetune(
     data: Annotated[Path, typer.Option(help='Chat examples, one {"messages": [...], "doc_id": ...} per line.')],
     out: Annotated[Path, typer.Option(help="New folder: ADAPTERS_DIR/NAME for an adapter.")],
-    epochs: Annotated[float, typer.Option(min=0.01)] = 2.0,
-    learning_rate: Annotated[float, typer.Option(min=0)] = 1e-3,
-    rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 16,
-    batch_size: Annotated[int, typer.Option(min=1)] = 8,
-    max_tokens: Annotated[int, typer.Option(min=16, help="Longer examples are cut.")] = 1280,
+    epochs: Annotated[float, typer.Option(min=0.01)] = TrainOptions.epochs,
+    learning_rate: Annotated[float, typer.Option(min=0)] = TrainOptions.learning_rate,
+    rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = TrainOptions.rank,
+    batch_size: Annotated[int, typer.Option(min=1)] = TrainOptions.batch_size,
+    max_tokens: Annotated[int, typer.Option(min=16, help="Longer examples are refused.")] = TrainOptions.max_tokens,
     merge: Annotated[bool, typer.Option("--merge", help="Write a full model with the adapter merged in.")] = False,
     grounded: Annotated[
         bool,
@@ -181,7 +182,7 @@ def finetune(
     ] = None,
     distractor_share: Annotated[
         float, typer.Option(min=0, max=0.9, help="With --grounded: the share of examples shown distractors only.")
-    ] = 0.2,
+    ] = Grounding.distractor_share,
     retrieval: Annotated[
         str | None, typer.Option(help="With --grounded: the retrieval service's URL; default RAGFT_RETRIEVAL_URL.")
     ] = None,
@@ -198,7 +199,7 @@ def finetune(
     from ragft.localstack import StackFailed
     from services.gateway.config import GatewaySettings
     from services.generation.finetune import DataError, load_conversations, train
-    from training.grounded import Grounding, GroundingError, bare_records, check_held_out, read_examples
+    from training.grounded import GroundingError, bare_records, check_held_out, read_examples
 
     settings = GenerationSettings()
     options = TrainOptions(
@@ -233,13 +234,13 @@ def finetune(
     )
 
 
-def grounding_record(grounding: "Grounding", unseen: frozenset[str]) -> dict[str, Any]:
+def grounding_record(grounding: Grounding, unseen: frozenset[str]) -> dict[str, Any]:
     """How `--grounded` makes its examples, as the adapter's ragft.json records it."""
     return asdict(grounding) | {"unseen_docs": sorted(unseen)}
 
 
 def _grounded_records(
-    examples: list["Example"], grounding: "Grounding", unseen: frozenset[str], retrieval: str | None
+    examples: list["Example"], grounding: Grounding, unseen: frozenset[str], retrieval: str | None
 ) -> list[dict[str, Any]]:
     """The mix to train on (every example bare, then grounded copies), built by searching the
     collection of `grounding`."""
@@ -282,8 +283,6 @@ def ensure_default_adapter(settings: GenerationSettings, data: Path) -> None:
     except AdapterError as exc:
         fail(exc)
     out = settings.adapters_dir / settings.default_adapter
-    from training.grounded import Grounding
-
     try:
         grounding = grounding_record(Grounding(SHIPPED_COLLECTION), load_unseen_docs(UNSEEN_DOCS))
     except BadEvalSet as exc:

@@ -135,6 +135,8 @@ async def answer(
         plan, sources = await _retrieve(request, plan, gateway, timing, deadline)
         messages = grounded_messages(request.messages, sources) if plan.route.retrieves else request.messages
         body = request.upstream_body(plan.model, messages, default_max_tokens=settings.max_tokens_limit)
+        if plan.route is Route.RAG:
+            body.setdefault("frequency_penalty", settings.rag_frequency_penalty)
         if request.stream:
             deadlines = (ttft_at, deadline)
             return await _stream(body, plan, sources, gateway, timing, deadlines, held.pop_all(), request.wants_usage)

@@ -70,6 +70,9 @@ class GatewaySettings(RagftSettings):
     max_message_chars: int = Field(32_000, ge=1)
     # The largest max_tokens a request may ask for, and what a request that names none gets.
     max_tokens_limit: int = Field(1024, ge=1)
+    # The rag route's frequency_penalty when the request sets none (0: off). The base model repeats
+    # itself to max_tokens; 0.6 cut that from 84% to 61% of answers, facts unchanged (docs/measurements/evaluation.md).
+    rag_frequency_penalty: float = Field(0.6, ge=-2, le=2)
 
     @field_validator("default_route")
     @classmethod

@@ -49,12 +49,15 @@ def new_run(
     records: list[dict[str, Any]],
     unseen_docs: tuple[str, ...] = (),
     name: str = "run",
+    sampling: dict[str, Any] | None = None,
 ) -> Path:
     data = tmp_path / "eval.jsonl"
     data.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
     out = tmp_path / name
     out.mkdir()
-    config = EvalConfig("http://127.0.0.1:1", str(data), routes, max_tokens=64, unseen_docs=unseen_docs)
+    config = EvalConfig(
+        "http://127.0.0.1:1", str(data), routes, max_tokens=64, unseen_docs=unseen_docs, sampling=sampling or {}
+    )
     config.check_resumable(out)
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return out
@@ -196,16 +199,15 @@ def test_two_runs_are_compared_route_by_route_on_the_questions_both_answered(tmp
         ],
         unseen_docs=("export",),
         name="other",
+        sampling={"frequency_penalty": 0.6},
     )
     report = compare_runs(unseen_run, other)
     assert "finetuned" not in report  # a route only one run asked
     seen, unseen, abstention = report.split("**")[2::2]
-    assert (
-        "| rag (run, default adapter) vs rag (other, default adapter) | 1 | 0 | 1 | 0 | +100 (-12 to +100) | 1.000 |"
-        in seen
-    )
-    assert "| rag (run, default adapter) vs rag (other, default adapter) | 1 | 1 | 0 | 0 |" in unseen
-    assert "| rag (run, default adapter) vs rag (other, default adapter) | 1 | 0 | 0 | 1 |" in abstention
+    pair = 'rag (run, default adapter) vs rag (other, default adapter, {"frequency_penalty": 0.6})'
+    assert f"| {pair} | 1 | 0 | 1 | 0 | +100 (-12 to +100) | 1.000 |" in seen
+    assert f"| {pair} | 1 | 1 | 0 | 0 |" in unseen
+    assert f"| {pair} | 1 | 0 | 0 | 1 |" in abstention
     with pytest.raises(EvalFailed, match="share no route"):
         compare_runs(unseen_run, new_run(tmp_path, ("hybrid",), [], unseen_docs=("export",), name="third"))
     with pytest.raises(EvalFailed, match="differ in unseen_docs"):

@@ -115,6 +115,15 @@ def test_other_unseen_documents_are_a_resume_and_the_latest_are_recorded(tmp_pat
         config("http://127.0.0.1:1", max_tokens=16, unseen_docs=("data-export",)).check_resumable(tmp_path)
 
 
+def test_other_sampling_is_refused_and_a_run_recorded_before_sampling_sent_none(tmp_path: Path) -> None:
+    config("http://127.0.0.1:1").check_resumable(tmp_path)
+    recorded = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps({k: v for k, v in recorded.items() if k != "sampling"}))
+    config("http://127.0.0.1:1").check_resumable(tmp_path)
+    with pytest.raises(EvalFailed, match="sampling differ"):
+        config("http://127.0.0.1:1", sampling={"repetition_penalty": 1.2}).check_resumable(tmp_path)
+
+
 def test_a_gateway_that_does_not_answer_stops_the_run_at_once(tmp_path: Path) -> None:
     with pytest.raises(EvalFailed, match="does not answer"):
         run_eval(config(f"http://127.0.0.1:{free_port()}"), QUESTIONS, tmp_path / "run", say=quiet)
@@ -134,4 +143,7 @@ def test_the_command_refuses_bad_options_before_asking_anything(tmp_path: Path) 
     assert bad_split.exit_code == 1 and "unknown split(s) dev" in " ".join(bad_split.output.split())
     missing = CliRunner().invoke(app, ["eval", "--unseen-docs", str(tmp_path / "unseen.txt"), "--out", str(out)])
     assert missing.exit_code == 1 and "cannot read the unseen documents" in " ".join(missing.output.split())
+    for sampling, said in (("[1]", "not a JSON object"), ("{", "not JSON"), ('{"temperature": 1}', "set temperature")):
+        bad = CliRunner().invoke(app, ["eval", "--sampling", sampling, "--out", str(out)])
+        assert bad.exit_code == 2 and said in " ".join(bad.output.split()), bad.output
     assert not out.exists()

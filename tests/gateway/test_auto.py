@@ -57,6 +57,15 @@ def test_a_covered_question_goes_to_rag_with_the_search_that_decided(stack: tupl
     assert "billing-invoices-and-payment-methods" in [source["doc_id"] for source in ragft["sources"]]
     assert vllm.bodies[-1]["model"] == "base"
     assert all(source["text"] in _prompt(vllm) for source in ragft["sources"])  # the one search fed the prompt
+    assert vllm.bodies[-1]["frequency_penalty"] == GatewaySettings().rag_frequency_penalty > 0  # rag's default
+
+
+def test_a_frequency_penalty_the_request_sets_is_kept(stack: tuple[str, ScriptedVllm]) -> None:
+    url, vllm = stack
+    body = {"messages": [{"role": "user", "content": COVERED}], "frequency_penalty": 0}
+    answered = httpx.post(f"{url}/v1/chat/completions", json=body, headers={"X-Ragft-Route": "rag"}, timeout=30)
+    assert answered.status_code == 200, answered.text
+    assert vllm.bodies[-1]["frequency_penalty"] == 0
 
 
 def test_naming_an_adapter_makes_a_covered_question_hybrid(stack: tuple[str, ScriptedVllm]) -> None:
@@ -64,6 +73,7 @@ def test_naming_an_adapter_makes_a_covered_question_hybrid(stack: tuple[str, Scr
     ragft = _ask(url, COVERED, AUTO | {"X-Ragft-Adapter": "voice"}).json()["ragft"]
     assert ragft["route"] == "hybrid" and ragft["route_reason"]["adapter_named"] is True
     assert vllm.bodies[-1]["model"] == "voice" and ragft["sources"]
+    assert "frequency_penalty" not in vllm.bodies[-1]  # only rag, the base model, gets the default
 
 
 def test_an_uncovered_question_goes_to_finetuned_and_says_why(stack: tuple[str, ScriptedVllm]) -> None:

@@ -92,7 +92,7 @@ def examples() -> list[Example]:
 
 @pytest.fixture(scope="module")
 def search(retrieval_url: str) -> Searcher:
-    return Searcher(sync_client(retrieval_url), Grounding("help-center", seed=3), UNSEEN)
+    return Searcher(sync_client(retrieval_url), Grounding("help-center", distractor_share=0.2, seed=3), UNSEEN)
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +174,8 @@ def test_finetune_grounded_trains_on_the_mix_and_keeps_it_beside_the_adapter(
         "--out",
         str(out),
         "--grounded",
+        "--distractor-share",
+        "0.25",
         "--epochs",
         "0.1",
         "--batch-size",
@@ -187,7 +189,7 @@ def test_finetune_grounded_trains_on_the_mix_and_keeps_it_beside_the_adapter(
     report = json.loads((out / REPORT).read_text())
     assert report["examples"] == 12 and report["steps"] >= 1
     assert report["grounding"] == {
-        "collection": "help-center", "top_k": 4, "max_query_chars": 1000, "distractor_share": 0.2, "seed": 0,
+        "collection": "help-center", "top_k": 4, "max_query_chars": 1000, "distractor_share": 0.25, "seed": 0,
         "unseen_docs": sorted(UNSEEN),
     }  # fmt: skip
 
