@@ -2,13 +2,12 @@
 by route on the questions both answered, in the report's pair-by-pair tables. Two runs differ in
 what the run settings refuse to mix in one folder: another adapter, max_tokens or sampling."""
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from evals.dataset import BadEvalSet
-from evals.report import RouteSummary, paired_tables, summarize
+from evals.report import RouteSummary, paired_tables, sampling_label, summarize
 from evals.run import EvalFailed
 
 
@@ -21,8 +20,7 @@ def compare_runs(a_dir: Path, b_dir: Path) -> str:
             raise EvalFailed(f"{a_dir} and {b_dir} differ in {key}: their questions do not pair")
 
     def labelled(out_dir: Path, config: dict[str, Any], summaries: list[RouteSummary]) -> dict[str, RouteSummary]:
-        sampling = f", {json.dumps(config['sampling'])}" if config.get("sampling") else ""
-        label = f"{out_dir.name}, {config['adapter'] or 'default adapter'}{sampling}"
+        label = f"{out_dir.name}, {config['adapter'] or 'default adapter'}{sampling_label(config.get('sampling'))}"
         return {s.route: RouteSummary(f"{s.route} ({label})", s.asked, s.answers) for s in summaries}
 
     a, b = labelled(a_dir, a_config, a_summaries), labelled(b_dir, b_config, b_summaries)

@@ -132,7 +132,8 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
 
 
-def _sampling(sampling: dict[str, Any] | None) -> str:
+def sampling_label(sampling: dict[str, Any] | None) -> str:
+    """ ", sampling `{...}`" for a run that sent sampling fields of its own; else nothing."""
     return f", sampling `{json.dumps(sampling)}`" if sampling else ""
 
 
@@ -149,7 +150,7 @@ def markdown(config: dict[str, Any], questions: list[Question], summaries: list[
         f"{by_split['train']} answerable train, {len(questions) - len(answerable)} unanswerable. "
         f"Gateway {config['gateway']}, temperature 0, max_tokens {config['max_tokens']}, "
         f"adapter {config['adapter'] or 'the default'}, collection {config['collection'] or 'the default'}"
-        f"{_sampling(config.get('sampling'))}.",
+        f"{sampling_label(config.get('sampling'))}.",
         "",
         "Each rate: how many of how many, the percentage and its 95% Wilson interval.",
         "",

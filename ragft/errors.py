@@ -6,6 +6,7 @@
     ├── Unauthorized           401 unauthorized (+ WWW-Authenticate)
     ├── Forbidden              403 forbidden
     ├── NotFound               404 not_found
+    ├── Conflict               409 conflict
     ├── PayloadTooLarge        413 payload_too_large
     ├── UpstreamFailed         502 upstream_error
     ├── RetryLater                 (+ Retry-After)

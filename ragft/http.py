@@ -1,4 +1,4 @@
-"""HTTP client factory: every outgoing call carries the current request id and a bounded timeout."""
+"""The command line's HTTP client: every call carries the current request id and a bounded timeout."""
 
 import httpx
 import structlog
@@ -12,22 +12,8 @@ def request_id_headers() -> dict[str, str]:
     return {REQUEST_ID_HEADER: request_id} if request_id else {}
 
 
-async def _add_request_id_async(request: httpx.Request) -> None:
-    request.headers.update(request_id_headers())
-
-
 def _add_request_id(request: httpx.Request) -> None:
     request.headers.update(request_id_headers())
-
-
-def async_client(base_url: str, *, timeout: float = 30.0, max_connections: int = 100) -> httpx.AsyncClient:
-    """One pooled client per upstream, opened in the service's lifespan."""
-    return httpx.AsyncClient(
-        base_url=base_url,
-        timeout=httpx.Timeout(timeout, connect=5.0),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        event_hooks={"request": [_add_request_id_async]},
-    )
 
 
 def sync_client(base_url: str, *, timeout: float = 120.0) -> httpx.Client:

@@ -1,10 +1,11 @@
 """The gateway's clients for the retrieval and generation services.
 
-aiohttp rather than httpx on this hot path: as a proxy's client it measured several times
-faster on these machines (ARCHITECTURE.md, field notes). Every call carries the request id and
-the request's deadline, goes through the upstream's circuit breaker, is retried at most once
-(before any byte of the answer, within the retry budget), and every failure leaves here as one
-of ragft's errors."""
+aiohttp rather than httpx on this hot path: in a FastAPI pass-through at concurrency 32 on
+these machines, aiohttp kept 27% of the upstream's direct throughput, httpx 3% (its pool
+collapsed) and httpx on an aiohttp transport 14%. Every call carries the request id and the
+request's deadline, goes through the upstream's circuit breaker, is retried at most once (before
+any byte of the answer, within the retry budget), and every failure leaves here as one of
+ragft's errors."""
 
 import asyncio
 import json
