@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragft.process import free_port, spawn_ragft, stop_process_group, wait_until_ready
+from ragft.process import free_port, spawn_ragft, stop_process, wait_until_ready
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 64)
@@ -142,8 +142,8 @@ def main() -> None:
                         f"{run.errors} | {added} | {share} |"
                     )
     finally:
-        stop_process_group(proxy, timeout=10)
-        stop_process_group(upstream, timeout=10)
+        stop_process(proxy, timeout=10, group=True)
+        stop_process(upstream, timeout=10, group=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from ragft.process import free_port, spawn_ragft, stop_process_group, wait_until_ready
+from ragft.process import free_port, spawn_ragft, stop_process, wait_until_ready
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 32)
@@ -95,7 +95,7 @@ def serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    stop_process_group(process, timeout=60)
+    stop_process(process, timeout=60, group=True)
 
 
 def ragft(*args: str, env: dict[str, str]) -> None:

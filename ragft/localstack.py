@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ragft.process import NotReady, spawn_ragft, stop_process_group, wait_until_ready
+from ragft.process import NotReady, spawn_ragft, stop_process, wait_until_ready
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -80,4 +80,4 @@ def service_up(
     finally:
         if stack.poll() is None:
             say("Stopping the local stack")
-        stop_process_group(stack, timeout=60)
+        stop_process(stack, timeout=60, group=True)

@@ -73,16 +73,24 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def stop_process_group(process: "subprocess.Popen[Any]", *, timeout: float) -> None:
-    """SIGTERM to the process's group (it must have been started with start_new_session=True),
-    then SIGKILL if it has not exited within `timeout`. Safe to call on an exited process."""
+def stop_process(process: "subprocess.Popen[Any]", *, timeout: float, group: bool = False) -> None:
+    """SIGTERM to the process (with `group`, to its process group: it must have been started
+    with start_new_session=True), then SIGKILL if it has not exited within `timeout`. Safe to
+    call on an exited process."""
     if process.poll() is not None:
         return
+
+    def send(signal_number: int) -> None:
+        if group:
+            os.killpg(process.pid, signal_number)
+        else:
+            process.send_signal(signal_number)
+
     try:
-        os.killpg(process.pid, signal.SIGTERM)
+        send(signal.SIGTERM)
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        send(signal.SIGKILL)
         process.wait()
     except ProcessLookupError:
         process.wait()
@@ -92,7 +100,7 @@ def spawn_ragft(
     *args: str, env: dict[str, str], cwd: Path, own_group: bool = False, log: Path | None = None
 ) -> "subprocess.Popen[bytes]":
     """`python -m ragft ARGS` in the background: a service for a test or a benchmark. Its output
-    goes to `log`, or nowhere. `own_group` starts it in a new process group, for `stop_process_group`."""
+    goes to `log`, or nowhere. `own_group` starts it in a new process group, for `stop_process(..., group=True)`."""
     with open(log or os.devnull, "ab") as output:
         return subprocess.Popen(
             [sys.executable, "-m", "ragft", *args],

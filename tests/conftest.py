@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from ragft.process import free_port, spawn_ragft, stop_process_group, wait_until_ready
+from ragft.process import free_port, spawn_ragft, stop_process, wait_until_ready
 from services.generation.finetune import file_sha256
 from services.retrieval.config import RetrievalSettings
 
@@ -140,13 +140,7 @@ class Processes:
             wait_until_ready(ready, timeout=120, process=process)
             yield process
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(process, timeout=20)
 
     @contextmanager
     def gateway(
@@ -277,4 +271,4 @@ def generation_url(generation_env: dict[str, str], processes: Processes) -> Iter
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{url}/health", timeout=2)
     finally:
-        stop_process_group(process, timeout=30)
+        stop_process(process, timeout=30, group=True)

@@ -1,6 +1,7 @@
 """ragft.process: a child in a session of its own (as vLLM is) dies with its supervisor, even
 when the supervisor is killed with SIGKILL and cannot stop it; SIGTERM as an exit that runs
-`finally` blocks; a port check that a stopped server's TIME_WAIT connections do not fool."""
+`finally` blocks; a port check that a stopped server's TIME_WAIT connections do not fool; a stop
+that escalates to SIGKILL, and reaches the whole group when asked."""
 
 import os
 import signal
@@ -13,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from ragft.process import port_is_free, sigterm_as_exit
+from ragft.process import port_is_free, sigterm_as_exit, stop_process
 
 SUPERVISOR = textwrap.dedent(
     """
@@ -90,3 +91,24 @@ def test_a_port_is_taken_only_while_something_listens_on_it() -> None:
     assert port_is_free("127.0.0.1", port)
     with socket.create_server(("127.0.0.1", port)):  # a restarted server binds at once, as vLLM does
         assert not port_is_free("127.0.0.1", port)
+
+
+# A shell that ignores SIGTERM, with a `sleep` child that does not.
+STUBBORN = "trap '' TERM; sleep 120 & echo $!; wait"
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_stop_process_kills_what_ignores_sigterm_and_with_group_its_children_too(group: bool) -> None:
+    shell = subprocess.Popen(["sh", "-c", STUBBORN], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert shell.stdout is not None
+    child = int(shell.stdout.readline())
+    try:
+        started = time.monotonic()
+        stop_process(shell, timeout=1, group=group)
+        assert shell.returncode == -signal.SIGKILL and time.monotonic() - started >= 1
+        time.sleep(0.2)
+        assert _alive(child) is not group
+        stop_process(shell, timeout=1, group=group)  # already stopped: nothing to do
+    finally:
+        if _alive(child):
+            psutil.Process(child).kill()

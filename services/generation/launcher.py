@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from ragft.logging import get_logger
-from ragft.process import NotReady, die_with_parent_preexec, port_is_free, stop_process_group, wait_until_ready
+from ragft.process import NotReady, die_with_parent_preexec, port_is_free, stop_process, wait_until_ready
 from services.generation.adapters import Adapter, check_compatible, discover, max_lora_rank
 from services.generation.config import GenerationSettings
 
@@ -172,7 +172,7 @@ def run(settings: GenerationSettings, echo: Callable[[str], None]) -> int:
             echo(f"vLLM did not become ready: {exc}")
         status = process.poll() or 1
     finally:
-        stop_process_group(process, timeout=30)
+        stop_process(process, timeout=30, group=True)
         reader.join(timeout=5)
     if stopping:
         return 0

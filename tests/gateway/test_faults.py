@@ -16,7 +16,7 @@ import openai
 import psutil
 import pytest
 
-from ragft.process import free_port, stop_process_group, wait_until_ready
+from ragft.process import free_port, stop_process, wait_until_ready
 from tests.conftest import Processes, embedded_env
 from tests.gateway.conftest import GatewayStarter, sse_events, wait_until_idle
 
@@ -209,7 +209,7 @@ def test_vllm_killed_mid_stream_and_mid_request(
             assert _error(cut, 503)["type"] == "upstream_unavailable"
             assert "generation" in cut.json()["error"]["message"]
     finally:
-        stop_process_group(launcher, timeout=30)
+        stop_process(launcher, timeout=30, group=True)
 
 
 class _BrokenVllm(BaseHTTPRequestHandler):

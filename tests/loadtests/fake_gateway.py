@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ragft.process import free_port, stop_process_group, wait_until_ready
+from ragft.process import free_port, stop_process, wait_until_ready
 
 RETRIEVE_S = 0.004
 TOKEN_S = float(os.environ.get("FAKE_GATEWAY_TOKEN_S", "0.002"))
@@ -138,4 +138,4 @@ def start_fake_gateway(**settings: str) -> Iterator[str]:
         wait_until_ready(f"http://127.0.0.1:{port}/readyz", timeout=30, process=fake)
         yield f"http://127.0.0.1:{port}"
     finally:
-        stop_process_group(fake, timeout=2)  # uvicorn would wait for the answers Locust gave up on
+        stop_process(fake, timeout=2, group=True)  # uvicorn would wait for the answers Locust gave up on

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from loadtests.run import run_step
-from ragft.process import free_port, stop_process_group, wait_until_ready
+from ragft.process import free_port, stop_process, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "fake-gateway-run"
@@ -45,7 +45,7 @@ def main() -> None:
             for csv in [*out.glob("*_stats.csv"), *out.glob("*_failures.csv")]:
                 shutil.copy(csv, FIXTURE / csv.name)
     finally:
-        stop_process_group(fake, timeout=10)
+        stop_process(fake, timeout=10, group=True)
     print(f"recorded {FIXTURE}")
 
 
