@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragft.process import free_port, spawn_ragft, stop_process, wait_until_ready
+from ragft.settings import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 64)
 SECONDS = 5
 ROUNDS = 3

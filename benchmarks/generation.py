@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 
 from ragft.process import free_port, spawn_ragft, stop_process, wait_until_ready
+from ragft.settings import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 32)
 MAX_TOKENS = 64
 PROMPTS = [json.loads(line)["question"] for line in (REPO / "data" / "kb_questions.jsonl").read_text().splitlines()]

@@ -23,6 +23,7 @@ from prometheus_client import Histogram
 from benchmarks.corpus import docstring_corpus
 from evals.dataset import load_questions
 from ragft.process import free_port, spawn_ragft, wait_until_ready
+from ragft.settings import REPO
 from services.retrieval.chunking import Chunk
 from services.retrieval.config import RetrievalSettings
 from services.retrieval.embedding import Embedder
@@ -32,7 +33,6 @@ from services.retrieval.runtime import Retrieval
 from services.retrieval.schemas import DocumentIn, SearchMode, SearchRequest
 from services.retrieval.store.base import EmbeddedChunk
 
-REPO = Path(__file__).resolve().parent.parent
 SIZES = (1_000, 10_000, 50_000)
 QUERIES = 200
 NOISE = 0.01  # per-dimension; each synthetic copy stays at cosine ~0.98 from its original

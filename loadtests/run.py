@@ -12,8 +12,8 @@ from datetime import datetime
 from pathlib import Path
 
 from ragft.localstack import StackFailed, check_loopback, gateway_up
+from ragft.settings import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 RESULTS = Path(__file__).resolve().with_name("results")
 # What each run is named after (its CSV files: users-<N>-<label>_stats.csv) and the class it runs.

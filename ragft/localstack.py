@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from ragft.process import NotReady, spawn_ragft, stop_process, wait_until_ready
+from ragft.settings import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 

@@ -6,6 +6,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The checkout: its data/ folder, and the working directory of the programs it starts.
+REPO = Path(__file__).resolve().parent.parent
+
 # Collection names become folder names in the embedded store and path segments in URLs;
 # the retrieval service and the gateway both check them.
 COLLECTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"

@@ -24,13 +24,13 @@ import httpx
 import pytest
 
 from ragft.process import free_port, spawn_ragft, stop_process, wait_until_ready
+from ragft.settings import REPO
 from services.generation.finetune import file_sha256
 from services.retrieval.config import RetrievalSettings
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
-REPO = Path(__file__).resolve().parent.parent
 SAMPLE_KB = REPO / "data" / "kb"
 TINY_SET = REPO / "data" / "finetune" / "tiny.jsonl"
 CACHE = Path(os.environ.get("RAGFT_TEST_CACHE") or Path.home() / ".cache" / "ragft")

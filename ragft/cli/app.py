@@ -1,6 +1,5 @@
 """The `ragft` Typer app and what its command modules share."""
 
-from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -13,7 +12,6 @@ app.add_typer(serve_app, name="serve")
 
 console = Console(stderr=True)
 # Where `make run` finds the sample data: a checkout of the repository.
-REPO = Path(__file__).resolve().parents[2]
 
 
 def say(message: str) -> None:

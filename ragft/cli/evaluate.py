@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from ragft.cli.app import REPO, app, fail, say
+from ragft.cli.app import app, fail, say
 from ragft.localstack import StackFailed, check_loopback, gateway_up
 from ragft.process import sigterm_as_exit
+from ragft.settings import REPO
 from services.gateway.config import ROUTE_NAMES, GatewaySettings
 
 UNSEEN_DOCS = REPO / "data" / "unseen_docs.txt"

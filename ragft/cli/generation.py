@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from ragft.cli.app import REPO, app, console, fail, say, serve_app
+from ragft.cli.app import app, console, fail, say, serve_app
 from ragft.process import die_with_parent_preexec
-from ragft.settings import RagftSettings
+from ragft.settings import REPO, RagftSettings
 from services.generation.adapters import AdapterClient
 from services.generation.config import GenerationSettings
 from services.generation.finetune import TrainOptions

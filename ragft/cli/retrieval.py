@@ -7,7 +7,8 @@ import httpx
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ragft.cli.app import REPO, app, console, fail, say, serve, serve_app
+from ragft.cli.app import app, console, fail, say, serve, serve_app
+from ragft.settings import REPO
 
 if TYPE_CHECKING:
     from services.retrieval.runtime import Retrieval

@@ -10,9 +10,10 @@ import honcho.manager
 import typer
 from honcho.manager import Manager
 
-from ragft.cli.app import REPO, app, say
+from ragft.cli.app import app, say
 from ragft.cli.generation import ensure_base_model, ensure_default_adapter
 from ragft.cli.retrieval import ensure_knowledge_base
+from ragft.settings import REPO
 from services.gateway.config import GatewaySettings, Route
 from services.generation.config import GenerationSettings
 from services.retrieval.config import RetrievalSettings

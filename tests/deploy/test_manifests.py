@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from ragft.settings import RagftSettings
+from ragft.settings import REPO, RagftSettings
 from services.gateway.config import GatewaySettings
 from services.generation.adapters import Adapter
 from services.generation.config import GenerationSettings
@@ -30,7 +30,6 @@ from services.retrieval.config import RetrievalSettings
 
 Doc = dict[str, Any]
 
-REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILES = sorted((REPO / "deploy" / "docker").glob("*.Dockerfile"))

@@ -1,13 +1,10 @@
 """The eval set's facts on other wordings: right answers in other words pass, wrong answers sharing words fail."""
 
-from pathlib import Path
-
 import pytest
 
 from evals.dataset import Question, load_questions
 from evals.scoring import states_facts
-
-REPO = Path(__file__).resolve().parents[2]
+from ragft.settings import REPO
 
 
 @pytest.fixture(scope="module")

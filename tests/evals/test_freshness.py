@@ -15,7 +15,7 @@ from evals.dataset import BadEvalSet
 from evals.freshness import Change, KnowledgeBase, freshness_report, load_changes, run_freshness
 from evals.run import EvalConfig, EvalFailed
 from evals.scoring import states
-from ragft.cli.app import REPO
+from ragft.settings import REPO
 from tests.conftest import Processes
 from tests.gateway.scripted_vllm import Answer, Fail, ScriptedVllm, scripted_vllm
 

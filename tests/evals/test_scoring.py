@@ -1,7 +1,6 @@
 """The scorer on fixed answers, and on the fine-tuning set whose rules it encodes."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,7 @@ from evals.scoring import (
     states_facts,
     voice,
 )
-
-REPO = Path(__file__).resolve().parents[2]
+from ragft.settings import REPO
 
 
 def question(facts: tuple[str, ...] = (r"\b14[ -]?days?",), doc_id: str | None = "account-delete") -> Question:

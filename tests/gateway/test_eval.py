@@ -7,7 +7,8 @@ from pathlib import Path
 
 from evals.dataset import load_questions
 from evals.scoring import GREETING
-from tests.conftest import REPO, Processes
+from ragft.settings import REPO
+from tests.conftest import Processes
 
 CHOSEN = ("h001", "h009", "h101")  # two answerable, one the knowledge base does not cover
 

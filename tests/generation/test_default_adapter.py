@@ -21,10 +21,11 @@ from ragft.cli.generation import (
     ensure_default_adapter,
     grounding_record,
 )
+from ragft.settings import REPO
 from services.generation.adapters import check_compatible, discover
 from services.generation.config import DEFAULT_BASE_MODEL, GenerationSettings
 from services.generation.finetune import EXAMPLES, REPORT, TrainOptions, file_sha256, load_conversations, trained_from
-from tests.conftest import REPO, TINY_SET, Processes, embedded_env
+from tests.conftest import TINY_SET, Processes, embedded_env
 from training.grounded import Grounding
 
 TRAIN_SET = REPO / "data" / "finetune" / "train.jsonl"

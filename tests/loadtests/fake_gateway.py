@@ -20,10 +20,10 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from ragft.process import free_port, stop_process, wait_until_ready
+from ragft.settings import REPO
 
 RETRIEVE_S = 0.004
 TOKEN_S = float(os.environ.get("FAKE_GATEWAY_TOKEN_S", "0.002"))
@@ -31,7 +31,6 @@ MAX_TOKENS = 16
 FORCED_ROUTE = os.environ.get("FAKE_GATEWAY_ROUTE", "")
 FAIL_EVERY = int(os.environ.get("FAKE_GATEWAY_FAIL_EVERY", "0"))
 COUNTER = itertools.count(1)
-REPO = Path(__file__).resolve().parents[2]
 
 
 async def _body(receive: Any) -> bytes:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from loadtests.run import run_step
 from ragft.process import free_port, stop_process, wait_until_ready
+from ragft.settings import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "fake-gateway-run"
 
 

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from ragft.process import free_port, wait_until_ready
-from tests.conftest import REPO, SAMPLE_KB, Processes, embedded_env
+from ragft.settings import REPO
+from tests.conftest import SAMPLE_KB, Processes, embedded_env
 
 
 def _collection(port: int, name: str) -> dict[str, Any]:

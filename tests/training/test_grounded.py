@@ -11,6 +11,7 @@ import pytest
 from evals.dataset import Question, load_unseen_docs
 from evals.scoring import abstains, citation_markers, voice
 from ragft.http import sync_client
+from ragft.settings import REPO
 from services.gateway.config import GatewaySettings
 from services.gateway.prompt import GROUNDING
 from services.generation.finetune import EXAMPLES, REPORT, load_conversations
@@ -27,7 +28,6 @@ from training.grounded import (
     refusal,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "data" / "finetune" / "train.jsonl"
 UNSEEN = load_unseen_docs(REPO / "data" / "unseen_docs.txt")
 GREETING = "Hi there, thanks for reaching out to Quillbyte Support!"
