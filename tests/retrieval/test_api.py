@@ -1,6 +1,7 @@
 """The retrieval API through httpx against the real app: real embedder, real Qdrant Edge
 (and the server backend's code path, see conftest.BACKENDS)."""
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.conftest import upsert
@@ -127,6 +128,8 @@ def test_get_and_delete_document(client: TestClient, collection: str) -> None:
 
 def test_list_documents_pages_by_id_with_titles(client: TestClient, collection: str) -> None:
     upsert(client, collection, SHORTCUTS, PRICING, ERRORS)
+    assert isinstance(client.app, FastAPI)
+    client.app.state.retrieval.store.scroll_page = 2  # so the store's reads take more than one scroll call
     listed = client.get(f"/v1/collections/{collection}/documents").json()
     assert listed["total"] == 3
     assert [(d["id"], d["title"]) for d in listed["documents"]] == [

@@ -111,6 +111,7 @@ class VectorStore(ABC):
 
     # How long a read catalog is trusted: another process may change it (a server's other replicas).
     CATALOG_SECONDS = math.inf
+    scroll_page = 256  # points per scroll call
 
     def __init__(self) -> None:
         self._catalog: Catalog | None = None
@@ -160,8 +161,17 @@ class VectorStore(ABC):
     def _delete(self, name: str, flt: Any) -> None: ...
 
     @abstractmethod
+    def _scroll_page(self, name: str, flt: Any, offset: Any) -> tuple[list[dict[str, Any]], Any]:
+        """One page of payloads matching the filter, from `offset` (None: the first page), and
+        the next page's offset (None after the last)."""
+
     def _scroll(self, name: str, flt: Any) -> list[dict[str, Any]]:
         """Payloads of every point matching the filter."""
+        payloads, offset = self._scroll_page(name, flt, None)
+        while offset is not None:
+            page, offset = self._scroll_page(name, flt, offset)
+            payloads += page
+        return payloads
 
     @abstractmethod
     def _query(

@@ -58,7 +58,6 @@ from services.retrieval.store.base import (
 
 CONFIG_FILE = "edge_config.json"
 CATALOG_FILE = "catalog.json"
-SCROLL_PAGE = 256
 
 
 class StoreLocked(Exception):
@@ -200,18 +199,13 @@ class EdgeStore(VectorStore):
         with _store_errors():
             shard.update(UpdateOperation.delete_points_by_filter(flt))
 
-    def _scroll(self, name: str, flt: Any) -> list[dict[str, Any]]:
+    def _scroll_page(self, name: str, flt: Any, offset: Any) -> tuple[list[dict[str, Any]], Any]:
         shard = self._shard(name)
-        payloads: list[dict[str, Any]] = []
-        offset: Any = None
         with _store_errors():
-            while True:
-                records, offset = shard.scroll(
-                    ScrollRequest(offset=offset, limit=SCROLL_PAGE, filter=flt, with_payload=True, with_vector=False)
-                )
-                payloads.extend(r.payload for r in records if r.payload)
-                if offset is None:
-                    return payloads
+            records, offset = shard.scroll(
+                ScrollRequest(offset=offset, limit=self.scroll_page, filter=flt, with_payload=True, with_vector=False)
+            )
+        return [r.payload for r in records if r.payload], offset
 
     def _query(
         self,

@@ -30,7 +30,6 @@ from services.retrieval.store.base import (
     payload,
 )
 
-SCROLL_PAGE = 256
 # A payload-only collection holding ragft's catalog in one point. The dot keeps the name out
 # of what clients may name a collection.
 CATALOG_COLLECTION = "ragft.catalog"
@@ -139,17 +138,12 @@ class ServerStore(VectorStore):
         with _server_errors(name):
             self.client.delete(name, points_selector=qm.FilterSelector(filter=flt), wait=True)
 
-    def _scroll(self, name: str, flt: Any) -> list[dict[str, Any]]:
-        payloads: list[dict[str, Any]] = []
-        offset: Any = None
+    def _scroll_page(self, name: str, flt: Any, offset: Any) -> tuple[list[dict[str, Any]], Any]:
         with _server_errors(name):
-            while True:
-                records, offset = self.client.scroll(
-                    name, scroll_filter=flt, limit=SCROLL_PAGE, offset=offset, with_payload=True
-                )
-                payloads.extend(r.payload for r in records if r.payload)
-                if offset is None:
-                    return payloads
+            records, offset = self.client.scroll(
+                name, scroll_filter=flt, limit=self.scroll_page, offset=offset, with_payload=True
+            )
+        return [r.payload for r in records if r.payload], offset
 
     def _query(
         self,
