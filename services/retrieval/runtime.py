@@ -13,7 +13,7 @@ from services.retrieval.embedding import Embedder
 from services.retrieval.indexer import Indexer
 from services.retrieval.schemas import SearchRequest
 from services.retrieval.store import StoredChunk, VectorStore, open_store
-from services.retrieval.store.base import KeywordEncoder
+from services.retrieval.store.base import KeywordEncoder, StoreQuery
 
 SEARCH_SECONDS = Histogram(
     "ragft_retrieval_search_seconds",
@@ -78,17 +78,15 @@ class Retrieval:
 
     def search(self, collection: str, request: SearchRequest, *, exact: bool = False) -> list[StoredChunk]:
         with SEARCH_SECONDS.labels(request.mode).time():
-            return self.store.search(
-                collection,
-                dense=self.indexer.embedder_for(collection).embed([request.query])[0]
-                if request.mode != "keyword"
-                else [],
+            embedder = self.indexer.embedder_for(collection)
+            query = StoreQuery(
+                dense=embedder.embed([request.query])[0] if request.mode != "keyword" else [],
                 keywords=self.keywords.query(request.query),
                 mode=request.mode,
                 top_k=request.top_k,
-                filter=request.filter,
                 exact=exact,
             )
+            return self.store.search(collection, query, request.filter)
 
     def keyword_score(self, collection: str, request: SearchRequest) -> float | None:
         """The best chunk's BM25 score per distinct query term, so long and short questions

@@ -47,6 +47,17 @@ class EmbeddedChunk:
 
 
 @dataclass(frozen=True)
+class StoreQuery:
+    """What a search asks the store: the query's vectors, how to rank, and how many."""
+
+    dense: list[float]  # empty for a keyword search
+    keywords: SparseVector
+    mode: SearchMode
+    top_k: int
+    exact: bool = False  # exact nearest neighbours instead of the HNSW index
+
+
+@dataclass(frozen=True)
 class StoredChunk:
     doc_id: str
     chunk_index: int
@@ -174,17 +185,7 @@ class VectorStore(ABC):
         return payloads
 
     @abstractmethod
-    def _query(
-        self,
-        name: str,
-        *,
-        dense: list[float],
-        keywords: SparseVector,
-        mode: SearchMode,
-        top_k: int,
-        flt: Any | None,
-        exact: bool,
-    ) -> list[tuple[dict[str, Any], float]]:
+    def _query(self, name: str, query: StoreQuery, flt: Any | None) -> list[tuple[dict[str, Any], float]]:
         """Up to top_k + TIE_MARGIN (payload, score) pairs, best first; hybrid fuses dense and
         keyword results (top_k * PREFETCH_FACTOR of each) by RRF."""
 
@@ -343,27 +344,16 @@ class VectorStore(ABC):
         first_chunks = (StoredChunk.from_payload(p) for p in self._scroll(name, self._first_chunks()))
         return sorted(first_chunks, key=lambda c: c.doc_id)
 
-    def search(
-        self,
-        name: str,
-        *,
-        dense: list[float],
-        keywords: SparseVector,
-        mode: SearchMode,
-        top_k: int,
-        filter: Filter | None = None,
-        exact: bool = False,
-    ) -> list[StoredChunk]:
-        flt = self.translate(filter) if filter else None
-        found = self._query(name, dense=dense, keywords=keywords, mode=mode, top_k=top_k, flt=flt, exact=exact)
+    def search(self, name: str, query: StoreQuery, filter: Filter | None = None) -> list[StoredChunk]:
+        found = self._query(name, query, self.translate(filter) if filter else None)
         chunks = [StoredChunk.from_payload(payload, score) for payload, score in found]
         # Fused scores often tie (ranks 1 and 2 against 2 and 1), and the store orders ties
         # arbitrarily: two identical requests should get the same passages in the same order.
-        return sorted(chunks, key=lambda chunk: (-chunk.score, chunk.doc_id, chunk.chunk_index))[:top_k]
+        return sorted(chunks, key=lambda chunk: (-chunk.score, chunk.doc_id, chunk.chunk_index))[: query.top_k]
 
     def keyword_score(self, name: str, *, keywords: SparseVector, filter: Filter | None = None) -> float | None:
         """The best BM25 score of any chunk for the query (None: no chunk shares a term with it).
         Unlike the fused score, which only ranks, it says how well the collection covers a question."""
-        flt = self.translate(filter) if filter else None
-        found = self._query(name, dense=[], keywords=keywords, mode="keyword", top_k=1, flt=flt, exact=False)
+        query = StoreQuery(dense=[], keywords=keywords, mode="keyword", top_k=1)
+        found = self._query(name, query, self.translate(filter) if filter else None)
         return found[0][1] if found else None

@@ -37,12 +37,10 @@ from qdrant_edge import (
     RangeFloat,
     ScrollRequest,
     SearchParams,
-    SparseVector,
     UpdateOperation,
 )
 from qdrant_edge import Filter as EdgeFilter
 
-from services.retrieval.schemas import SearchMode
 from services.retrieval.store.base import (
     BM25,
     DENSE,
@@ -51,6 +49,7 @@ from services.retrieval.store.base import (
     TIE_MARGIN,
     CollectionNotFound,
     EmbeddedChunk,
+    StoreQuery,
     StoreUnavailable,
     VectorStore,
     payload,
@@ -207,19 +206,10 @@ class EdgeStore(VectorStore):
             )
         return [r.payload for r in records if r.payload], offset
 
-    def _query(
-        self,
-        name: str,
-        *,
-        dense: list[float],
-        keywords: SparseVector,
-        mode: SearchMode,
-        top_k: int,
-        flt: Any | None,
-        exact: bool,
-    ) -> list[tuple[dict[str, Any], float]]:
+    def _query(self, name: str, query: StoreQuery, flt: Any | None) -> list[tuple[dict[str, Any], float]]:
+        dense, keywords, mode, top_k = query.dense, query.keywords, query.mode, query.top_k
         shard = self._shard(name)
-        params = SearchParams(exact=True) if exact else None
+        params = SearchParams(exact=True) if query.exact else None
         dense_query = Query.Nearest(dense, using=DENSE)
         keyword_query = Query.Nearest(keywords, using=BM25)
         if mode == "hybrid":

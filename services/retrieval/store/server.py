@@ -16,7 +16,6 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from qdrant_edge import SparseVector
 
-from services.retrieval.schemas import SearchMode
 from services.retrieval.store.base import (
     BM25,
     DENSE,
@@ -25,6 +24,7 @@ from services.retrieval.store.base import (
     TIE_MARGIN,
     CollectionNotFound,
     EmbeddedChunk,
+    StoreQuery,
     StoreUnavailable,
     VectorStore,
     payload,
@@ -145,18 +145,9 @@ class ServerStore(VectorStore):
             )
         return [r.payload for r in records if r.payload], offset
 
-    def _query(
-        self,
-        name: str,
-        *,
-        dense: list[float],
-        keywords: SparseVector,
-        mode: SearchMode,
-        top_k: int,
-        flt: Any | None,
-        exact: bool,
-    ) -> list[tuple[dict[str, Any], float]]:
-        params = qm.SearchParams(exact=True) if exact else None
+    def _query(self, name: str, query: StoreQuery, flt: Any | None) -> list[tuple[dict[str, Any], float]]:
+        dense, keywords, mode, top_k = query.dense, query.keywords, query.mode, query.top_k
+        params = qm.SearchParams(exact=True) if query.exact else None
         with _server_errors(name):
             if mode == "hybrid":
                 fetch = top_k * PREFETCH_FACTOR
@@ -171,10 +162,10 @@ class ServerStore(VectorStore):
                     with_payload=True,
                 )
             else:
-                query: Any = dense if mode == "dense" else _sparse(keywords)
+                nearest: Any = dense if mode == "dense" else _sparse(keywords)
                 response = self.client.query_points(
                     name,
-                    query=query,
+                    query=nearest,
                     using=DENSE if mode == "dense" else BM25,
                     query_filter=flt,
                     search_params=params,
