@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from ragft import sse
 from ragft.process import free_port, spawn_ragft, stop_process, wait_until_ready
 from ragft.settings import REPO
 
@@ -54,9 +55,10 @@ async def _one(client: httpx.AsyncClient, model: str, prompt: str) -> tuple[int,
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+            data = sse.data(line)
+            if data is None or data == sse.DONE_DATA:
                 continue
-            event = json.loads(line[6:])
+            event = json.loads(data)
             if not first and event["choices"] and event["choices"][0]["delta"].get("content"):
                 first = time.perf_counter() - started
             if event.get("usage"):

@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 
+from ragft import sse
 from services.gateway.config import AUTO, ROUTE_NAMES, Route
 
 STREAM_MODES = ("0", "1", "mixed")
@@ -143,11 +144,10 @@ def read_stream(lines: Iterable[bytes], started: float, clock: Callable[[], floa
     usage: dict[str, int] = {}
     timing: dict[str, float] = {}
     for line in lines:
-        if not line.startswith(b"data:"):
+        if (data := sse.data(line)) is None:
             continue
-        data = line[5:].strip()
         size += len(data)
-        if data == b"[DONE]":
+        if data == sse.DONE_DATA:
             break
         try:
             event = json.loads(data)

@@ -2,7 +2,6 @@
 return the completion or relay vLLM's events as they arrive."""
 
 import asyncio
-import json
 import re
 import time
 import uuid
@@ -18,6 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter, Histogram
 from starlette.types import Receive, Scope, Send
 
+from ragft import sse
 from ragft.errors import (
     InvalidRequest,
     NotFound,
@@ -68,7 +68,6 @@ REQUEST_TOKENS = Histogram(
 log = get_logger(__name__)
 
 COMPLETIONS = "/v1/chat/completions"
-DONE = b"data: [DONE]\n\n"
 USAGE_CHUNK = re.compile(rb'"usage":\s*\{')
 
 
@@ -289,7 +288,7 @@ class _Relay:
         usage: dict[str, int] = {}
         try:
             yield first
-            while event != DONE:
+            while event != sse.DONE:
                 if (reported := _usage(event)) is not None:
                     usage = count_tokens(self.plan.route, reported)
                 if reported is None or self.usage_asked:
@@ -299,14 +298,14 @@ class _Relay:
                         event = await _next_event(self.response)
                 except RagftError as exc:
                     outcome = exc.type
-                    yield _event(error_body(exc.type, exc.message))
-                    yield DONE
+                    yield sse.encode(error_body(exc.type, exc.message))
+                    yield sse.DONE
                     return
             self.timing.record("generate", self.generate_started)
             self.timing.record("total", self.timing.started)
             outcome = "ok"
             yield _chunk(self.chunk_id, self.plan.model, [], {"timing": self.timing.ms, "usage": usage})
-            yield DONE
+            yield sse.DONE
         finally:
             CHAT_REQUESTS.labels(self.plan.asked, outcome).inc()
             if outcome != "ok":
@@ -343,7 +342,7 @@ def _usage(event: bytes) -> Any:
     if not USAGE_CHUNK.search(event):
         return None
     try:
-        chunk = json.loads(event.removeprefix(b"data: "))
+        chunk = sse.decode(event)
         return None if chunk["choices"] else chunk["usage"]
     except (ValueError, KeyError, TypeError):
         return None
@@ -351,7 +350,7 @@ def _usage(event: bytes) -> Any:
 
 def _chunk(chunk_id: str, model: str, choices: list[dict[str, Any]], ragft: dict[str, Any]) -> bytes:
     """A `chat.completion.chunk` of ragft's own: the sources first, the timing last."""
-    return _event(
+    return sse.encode(
         {
             "id": chunk_id,
             "object": "chat.completion.chunk",
@@ -361,10 +360,6 @@ def _chunk(chunk_id: str, model: str, choices: list[dict[str, Any]], ragft: dict
             "ragft": ragft,
         }
     )
-
-
-def _event(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
 class EventStream(StreamingResponse):

@@ -3,7 +3,6 @@ route runs exactly as a chat completion on it would (limits, admission, metrics)
 failing gives that route an error while the others still answer."""
 
 import asyncio
-import json
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
@@ -11,9 +10,10 @@ from typing import Any
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
+from ragft import sse
 from ragft.errors import InvalidRequest, RagftError, UnknownRoute, UpstreamFailed, error_body
 from services.gateway.access import Access
-from services.gateway.chat import DONE, Completed, EventStream, Streamed, answer, check_limits
+from services.gateway.chat import Completed, EventStream, Streamed, answer, check_limits
 from services.gateway.config import ROUTE_NAMES, Route
 from services.gateway.plan import ROUTES, Plan
 from services.gateway.runtime import Gateway
@@ -96,7 +96,7 @@ async def _merged(
             await queue.put(_tagged(route, started))
             try:
                 async for event in answered.events:
-                    if event != DONE:
+                    if event != sse.DONE:
                         await queue.put(_tagged(route, _payload(event)))
             finally:
                 await answered.events.aclose()
@@ -114,7 +114,7 @@ async def _merged(
                 running -= 1
             else:
                 yield event
-        yield DONE
+        yield sse.DONE
     finally:
         for task in tasks:
             task.cancel()
@@ -124,7 +124,7 @@ async def _merged(
 def _payload(event: bytes) -> dict[str, Any]:
     """A route's event for the merged stream: its error, or the chunk."""
     try:
-        payload = json.loads(event.removeprefix(b"data: "))
+        payload = sse.decode(event)
     except ValueError:
         message = f"the generation service sent an event that is not JSON: {event[:100]!r}"
         return error_body(UpstreamFailed.type, message)
@@ -132,4 +132,4 @@ def _payload(event: bytes) -> dict[str, Any]:
 
 
 def _tagged(route: str, payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps({"route": route, **payload}, separators=(",", ":")).encode() + b"\n\n"
+    return sse.encode({"route": route, **payload})

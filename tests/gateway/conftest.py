@@ -2,7 +2,6 @@
 real vLLM; `start_gateway` starts more with other settings for the fault tests, and
 `start_gateway_without_vllm` one in front of a stand-in."""
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -13,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from ragft import sse
 from tests.conftest import Processes
 
 GatewayStarter = Callable[..., AbstractContextManager[str]]
@@ -82,8 +82,7 @@ def metric(url: str, name: str, default: float | None = None) -> float:
 
 def sse_events(response: httpx.Response) -> list[Any]:
     """A stream's events in order: parsed JSON, and the final "[DONE]"."""
-    lines = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
-    return [line if line == "[DONE]" else json.loads(line) for line in lines]
+    return sse.events(response.iter_lines())
 
 
 def running_requests(generation_url: str) -> float:

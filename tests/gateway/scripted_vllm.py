@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ragft import sse
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -59,7 +61,7 @@ def _chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, in
     choice = {"index": 0, "delta": delta, "finish_reason": finish}
     event = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0, "model": "voice",
              "choices": [choice], **({"usage": usage} if usage else {})}  # fmt: skip
-    return f"data: {json.dumps(event)}\n\n".encode()
+    return sse.encode(event)
 
 
 def _handler(vllm: ScriptedVllm) -> type[BaseHTTPRequestHandler]:
@@ -101,8 +103,8 @@ def _handler(vllm: ScriptedVllm) -> type[BaseHTTPRequestHandler]:
                     self.wfile.flush()
                 self.wfile.write(_chunk({}, "stop"))
                 if body.get("stream_options", {}).get("include_usage"):
-                    self.wfile.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
-                self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.write(sse.encode({"choices": [], "usage": usage}))
+                self.wfile.write(sse.DONE)
             except OSError:  # the gateway hung up: what it does on a deadline or a client leaving
                 pass
 

@@ -16,6 +16,7 @@ import openai
 import psutil
 import pytest
 
+from ragft import sse
 from ragft.process import free_port, stop_process, wait_until_ready
 from tests.conftest import Processes, embedded_env
 from tests.gateway.conftest import GatewayStarter, sse_events, wait_until_idle
@@ -195,7 +196,7 @@ def test_vllm_killed_mid_stream_and_mid_request(
             plain = pool.submit(_post, url, LONG, headers=base)
             body = {**LONG, "stream": True}
             with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=base, timeout=60) as r:
-                events = (line.removeprefix("data: ") for line in r.iter_lines() if line.startswith("data: "))
+                events = (d.decode() for line in r.iter_lines() if (d := sse.data(line)) is not None)
                 started = [next(events) for _ in range(6)]  # ragft's event, then tokens: vLLM is generating
                 os.killpg(vllm.pid, signal.SIGKILL)
                 rest = list(events)
@@ -227,7 +228,7 @@ class _BrokenVllm(BaseHTTPRequestHandler):
         for token in ("Hel", "lo"):
             chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "voice",
                      "choices": [{"index": 0, "delta": {"content": token}, "finish_reason": None}]}  # fmt: skip
-            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.write(sse.encode(chunk))
         self.wfile.flush()
 
     def log_message(self, *args: Any) -> None:

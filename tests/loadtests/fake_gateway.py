@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ragft import sse
 from ragft.process import free_port, stop_process, wait_until_ready
 from ragft.settings import REPO
 
@@ -51,7 +52,7 @@ async def _json(send: Any, status: int, payload: dict[str, Any], headers: list[t
 
 def _chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
     event = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": "fake", "choices": choices, **extra}
-    return b"data: " + json.dumps(event).encode() + b"\n\n"
+    return sse.encode(event)
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -121,7 +122,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await event(
         _chunk([], ragft={"timing": {"retrieve": retrieve, "ttft": ttft, "generate": generate, "total": total}})
     )
-    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+    await send({"type": "http.response.body", "body": sse.DONE})
 
 
 @contextmanager
