@@ -5,15 +5,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ragft.http import sync_client
 from services.retrieval.client import RetrievalCallFailed, checked
 from services.retrieval.loaders import find_files, load_document
-from services.retrieval.runtime import Retrieval
 from services.retrieval.schemas import DocumentIn
+
+if TYPE_CHECKING:  # the embedder's imports take seconds; ingest over HTTP never needs them
+    from services.retrieval.runtime import Retrieval
 
 # Keeps each request body well under a few MB however large the files are.
 BATCH_CHARS = 1_000_000
@@ -116,7 +118,7 @@ def ingest_http(
 
 
 def ingest_direct(
-    retrieval: Retrieval,
+    retrieval: "Retrieval",
     collection: str,
     documents: list[DocumentIn],
     batch_size: int,
