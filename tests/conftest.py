@@ -4,8 +4,10 @@
 - services: real ragft processes on loopback (it uses `processes`), no vLLM;
 - stack: real vLLM on the CPU (it uses `generation_url` or `generation_env`).
 
-`make test-fast` runs the unit tier; `make test` runs them all. The prepared base model and the
-test adapter are cached outside the checkout, keyed by everything that makes them."""
+`make test-fast` runs the unit tier; `make test` runs them all, as two pytest processes side by
+side: the stack tier beside its one vLLM (which computes on one core), and the other two tiers. The
+prepared base model and the test adapter are cached outside the checkout, keyed by everything that
+makes them; a file lock lets one process build what is missing while the other waits."""
 
 import hashlib
 import importlib.metadata

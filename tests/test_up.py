@@ -1,5 +1,6 @@
 """`ragft up` runs the whole stack: one request per route through its gateway, then SIGTERM
-stops every process it started, and a second `ragft up` right after it comes up."""
+stops every process it started, and a second `ragft up` right after it comes up on the same ports
+(retrieval and the gateway, in front of the session's vLLM: starting a vLLM costs a minute)."""
 
 import signal
 import socket
@@ -17,15 +18,16 @@ from tests.conftest import Processes
 
 
 @contextmanager
-def running_up(processes: Processes, env: dict[str, str], log: Path) -> Iterator[str]:
-    """`ragft up` until the block ends, then SIGTERM: every process it started gone, every port free."""
+def running_up(processes: Processes, env: dict[str, str], log: Path, *args: str, started: int) -> Iterator[str]:
+    """`ragft up ARGS` until the block ends, then SIGTERM: the `started` processes (at least) it
+    started all gone, every port free."""
     gateway = f"http://127.0.0.1:{env['RAGFT_GATEWAY_PORT']}"
-    up = processes.spawn("up", env=env, log=log)
+    up = processes.spawn("up", *args, env=env, log=log)
     children: list[psutil.Process] = []
     try:
         wait_until_ready(f"{gateway}/readyz", timeout=300, process=up)
         children = psutil.Process(up.pid).children(recursive=True)
-        assert len(children) >= 3  # retrieval, the generation launcher and its vLLM, the gateway
+        assert len(children) >= started
         yield gateway
     finally:
         up.send_signal(signal.SIGTERM)
@@ -53,7 +55,7 @@ def ask(gateway: str, route: str) -> None:
 
 
 def test_up_serves_every_route_stops_on_sigterm_and_starts_again_at_once(
-    processes: Processes, tmp_path: Path, generation_env: dict[str, str]
+    processes: Processes, tmp_path: Path, generation_env: dict[str, str], generation_url: str
 ) -> None:
     ports = {name: free_port() for name in ("gateway", "retrieval", "generation")}
     env = {
@@ -65,12 +67,14 @@ def test_up_serves_every_route_stops_on_sigterm_and_starts_again_at_once(
         "RAGFT_GENERATION_URL": f"http://127.0.0.1:{ports['generation']}",
         **{f"RAGFT_{name.upper()}_PORT": str(port) for name, port in ports.items()},
     }
-    with running_up(processes, env, tmp_path / "up.log") as gateway:
+    # Retrieval, the generation launcher and its vLLM, the gateway.
+    with running_up(processes, env, tmp_path / "up.log", started=4) as gateway:
         for route in ("rag", "finetuned", "hybrid"):
             ask(gateway, route)
         printed = (tmp_path / "up.log").read_text()
         assert f"Gateway:    {gateway}" in printed
         assert printed.count(f"curl -s {gateway}/v1/chat/completions") == 3
     # Back to back on the same ports, while the connections the first run closed sit in TIME_WAIT.
-    with running_up(processes, env, tmp_path / "again.log") as gateway:
+    again = {**env, "RAGFT_GENERATION_URL": generation_url}
+    with running_up(processes, again, tmp_path / "again.log", "--services", "retrieval,gateway", started=2) as gateway:
         ask(gateway, "finetuned")

@@ -204,7 +204,7 @@ def test_two_runs_are_compared_route_by_route_on_the_questions_both_answered(tmp
     report = compare_runs(unseen_run, other)
     assert "finetuned" not in report  # a route only one run asked
     seen, unseen, abstention = report.split("**")[2::2]
-    pair = 'rag (run, default adapter) vs rag (other, default adapter, {"frequency_penalty": 0.6})'
+    pair = 'rag (run, default adapter) vs rag (other, default adapter, sampling `{"frequency_penalty": 0.6}`)'
     assert f"| {pair} | 1 | 0 | 1 | 0 | +100 (-12 to +100) | 1.000 |" in seen
     assert f"| {pair} | 1 | 1 | 0 | 0 |" in unseen
     assert f"| {pair} | 1 | 0 | 0 | 1 |" in abstention
