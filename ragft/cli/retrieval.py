@@ -142,6 +142,9 @@ def finetune_retriever(
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, max=100)] = 3,
     batch_size: Annotated[int, typer.Option(min=2, max=1024, help="Pairs per batch: each one's negatives.")] = 32,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many steps (a quick try), before the epochs end.")
+    ] = None,
     retrieval: Annotated[
         str | None, typer.Option(help="The retrieval service's URL; default: RAGFT_RETRIEVAL_URL.")
     ] = None,
@@ -193,7 +196,7 @@ def finetune_retriever(
                 start,
                 pairs,
                 out,
-                RetrieverOptions(epochs=epochs, batch_size=batch_size),
+                RetrieverOptions(epochs=epochs, batch_size=batch_size, max_steps=max_steps),
                 {"collection": name, "data": str(data), "heldout_questions": len(measured)},
                 (lambda embedder: hit_rates(embedder, passages, measured)) if measured else None,
                 say=say,

@@ -112,6 +112,7 @@ def hit_rates(embedder: Embedder, passages: list[Passage], questions: list[Quest
 class RetrieverOptions:
     epochs: int = 3
     batch_size: int = 32
+    max_steps: int | None = None  # stop after this many steps, before the epochs end
     learning_rate: float = 2e-5
     seed: int = 0
 
@@ -146,6 +147,7 @@ def train_retriever(
         args = SentenceTransformerTrainingArguments(
             output_dir=scratch,
             num_train_epochs=options.epochs,
+            max_steps=options.max_steps or -1,  # -1: the trainer's "no limit"
             per_device_train_batch_size=options.batch_size,
             learning_rate=options.learning_rate,
             warmup_steps=0.1,  # a tenth of the steps

@@ -10,7 +10,7 @@ from evals.scoring import GREETING
 from ragft.settings import REPO
 from tests.conftest import Processes
 
-CHOSEN = ("h001", "h009", "h101")  # two answerable, one the knowledge base does not cover
+CHOSEN = ("h001", "h101")  # one answerable, one the knowledge base does not cover
 
 
 def test_a_short_eval_scores_every_route_and_resumes(processes: Processes, gateway_url: str, tmp_path: Path) -> None:
@@ -19,8 +19,8 @@ def test_a_short_eval_scores_every_route_and_resumes(processes: Processes, gatew
     data.write_text("".join(questions[i].model_dump_json() + "\n" for i in CHOSEN))
     out = tmp_path / "run"
     sampling = '{"stop": ["\\n\\n"]}'  # reaches vLLM: no answer holds a blank line
-    # Two at a time: an uncached grounded prompt on the adapter takes ~30 s on a 2-core AVX2 CPU in
-    # float32, so eight at once would overrun the gateway's 120 s deadline together.
+    # Two at a time: an uncached grounded prompt on the adapter took ~30 s on a 2-core AVX2 CPU in
+    # float32 (before ragft's CPU LoRA ops), so eight at once overran the gateway's 120 s deadline.
     command = ("eval", "--data", str(data), "--gateway", gateway_url, "--out", str(out), "--max-tokens", "48",
                "--sampling", sampling, "--concurrency", "2")  # fmt: skip
 
@@ -41,10 +41,10 @@ def test_a_short_eval_scores_every_route_and_resumes(processes: Processes, gatew
     report = (out / "report.md").read_text()
     assert f"sampling `{sampling}`" in report
     for route in ("rag", "finetuned", "hybrid"):
-        assert f"| {route} | 3/3 |" in report
+        assert f"| {route} | 2/2 |" in report
     assert (out / "report.png").read_bytes().startswith(b"\x89PNG")
 
     again = processes.run(*command, env=dict(os.environ), timeout=120)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "9 answers recorded, 0 to ask" in again.stderr
+    assert "6 answers recorded, 0 to ask" in again.stderr
     assert len((out / "results.jsonl").read_text().splitlines()) == len(records)

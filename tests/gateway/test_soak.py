@@ -1,4 +1,4 @@
-"""A bounded soak: RAGFT_SOAK_S seconds (default 90) of mixed traffic on loopback against the real
+"""A bounded soak: RAGFT_SOAK_S seconds (default 60) of mixed traffic on loopback against the real
 gateway and a real retrieval service. Every request gets an answer, the gateway's own counters
 agree with what was sent, and neither process grows in memory or open files once warm.
 
@@ -21,7 +21,7 @@ from ragft.process import free_port
 from tests.conftest import SAMPLE_KB, Processes, embedded_env
 from tests.gateway.scripted_vllm import Answer, scripted_vllm
 
-SOAK_S = float(os.environ.get("RAGFT_SOAK_S", "90"))
+SOAK_S = float(os.environ.get("RAGFT_SOAK_S", "60"))
 WARM_UP_S = min(20.0, SOAK_S / 4)
 WORKERS = 6
 ROUTES = ("rag", "finetuned", "hybrid")
