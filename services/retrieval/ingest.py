@@ -3,7 +3,7 @@ retrieval service over HTTP, or written to the embedded store directly."""
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +86,29 @@ def _raise_for_error(response: httpx.Response) -> None:
         raise IngestError(str(exc)) from None
 
 
+def _store_in_batches(
+    documents: list[DocumentIn],
+    batch_size: int,
+    store: Callable[[list[DocumentIn]], int],
+    on_documents: Callable[[int], None],
+) -> IngestSummary:
+    """Each batch to `store` (which returns its chunk count), in order. An IngestError says how
+    many documents were stored before it, and that running again completes the run."""
+    started = time.perf_counter()
+    done = chunks = 0
+    try:
+        for batch in batches(documents, batch_size):
+            chunks += store(batch)
+            done += len(batch)
+            on_documents(len(batch))
+    except IngestError as exc:
+        raise IngestError(
+            f"{exc}; {done} of {len(documents)} documents were stored before it; "
+            "run the same command again to store the rest (documents are replaced, not duplicated)"
+        ) from exc
+    return IngestSummary(len(documents), chunks, time.perf_counter() - started)
+
+
 def ingest_http(
     url: str,
     collection: str,
@@ -93,28 +116,19 @@ def ingest_http(
     batch_size: int,
     on_documents: Callable[[int], None],
 ) -> IngestSummary:
-    started = time.perf_counter()
-    chunks = 0
     with sync_client(url) as client:
         try:
             _raise_for_error(client.put(f"/v1/collections/{collection}"))
         except httpx.TransportError as exc:
             raise IngestError(f"retrieval service unreachable at {url}: {exc}") from exc
-        done = 0
-        try:
-            for batch in batches(documents, batch_size):
-                body = {"documents": [doc.model_dump() for doc in batch]}
-                response = _post_with_retry(client, f"/v1/collections/{collection}/documents", body)
-                _raise_for_error(response)
-                chunks += response.json()["chunks"]
-                done += len(batch)
-                on_documents(len(batch))
-        except IngestError as exc:
-            raise IngestError(
-                f"{exc}; {done} of {len(documents)} documents were stored before it; "
-                "run the same command again to store the rest (documents are replaced, not duplicated)"
-            ) from exc
-    return IngestSummary(len(documents), chunks, time.perf_counter() - started)
+
+        def store(batch: list[DocumentIn]) -> int:
+            body = {"documents": [doc.model_dump() for doc in batch]}
+            response = _post_with_retry(client, f"/v1/collections/{collection}/documents", body)
+            _raise_for_error(response)
+            return int(response.json()["chunks"])
+
+        return _store_in_batches(documents, batch_size, store, on_documents)
 
 
 def ingest_direct(
@@ -125,11 +139,10 @@ def ingest_direct(
     on_documents: Callable[[int], None],
 ) -> IngestSummary:
     started = time.perf_counter()
-    chunks = 0
     collection = retrieval.store.resolve(collection)
     retrieval.create_collection(collection)
-    for batch in batches(documents, batch_size):
-        chunks += retrieval.indexer.index(collection, batch).chunks
-        on_documents(len(batch))
+    summary = _store_in_batches(
+        documents, batch_size, lambda batch: retrieval.indexer.index(collection, batch).chunks, on_documents
+    )
     retrieval.store.optimize(collection)  # nothing serves this store now: build the search index
-    return IngestSummary(len(documents), chunks, time.perf_counter() - started)
+    return replace(summary, seconds=time.perf_counter() - started)  # the index build counts too
