@@ -1,6 +1,6 @@
 """The `ragft` Typer app and what its command modules share."""
 
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -11,7 +11,17 @@ serve_app = typer.Typer(help="Run one service in the foreground.", no_args_is_he
 app.add_typer(serve_app, name="serve")
 
 console = Console(stderr=True)
-# Where `make run` finds the sample data: a checkout of the repository.
+
+# Options that several commands take, declared once.
+GatewayOption = Annotated[
+    str | None, typer.Option(help="The gateway's URL (loopback only); default: RAGFT_GATEWAY_HOST and _PORT.")
+]
+RetrievalOption = Annotated[str | None, typer.Option(help="The retrieval service's URL; default: RAGFT_RETRIEVAL_URL.")]
+AdapterHeaderOption = Annotated[str | None, typer.Option(help="X-Ragft-Adapter; default: the gateway's.")]
+MaxTokensOption = Annotated[int, typer.Option(min=1, help="max_tokens of each answer.")]
+StartupTimeoutOption = Annotated[
+    float, typer.Option(help="Seconds to wait for a stack this command starts (the first run sets it up).")
+]
 
 
 def say(message: str) -> None:

@@ -7,7 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from ragft.cli.app import app, fail, say
+from ragft.cli.app import (
+    AdapterHeaderOption,
+    GatewayOption,
+    MaxTokensOption,
+    RetrievalOption,
+    StartupTimeoutOption,
+    app,
+    fail,
+    say,
+)
 from ragft.localstack import StackFailed, check_loopback, gateway_up
 from ragft.process import sigterm_as_exit
 from ragft.settings import REPO
@@ -28,7 +37,7 @@ def evaluate(
     limit: Annotated[
         int | None, typer.Option(min=1, help="Only the first N questions of the run's fixed shuffle (a fair sample).")
     ] = None,
-    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each answer.")] = 96,
+    max_tokens: MaxTokensOption = 96,
     sampling: Annotated[
         str,
         typer.Option(
@@ -42,11 +51,9 @@ def evaluate(
             min=1, max=64, help="Requests in flight at once, so vLLM batches them (its batching may vary answers)."
         ),
     ] = 8,
-    adapter: Annotated[str | None, typer.Option(help="X-Ragft-Adapter; default: the gateway's.")] = None,
+    adapter: AdapterHeaderOption = None,
     collection: Annotated[str | None, typer.Option(help="X-Ragft-Collection; default: the gateway's.")] = None,
-    gateway: Annotated[
-        str | None, typer.Option(help="The gateway's URL (loopback only); default: RAGFT_GATEWAY_HOST and _PORT.")
-    ] = None,
+    gateway: GatewayOption = None,
     out: Annotated[
         Path | None, typer.Option(help="Results folder; a rerun into it resumes. Default: evals/results/<data name>/.")
     ] = None,
@@ -58,9 +65,7 @@ def evaluate(
         ),
     ] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 300,
-    startup_timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for a stack this command starts (the first run sets it up).")
-    ] = 1200,
+    startup_timeout: StartupTimeoutOption = 1200,
 ) -> None:
     """Ask every question of the eval set on each route (temperature 0), score the answers and
     write report.md and report.png: fact accuracy (held-out questions on seen and unseen
@@ -128,20 +133,14 @@ def freshness(
     routes: Annotated[str, typer.Option(help="Comma-separated routes: rag, finetuned, hybrid, auto.")] = (
         "rag,finetuned,hybrid"
     ),
-    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each answer.")] = 96,
-    adapter: Annotated[str | None, typer.Option(help="X-Ragft-Adapter; default: the gateway's.")] = None,
+    max_tokens: MaxTokensOption = 96,
+    adapter: AdapterHeaderOption = None,
     collection: Annotated[str | None, typer.Option(help="The collection to change; default: the gateway's.")] = None,
-    gateway: Annotated[
-        str | None, typer.Option(help="The gateway's URL (loopback only); default: RAGFT_GATEWAY_HOST and _PORT.")
-    ] = None,
-    retrieval: Annotated[
-        str | None, typer.Option(help="The retrieval service's URL; default: RAGFT_RETRIEVAL_URL.")
-    ] = None,
+    gateway: GatewayOption = None,
+    retrieval: RetrievalOption = None,
     out: Annotated[Path, typer.Option(help="Results folder.")] = REPO / "evals" / "results" / "freshness",
     timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 300,
-    startup_timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for a stack this command starts (the first run sets it up).")
-    ] = 1200,
+    startup_timeout: StartupTimeoutOption = 1200,
 ) -> None:
     """Change facts in the knowledge base and measure which routes' answers follow.
 

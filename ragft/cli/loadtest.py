@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from ragft.cli.app import app, fail, say
+from ragft.cli.app import GatewayOption, StartupTimeoutOption, app, fail, say
 from ragft.localstack import StackFailed
 from services.gateway.config import GatewaySettings
 
@@ -35,13 +35,9 @@ def loadtest(
         "mixed"
     ),
     max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each request.")] = 64,
-    gateway: Annotated[
-        str | None, typer.Option(help="The gateway's URL (loopback only); default: RAGFT_GATEWAY_HOST and _PORT.")
-    ] = None,
+    gateway: GatewayOption = None,
     out: Annotated[Path | None, typer.Option(help="Results folder; default: loadtests/results/<timestamp>/.")] = None,
-    startup_timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for a stack this command starts (the first run sets it up).")
-    ] = 1200,
+    startup_timeout: StartupTimeoutOption = 1200,
     stop_timeout: Annotated[int, typer.Option(help="Seconds a run's users get to finish their last answer.")] = 30,
 ) -> None:
     """Load-test the gateway with Locust, headless: every route (--routes) at every step (--users),

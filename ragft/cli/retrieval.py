@@ -7,7 +7,7 @@ import httpx
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ragft.cli.app import app, console, fail, say, serve, serve_app
+from ragft.cli.app import RetrievalOption, app, console, fail, say, serve, serve_app
 from ragft.settings import REPO
 
 if TYPE_CHECKING:
@@ -145,9 +145,7 @@ def finetune_retriever(
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many steps (a quick try), before the epochs end.")
     ] = None,
-    retrieval: Annotated[
-        str | None, typer.Option(help="The retrieval service's URL; default: RAGFT_RETRIEVAL_URL.")
-    ] = None,
+    retrieval: RetrievalOption = None,
 ) -> None:
     """Train the embedding model on (question, passage) pairs from a collection.
 
@@ -220,9 +218,7 @@ def reindex(
     ] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Rebuild --into when it exists.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=256, help="Documents per request.")] = 64,
-    retrieval: Annotated[
-        str | None, typer.Option(help="The retrieval service's URL; default: RAGFT_RETRIEVAL_URL.")
-    ] = None,
+    retrieval: RetrievalOption = None,
 ) -> None:
     """Re-embed a collection with another model into a new collection, then switch its name over.
 
