@@ -31,7 +31,7 @@ from services.retrieval.indexer import EMBED_SECONDS
 from services.retrieval.ingest import batches, load_documents
 from services.retrieval.runtime import Retrieval
 from services.retrieval.schemas import DocumentIn, SearchMode, SearchRequest
-from services.retrieval.store.base import EmbeddedChunk
+from services.retrieval.store.points import EmbeddedChunk
 
 SIZES = (1_000, 10_000, 50_000)
 QUERIES = 200

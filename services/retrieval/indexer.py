@@ -15,7 +15,8 @@ from ragft.errors import RagftError
 from services.retrieval.chunking import Chunk, Chunker
 from services.retrieval.embedding import Embedder
 from services.retrieval.schemas import DocumentIn
-from services.retrieval.store.base import EmbeddedChunk, KeywordEncoder, VectorStore
+from services.retrieval.store.base import VectorStore
+from services.retrieval.store.points import EmbeddedChunk, KeywordEncoder
 
 CHUNKS_INDEXED = Counter("ragft_retrieval_chunks_indexed_total", "Chunks embedded and written.")
 EMBED_SECONDS = Histogram(

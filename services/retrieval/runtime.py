@@ -13,7 +13,7 @@ from services.retrieval.embedding import Embedder
 from services.retrieval.indexer import Indexer
 from services.retrieval.schemas import SearchRequest
 from services.retrieval.store import StoredChunk, VectorStore, open_store
-from services.retrieval.store.base import KeywordEncoder, StoreQuery
+from services.retrieval.store.points import KeywordEncoder, StoreQuery
 
 SEARCH_SECONDS = Histogram(
     "ragft_retrieval_search_seconds",

@@ -1,12 +1,9 @@
 """Vector store backends behind one interface: embedded Qdrant Edge (default) or a Qdrant server."""
 
 from services.retrieval.config import RetrievalSettings
-from services.retrieval.store.base import (
-    CollectionNotFound,
-    StoredChunk,
-    StoreUnavailable,
-    VectorStore,
-)
+from services.retrieval.store.base import VectorStore
+from services.retrieval.store.errors import CollectionNotFound, StoreUnavailable
+from services.retrieval.store.points import StoredChunk
 
 
 def open_store(settings: RetrievalSettings, dimension: int) -> VectorStore:

@@ -1,118 +1,20 @@
-"""The interface both backends implement, and the payload layout they share.
-
-Each chunk is one point: a dense vector named `dense`, a BM25 sparse vector named `bm25`
-(term weights from Qdrant's own BM25 tokenizer; the engine applies IDF), and the payload
-`{doc_id, chunk_index, title, text, metadata}`.
-"""
+"""The interface both backends implement, and what they share: filters, document reads,
+stale-chunk cleanup, search's ordering, and the catalog's storage (its rules: catalog.py; the
+point layout: points.py)."""
 
 import math
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
-from qdrant_edge import Bm25, Bm25Config, SparseVector
+from qdrant_edge import SparseVector
 
-from ragft.errors import Conflict, InvalidRequest, NotFound, UpstreamUnavailable
-from services.retrieval.chunking import Chunk
-from services.retrieval.schemas import Condition, Filter, SearchMode
-
-DENSE = "dense"
-BM25 = "bm25"
-# How many candidates each of dense and keyword search hands to fusion, per result wanted.
-PREFETCH_FACTOR = 4
-# Results fused beyond top_k, so that chunks tied at the cut are chosen the same way every time.
-TIE_MARGIN = 4
-RRF_K = 60
-
-
-class CollectionNotFound(NotFound):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"collection {name!r} does not exist (create it with PUT /v1/collections/{name})")
-
-
-class StoreUnavailable(UpstreamUnavailable):
-    """The vector store failed or cannot be reached; the request can be retried as is."""
-
-
-@dataclass(frozen=True)
-class EmbeddedChunk:
-    chunk: Chunk
-    dense: list[float]
-    keywords: SparseVector
-
-
-@dataclass(frozen=True)
-class StoreQuery:
-    """What a search asks the store: the query's vectors, how to rank, and how many."""
-
-    dense: list[float]  # empty for a keyword search
-    keywords: SparseVector
-    mode: SearchMode
-    top_k: int
-    exact: bool = False  # exact nearest neighbours instead of the HNSW index
-
-
-@dataclass(frozen=True)
-class StoredChunk:
-    doc_id: str
-    chunk_index: int
-    text: str
-    title: str
-    metadata: dict[str, Any]
-    score: float = 0.0
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any], score: float = 0.0) -> "StoredChunk":
-        return cls(
-            payload["doc_id"],
-            payload["chunk_index"],
-            payload["text"],
-            payload["title"],
-            payload["metadata"],
-            score,
-        )
-
-
-def payload(chunk: Chunk) -> dict[str, Any]:
-    return {
-        "doc_id": chunk.doc_id,
-        "chunk_index": chunk.index,
-        "title": chunk.title,
-        "text": chunk.text,
-        "metadata": chunk.metadata,
-    }
-
-
-def field_key(key: str) -> str:
-    """Filters name metadata keys as users wrote them; only `doc_id` is ours."""
-    return key if key == "doc_id" else f"metadata.{key}"
-
-
-class KeywordEncoder:
-    """Qdrant's BM25 tokenizer (stemming, stop words), run in-process for both backends."""
-
-    def __init__(self) -> None:
-        self._bm25 = Bm25(Bm25Config(language="english"))
-
-    def document(self, text: str) -> SparseVector:
-        return self._bm25.embed_document(text)
-
-    def query(self, text: str) -> SparseVector:
-        return self._bm25.embed_query(text)
-
-
-class Catalog(BaseModel):
-    """ragft's names over the store's collections, kept in the store itself: aliases (the name
-    clients use -> the collection it reads) and the embedding model each collection was built
-    with (absent: the service's `RAGFT_EMBEDDING_MODEL`; "": the packaged all-MiniLM-L6-v2)."""
-
-    aliases: dict[str, str] = Field(default_factory=dict)
-    models: dict[str, str] = Field(default_factory=dict)
+from services.retrieval.schemas import Condition, Filter
+from services.retrieval.store.catalog import Catalog
+from services.retrieval.store.points import EmbeddedChunk, StoredChunk, StoreQuery, field_key
 
 
 class VectorStore(ABC):
@@ -234,21 +136,9 @@ class VectorStore(ABC):
         previous: list[str | None] = []
 
         def change(catalog: Catalog) -> Catalog:
-            if collection == alias:
-                raise InvalidRequest(
-                    f"an alias cannot read itself: DELETE /v1/aliases/{alias} to read collection {alias!r} again",
-                    param="collection",
-                )
-            if alias in catalog.aliases.values():
-                raise InvalidRequest(f"collection {alias!r} is read through an alias: an alias cannot take its name")
-            if collection in catalog.aliases:
-                raise InvalidRequest(f"{collection!r} is an alias: name a collection", param="collection")
-            collections = self.collections()
-            if collection not in collections:
-                raise CollectionNotFound(collection)
-            was = catalog.aliases.get(alias, alias)
-            previous.append(was if was in collections else None)
-            return Catalog(aliases={**catalog.aliases, alias: collection}, models=catalog.models)
+            changed, was = catalog.with_alias(alias, collection, self.collections())
+            previous.append(was)
+            return changed
 
         self._update_catalog(change)
         return previous[0]
@@ -258,35 +148,25 @@ class VectorStore(ABC):
         dropped: list[str] = []
 
         def change(catalog: Catalog) -> Catalog:
-            if alias not in catalog.aliases:
-                raise NotFound(f"no alias {alias!r}")
-            dropped.append(catalog.aliases[alias])
-            return Catalog(aliases={a: c for a, c in catalog.aliases.items() if a != alias}, models=catalog.models)
+            changed, was = catalog.without_alias(alias)
+            dropped.append(was)
+            return changed
 
         self._update_catalog(change)
         return dropped[0]
 
     def record_model(self, collection: str, model: str) -> None:
         """The model a collection's vectors come from."""
-        self._update_catalog(lambda c: Catalog(aliases=c.aliases, models={**c.models, collection: model}))
+        self._update_catalog(lambda catalog: catalog.with_model(collection, model))
 
     def remove_collection(self, name: str) -> None:
         """Delete the collection of exactly this name, never one an alias reads, and forget its model."""
 
         def change(catalog: Catalog) -> Catalog:
-            readers = sorted(alias for alias, collection in catalog.aliases.items() if collection == name)
-            if readers:
-                raise Conflict(
-                    f"collection {name!r} is read through alias {', '.join(map(repr, readers))}: "
-                    "switch or delete the alias first (PUT or DELETE /v1/aliases/NAME)"
-                )
+            catalog.check_deletable(name)
             if not self.delete_collection(name):
-                if name in catalog.aliases:
-                    raise NotFound(
-                        f"{name!r} is an alias of {catalog.aliases[name]!r}: DELETE /v1/aliases/{name} removes it"
-                    )
-                raise CollectionNotFound(name)
-            return Catalog(aliases=catalog.aliases, models={c: m for c, m in catalog.models.items() if c != name})
+                raise catalog.not_found(name)
+            return catalog.without_collection(name)
 
         self._update_catalog(change)
 

@@ -41,17 +41,16 @@ from qdrant_edge import (
 )
 from qdrant_edge import Filter as EdgeFilter
 
-from services.retrieval.store.base import (
+from services.retrieval.store.base import VectorStore
+from services.retrieval.store.errors import CollectionNotFound, StoreUnavailable
+from services.retrieval.store.points import (
     BM25,
     DENSE,
     PREFETCH_FACTOR,
     RRF_K,
     TIE_MARGIN,
-    CollectionNotFound,
     EmbeddedChunk,
     StoreQuery,
-    StoreUnavailable,
-    VectorStore,
     payload,
 )
 

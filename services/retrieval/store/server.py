@@ -16,17 +16,16 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from qdrant_edge import SparseVector
 
-from services.retrieval.store.base import (
+from services.retrieval.store.base import VectorStore
+from services.retrieval.store.errors import CollectionNotFound, StoreUnavailable
+from services.retrieval.store.points import (
     BM25,
     DENSE,
     PREFETCH_FACTOR,
     RRF_K,
     TIE_MARGIN,
-    CollectionNotFound,
     EmbeddedChunk,
     StoreQuery,
-    StoreUnavailable,
-    VectorStore,
     payload,
 )
 

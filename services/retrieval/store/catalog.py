@@ -1,0 +1,63 @@
+"""ragft's names over the store's collections, kept in the store itself, and the rules for
+changing them. The store reads and writes the catalog whole (services/retrieval/store/base.py)."""
+
+from pydantic import BaseModel, Field
+
+from ragft.errors import Conflict, InvalidRequest, NotFound
+from services.retrieval.store.errors import CollectionNotFound
+
+
+class Catalog(BaseModel):
+    """ragft's names over the store's collections, kept in the store itself: aliases (the name
+    clients use -> the collection it reads) and the embedding model each collection was built
+    with (absent: the service's `RAGFT_EMBEDDING_MODEL`; "": the packaged all-MiniLM-L6-v2)."""
+
+    aliases: dict[str, str] = Field(default_factory=dict)
+    models: dict[str, str] = Field(default_factory=dict)
+
+    def with_alias(self, alias: str, collection: str, collections: list[str]) -> "tuple[Catalog, str | None]":
+        """`alias` pointed at `collection`, and the collection the name read before, if any."""
+        if collection == alias:
+            raise InvalidRequest(
+                f"an alias cannot read itself: DELETE /v1/aliases/{alias} to read collection {alias!r} again",
+                param="collection",
+            )
+        if alias in self.aliases.values():
+            raise InvalidRequest(f"collection {alias!r} is read through an alias: an alias cannot take its name")
+        if collection in self.aliases:
+            raise InvalidRequest(f"{collection!r} is an alias: name a collection", param="collection")
+        if collection not in collections:
+            raise CollectionNotFound(collection)
+        was = self.aliases.get(alias, alias)
+        return Catalog(aliases={**self.aliases, alias: collection}, models=self.models), (
+            was if was in collections else None
+        )
+
+    def without_alias(self, alias: str) -> "tuple[Catalog, str]":
+        """The alias removed, and the collection it read."""
+        if alias not in self.aliases:
+            raise NotFound(f"no alias {alias!r}")
+        remaining = {a: c for a, c in self.aliases.items() if a != alias}
+        return Catalog(aliases=remaining, models=self.models), self.aliases[alias]
+
+    def with_model(self, collection: str, model: str) -> "Catalog":
+        return Catalog(aliases=self.aliases, models={**self.models, collection: model})
+
+    def check_deletable(self, name: str) -> None:
+        """A collection an alias reads is never deleted."""
+        readers = sorted(alias for alias, collection in self.aliases.items() if collection == name)
+        if readers:
+            raise Conflict(
+                f"collection {name!r} is read through alias {', '.join(map(repr, readers))}: "
+                "switch or delete the alias first (PUT or DELETE /v1/aliases/NAME)"
+            )
+
+    def without_collection(self, name: str) -> "Catalog":
+        """The catalog once `name` is deleted: its model forgotten."""
+        return Catalog(aliases=self.aliases, models={c: m for c, m in self.models.items() if c != name})
+
+    def not_found(self, name: str) -> NotFound:
+        """What deleting `name`, which is no collection, reports."""
+        if name in self.aliases:
+            return NotFound(f"{name!r} is an alias of {self.aliases[name]!r}: DELETE /v1/aliases/{name} removes it")
+        return CollectionNotFound(name)
