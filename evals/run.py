@@ -18,8 +18,8 @@ import requests
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from evals.dataset import Question
-from loadtests.gateway import AnswerFailed, chat_body, check_completion, check_response, headers, server_timing
 from ragft.localstack import check_loopback
+from services.gateway.client import AnswerFailed, chat_body, check_completion, check_response, headers, server_timing
 
 RESULTS = "results.jsonl"
 CONFIG = "run.json"

@@ -43,8 +43,8 @@ import requests
 from locust import User, constant, events, stats, task
 from locust.env import Environment
 
-from loadtests.gateway import (
-    Options,
+from loadtests.gateway import Options
+from services.gateway.client import (
     chat_body,
     check_completion,
     check_response,

@@ -1,4 +1,5 @@
-"""What the locustfile checks and measures in one answer (loadtests/gateway.py, no Locust)."""
+"""What the locustfile checks and measures in one answer (services/gateway/client.py), and the
+options it reads (loadtests/gateway.py); no Locust."""
 
 import json
 from collections.abc import Iterator
@@ -7,16 +8,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from loadtests.gateway import (
-    QUESTIONS,
-    AnswerFailed,
-    Options,
-    chat_body,
-    check_response,
-    parse_weights,
-    read_stream,
-    server_timing,
-)
+from loadtests.gateway import QUESTIONS, Options, parse_weights
+from services.gateway.client import AnswerFailed, chat_body, check_response, read_stream, server_timing
 
 
 def _event(payload: object) -> list[bytes]:
