@@ -62,7 +62,7 @@ test-fast: $(INSTALLED) ## The unit tier only: in-process tests, no ragft proces
 adapter: $(INSTALLED) ## Retrain the shipped default adapter data/adapters/support-voice: data/finetune/train.jsonl, bare and grounded
 	rm -rf var/retrained
 	# For the packaged base model (the only one `make run` installs the shipped adapter for) and the
-	# gateway's default settings; the options are ragft.cli.generation's SHIPPED_OPTIONS and
+	# gateway's default settings; the options are ragft_cli.generation's SHIPPED_OPTIONS and
 	# SHIPPED_COLLECTION. A retrieval service runs meanwhile if none is up.
 	env -u RAGFT_BASE_MODEL -u RAGFT_TOP_K -u RAGFT_MAX_QUERY_CHARS $(BIN)/ragft finetune --grounded --epochs 1 \
 		--data data/finetune/train.jsonl --collection help-center --out var/retrained/support-voice

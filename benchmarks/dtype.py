@@ -6,8 +6,8 @@ import asyncio
 import os
 
 from benchmarks.generation import MAX_TOKENS, measure, serve, stop
-from ragft.cli.generation import ensure_base_model, ensure_default_adapter
 from ragft.settings import REPO
+from ragft_cli.generation import ensure_base_model, ensure_default_adapter
 from services.generation.config import GenerationSettings
 from services.generation.launcher import choose_dtype, cpu_flags
 

@@ -101,11 +101,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def ragft(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "ragft", *args], env=env, cwd=REPO, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "ragft_cli", *args], env=env, cwd=REPO, check=True, capture_output=True)
 
 
 def main() -> None:
-    from services.generation.finetune import merge_adapter
+    from training.lora import merge_adapter
 
     print(f"# bench-generation on {os.cpu_count()} CPU cores (vLLM CPU build), {MAX_TOKENS} output tokens a request\n")
     with tempfile.TemporaryDirectory(prefix="ragft-bench-gen-") as tmp:

@@ -9,10 +9,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from ragft.cli.generation import ensure_base_model
+from ragft_cli.generation import ensure_base_model
 from services.generation.config import GenerationSettings
-from services.generation.finetune import MICRO_BATCH, TARGET_MODULES, TrainOptions
 from services.generation.launcher import NATIVE_BF16_FLAGS, cpu_flags
+from training.lora import MICRO_BATCH, TARGET_MODULES, TrainOptions
 
 TOKENS = 1000
 ROUNDS = 3

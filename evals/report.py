@@ -20,7 +20,7 @@ from evals.dataset import SPLITS, BadEvalSet, Question, load_questions
 from evals.run import EvalFailed, read_config, read_results
 from evals.scoring import Score, score
 from evals.stats import compare_paired, format_rate, wilson
-from services.gateway.config import AUTO, Route
+from gateway.contract import AUTO, Route
 
 EXAMPLES = 8
 EXAMPLE_CHARS = 300

@@ -18,8 +18,9 @@ import requests
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from evals.dataset import Question
-from ragft.localstack import check_loopback
-from services.gateway.client import AnswerFailed, chat_body, check_completion, check_response, headers, server_timing
+from gateway.client import AnswerFailed, chat_body, check_completion, check_response, headers, server_timing
+from gateway.contract import ADAPTER_HEADER, COLLECTION_HEADER, ROUTE_HEADER
+from ragft.http import check_loopback
 
 RESULTS = "results.jsonl"
 CONFIG = "run.json"
@@ -110,9 +111,9 @@ class Asker:
         self.url = f"{config.gateway}/v1/chat/completions"
         self.headers = headers("", api_key)
         if config.adapter:
-            self.headers["X-Ragft-Adapter"] = config.adapter
+            self.headers[ADAPTER_HEADER] = config.adapter
         if config.collection:
-            self.headers["X-Ragft-Collection"] = config.collection
+            self.headers[COLLECTION_HEADER] = config.collection
         self.max_tokens = config.max_tokens
         self.sampling = config.sampling
         self.timeout_s = timeout_s
@@ -133,7 +134,7 @@ class Asker:
         response = None
         try:
             response = self._session().post(
-                self.url, json=body, headers=self.headers | {"X-Ragft-Route": route}, timeout=self.timeout_s
+                self.url, json=body, headers=self.headers | {ROUTE_HEADER: route}, timeout=self.timeout_s
             )
             check_response(response, route)
             completion = response.json()

@@ -28,7 +28,7 @@ ABSTENTION = re.compile(
     r"|\bi (cannot|can't|could not|couldn't|am unable to|was unable to) (find|answer|determine|tell|provide|say)\b"
 )
 MARKUP = re.compile(r"[*`]")  # Markdown emphasis and code marks, which a model may copy from the sources
-# A citation of the numbered sources in the prompt (services/gateway/prompt.py): [1], [1, 2].
+# A citation of the numbered sources in the prompt (gateway/prompt.py): [1], [1, 2].
 CITATION = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
 
 

@@ -1,5 +1,5 @@
 """Locust scenarios against the ragft gateway. Run from the repository root (Locust puts the
-working directory on sys.path, and `loadtests.gateway` is imported from there):
+working directory on sys.path, and `loadtests.options` is imported from there):
 
     locust -f loadtests/locustfile.py --host http://127.0.0.1:8000 --headless -u 4 -t 30s RagUser
 
@@ -43,8 +43,7 @@ import requests
 from locust import User, constant, events, stats, task
 from locust.env import Environment
 
-from loadtests.gateway import Options
-from services.gateway.client import (
+from gateway.client import (
     chat_body,
     check_completion,
     check_response,
@@ -53,6 +52,7 @@ from services.gateway.client import (
     server_timing,
     token_usage,
 )
+from loadtests.options import Options
 
 OPTIONS = Options.from_env(os.environ)
 

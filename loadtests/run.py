@@ -1,5 +1,5 @@
-"""Runs the load test: the local stack when none is up, then one headless Locust run per step and
-route (a subprocess, bounded by `-t` and `--stop-timeout`, loopback only), then the report.
+"""Runs the load test against a gateway that is up: one headless Locust run per step and route
+(a subprocess, bounded by `-t` and `--stop-timeout`, loopback only), then the report.
 
 `run_step` is the unit a test can call on its own: one Locust run, its CSVs in a folder."""
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from ragft.localstack import StackFailed, check_loopback, gateway_up
+from ragft.http import check_loopback
 from ragft.settings import REPO
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
@@ -26,7 +26,7 @@ USER_CLASSES = {
 }
 
 
-class LoadTestFailed(StackFailed):
+class LoadTestFailed(Exception):
     """Locust did not stop by itself, or exited with an error."""
 
 
@@ -67,7 +67,7 @@ def run_step(
         try:
             process = subprocess.run(
                 command,
-                cwd=REPO,  # the locustfile imports loadtests.gateway from the working directory
+                cwd=REPO,  # the locustfile imports loadtests.options from the working directory
                 env={**os.environ, **(env or {})},
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -89,23 +89,24 @@ def run_load_test(
     labels: Iterable[str],
     steps: Iterable[int],
     duration_s: int,
-    out_dir: Path | None = None,
+    out_dir: Path,
     env: Mapping[str, str] | None = None,
     stop_timeout_s: int = 30,
-    startup_timeout_s: float = 1200,
     say: Callable[[str], None] = print,
 ) -> tuple[Path, Path]:
     """The whole load test; returns (report.md, report.png). Each step runs every label in turn, so
-    the routes are compared under the same conditions; the stack it started, if any, is stopped."""
+    the routes are compared under the same conditions."""
     from loadtests.report import build_report  # matplotlib only when a report is made
 
     gateway = gateway.rstrip("/")
-    out_dir = out_dir or RESULTS / datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
     labels, steps = list(labels), sorted(set(steps))
-    with gateway_up(gateway, timeout_s=startup_timeout_s, log=out_dir / "stack.log", say=say):
-        for users in steps:
-            for label in labels:
-                say(f"{label}: {users} user(s) for {duration_s} s")
-                run_step(gateway, label, users, duration_s, out_dir, stop_timeout_s=stop_timeout_s, env=env)
+    for users in steps:
+        for label in labels:
+            say(f"{label}: {users} user(s) for {duration_s} s")
+            run_step(gateway, label, users, duration_s, out_dir, stop_timeout_s=stop_timeout_s, env=env)
     return build_report(out_dir)
+
+
+def results_folder() -> Path:
+    """loadtests/results/<timestamp>/, the default."""
+    return RESULTS / datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -1,4 +1,7 @@
-"""The command line's HTTP client: every call carries the current request id and a bounded timeout."""
+"""The command line's HTTP client: every call carries the current request id and a bounded timeout.
+And the rule for test traffic: loopback only."""
+
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -23,3 +26,16 @@ def sync_client(base_url: str, *, timeout: float = 120.0) -> httpx.Client:
         timeout=httpx.Timeout(timeout, connect=5.0),
         event_hooks={"request": [_add_request_id]},
     )
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class NotLoopback(ValueError):
+    pass
+
+
+def check_loopback(url: str) -> None:
+    """Load tests, evals and the stacks the commands start talk to this machine only."""
+    if urlsplit(url).hostname not in LOOPBACK:
+        raise NotLoopback(f"{url} is not on this machine: ragft sends test traffic to loopback only")

@@ -99,11 +99,11 @@ def stop_process(process: "subprocess.Popen[Any]", *, timeout: float, group: boo
 def spawn_ragft(
     *args: str, env: dict[str, str], cwd: Path, own_group: bool = False, log: Path | None = None
 ) -> "subprocess.Popen[bytes]":
-    """`python -m ragft ARGS` in the background: a service for a test or a benchmark. Its output
+    """`python -m ragft_cli ARGS` in the background: a service for a test or a benchmark. Its output
     goes to `log`, or nowhere. `own_group` starts it in a new process group, for `stop_process(..., group=True)`."""
     with open(log or os.devnull, "ab") as output:
         return subprocess.Popen(
-            [sys.executable, "-m", "ragft", *args],
+            [sys.executable, "-m", "ragft_cli", *args],
             env=env,
             cwd=cwd,
             stdout=output,

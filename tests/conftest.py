@@ -27,8 +27,8 @@ import pytest
 
 from ragft.process import free_port, spawn_ragft, stop_process, wait_until_ready
 from ragft.settings import REPO
-from services.generation.finetune import file_sha256
 from services.retrieval.config import RetrievalSettings
+from training.lora import file_sha256
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
@@ -115,7 +115,7 @@ class Processes:
 
     def run(self, *args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """`ragft ARGS` to its end; stderr with the terminal's line wrapping undone."""
-        return self.python("-m", "ragft", *args, env=env, timeout=timeout)
+        return self.python("-m", "ragft_cli", *args, env=env, timeout=timeout)
 
     def python(self, *args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """`python ARGS` to its end, in the checkout."""
@@ -233,8 +233,8 @@ def voice_adapter(tmp_path_factory: pytest.TempPathFactory, base_model: Path, pr
         file_sha256(TINY_SET),
         *VOICE_TRAINING,
         str(base_model),
-        source_sha256("services.generation.finetune"),
-        source_sha256("ragft.cli.generation"),  # the command's own defaults
+        source_sha256("training.lora"),
+        source_sha256("ragft_cli.generation"),  # the command's own defaults
         *versions("torch", "transformers", "peft", "accelerate", "safetensors"),
     )
     cached = CACHE / "adapters" / f"voice-{key}"

@@ -7,7 +7,7 @@ from tests.conftest import TIERS
 # One of each kind, by what it starts: nothing, ragft processes, a real vLLM.
 KNOWN = {
     "tests/retrieval/test_chunking.py": "unit",
-    "tests/generation/test_parts.py::test_only_assistant_turns_are_learned": "unit",  # base model in-process
+    "tests/training/test_lora.py::test_only_assistant_turns_are_learned": "unit",  # base model in-process
     "tests/retrieval/test_service_process.py": "services",
     "tests/gateway/test_faults.py::test_generation_down_is_a_503": "services",  # never waits for vLLM
     "tests/test_up.py": "stack",

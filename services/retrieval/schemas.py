@@ -131,10 +131,12 @@ class SearchRequest(Strict):
 
 
 class Hit(BaseModel):
+    """One retrieved passage; the gateway reads it as a source."""
+
     doc_id: str
     chunk_id: str
     score: float
-    title: str
+    title: str = ""  # a retrieval service older than its caller sends none
     text: str
     metadata: dict[str, Any]
 

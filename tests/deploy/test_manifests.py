@@ -14,6 +14,9 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,8 @@ import jsonschema
 import pytest
 import yaml
 
+from gateway.config import GatewaySettings
 from ragft.settings import REPO, RagftSettings
-from services.gateway.config import GatewaySettings
 from services.generation.adapters import Adapter
 from services.generation.config import GenerationSettings
 from services.generation.launcher import vllm_command
@@ -464,6 +467,48 @@ def test_dockerfiles_pin_their_base_and_run_as_non_root() -> None:
     for name, service in compose_services().items():
         if "build" in service:
             assert (REPO / service["build"]["dockerfile"]).exists(), name
+
+
+def test_every_image_runs_its_service_through_ragft_serve() -> None:
+    commands = {p.name: re.findall(r"^CMD (\[.*\])$", p.read_text(), re.MULTILINE)[-1] for p in DOCKERFILES}
+    assert json.loads(commands["gateway.Dockerfile"]) == ["ragft", "serve", "gateway"]
+    assert json.loads(commands["retrieval.Dockerfile"])[:3] == ["ragft", "serve", "retrieval"]
+    assert json.loads(commands["generation-cpu.Dockerfile"])[:3] == ["ragft", "serve", "generation"]
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=;!~]", requirement.strip().strip('"'), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_the_gateway_image_carries_what_ragft_serve_gateway_imports() -> None:
+    """The image's command, run here with every project package its Dockerfile does not copy and
+    every library it does not install made unimportable: it must start as far as its --help."""
+    dockerfile = (REPO / "deploy" / "docker" / "gateway.Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+)/ \1/$", dockerfile, re.MULTILINE))
+    pip_line = re.search(r"^RUN pip install -c constraints.txt((?:.*\\\n)*.*)$", dockerfile, re.MULTILINE)
+    assert pip_line and copied >= {"ragft", "ragft_cli", "gateway"}
+    installed = {_requirement_name(word) for word in pip_line[1].split() if word != "\\"}
+    installed |= {
+        _requirement_name(r) for name in set(installed) for r in metadata.requires(name) or [] if ";" not in r
+    }
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {_requirement_name(r) for r in project["dependencies"]}
+    wanted |= {_requirement_name(r) for extra in project["optional-dependencies"].values() for r in extra}
+    modules_of: dict[str, set[str]] = {}
+    for module, dists in metadata.packages_distributions().items():
+        for dist in dists:
+            modules_of.setdefault(_requirement_name(dist), set()).add(module)
+    missing_libraries = {module for dist in wanted - installed for module in modules_of.get(dist, ())}
+    assert {"torch", "sentence_transformers", "honcho", "vllm"} <= missing_libraries
+    missing_packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - copied
+    assert "loadtests" in missing_packages
+    blocked = sorted(missing_libraries | missing_packages)
+    code = f"import sys; sys.modules.update(dict.fromkeys({blocked!r})); from ragft_cli import main; main()"
+    ran = subprocess.run(
+        [sys.executable, "-c", code, "serve", "gateway", "--help"], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "RAGFT_GATEWAY_PORT" in ran.stdout
 
 
 def test_compose_dependencies_wait_for_healthy_services() -> None:

@@ -9,9 +9,9 @@ import pytest
 from evals.dataset import BadEvalSet, Question, in_run_order, load_questions, load_unseen_docs
 from evals.scoring import normalize, states_facts
 from ragft.settings import REPO
-from services.generation.finetune import load_conversations
 from services.retrieval.loaders import load_document
 from training.grounded import check_held_out, read_examples
+from training.lora import load_conversations
 
 EVAL_SET = REPO / "data" / "kb_questions.jsonl"
 UNSEEN_DOCS = REPO / "data" / "unseen_docs.txt"

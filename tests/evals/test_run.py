@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from evals.dataset import Question
 from evals.run import EvalConfig, EvalFailed, read_results, run_eval
-from ragft.cli import app
-from ragft.localstack import StackFailed
+from ragft.http import NotLoopback
 from ragft.process import free_port
+from ragft_cli import app
 from tests.loadtests.fake_gateway import start_fake_gateway
 
 QUESTIONS = [
@@ -130,7 +130,7 @@ def test_a_gateway_that_does_not_answer_stops_the_run_at_once(tmp_path: Path) ->
 
 
 def test_traffic_goes_to_loopback_only(tmp_path: Path) -> None:
-    with pytest.raises(StackFailed, match="loopback only"):
+    with pytest.raises(NotLoopback, match="loopback only"):
         run_eval(config("http://example.com:8000"), QUESTIONS, tmp_path / "run", say=quiet)
     assert not (tmp_path / "run").exists()
 

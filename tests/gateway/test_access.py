@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.gateway.access import KeyRing
+from gateway.access import KeyRing
 from tests.conftest import Processes, embedded_env
 from tests.gateway.conftest import metric
 from tests.gateway.scripted_vllm import ScriptedVllm, scripted_vllm
@@ -188,15 +188,12 @@ def test_a_malformed_keys_file_names_the_line_and_never_the_key(tmp_path: Path, 
     assert says in str(refused.value) and "secret-k" not in str(refused.value)
 
 
-@pytest.mark.parametrize("command", [("-m", "ragft", "serve", "gateway"), ("-m", "services.gateway")])
-def test_the_gateway_refuses_to_start_on_a_malformed_keys_file(
-    processes: Processes, tmp_path: Path, command: tuple[str, ...]
-) -> None:
-    """Both ways to start it: the CLI, and the gateway image's `python -m services.gateway`."""
+def test_the_gateway_refuses_to_start_on_a_malformed_keys_file(processes: Processes, tmp_path: Path) -> None:
+    """`ragft serve gateway`, as the gateway image runs it."""
     keys_file = tmp_path / "keys.txt"
     keys_file.write_text("good-key-1 help-center\nsecret-key-2 help-center admin extra\n")
     env = embedded_env(tmp_path, RAGFT_API_KEYS="secret-root-key", RAGFT_API_KEYS_FILE=str(keys_file))
-    refused = processes.python(*command, env=env, timeout=60)
+    refused = processes.python("-m", "ragft_cli", "serve", "gateway", env=env, timeout=60)
     assert refused.returncode == 1
     assert f"error: RAGFT_API_KEYS_FILE {keys_file} line 2: expected KEY COLLECTIONS [admin]" in refused.stderr
     assert "Traceback" not in refused.stderr and "secret-" not in refused.stderr

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from gateway.config import GatewaySettings
 from ragft.process import free_port
-from services.gateway.config import GatewaySettings
 from tests.conftest import Processes
 from tests.gateway.conftest import metric, sse_events
 from tests.gateway.scripted_vllm import ScriptedVllm, scripted_vllm

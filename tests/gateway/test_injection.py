@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from services.gateway.prompt import GROUNDING
+from gateway.prompt import GROUNDING
 from tests.conftest import Processes, unique_collection
 from tests.gateway.conftest import GatewayStarter
 from tests.gateway.scripted_vllm import scripted_vllm

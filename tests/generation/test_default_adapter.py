@@ -12,8 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from evals.dataset import load_unseen_docs
-from ragft.cli import app
-from ragft.cli.generation import (
+from ragft.settings import REPO
+from ragft_cli import app
+from ragft_cli.generation import (
     SHIPPED_ADAPTER,
     SHIPPED_COLLECTION,
     SHIPPED_OPTIONS,
@@ -21,12 +22,11 @@ from ragft.cli.generation import (
     ensure_default_adapter,
     grounding_record,
 )
-from ragft.settings import REPO
 from services.generation.adapters import check_compatible, discover
 from services.generation.config import DEFAULT_BASE_MODEL, GenerationSettings
-from services.generation.finetune import EXAMPLES, REPORT, TrainOptions, file_sha256, load_conversations, trained_from
 from tests.conftest import TINY_SET, Processes, embedded_env
 from training.grounded import Grounding
+from training.lora import EXAMPLES, REPORT, TrainOptions, file_sha256, load_conversations, trained_from
 
 TRAIN_SET = REPO / "data" / "finetune" / "train.jsonl"
 
@@ -83,7 +83,7 @@ def test_model_prepare_a_second_time_has_nothing_to_do(tmp_path: Path, base_mode
 UP_TRAINS = """
 import sys
 from pathlib import Path
-from ragft.cli.generation import ensure_default_adapter
+from ragft_cli.generation import ensure_default_adapter
 from services.generation.config import GenerationSettings
 ensure_default_adapter(GenerationSettings(), Path(sys.argv[1]))
 print("torch loaded" if "torch" in sys.modules else "torch not loaded")

@@ -10,7 +10,7 @@ import pytest
 
 from loadtests.report import build_report
 from loadtests.run import parse_duration, run_step
-from ragft.localstack import StackFailed, check_loopback
+from ragft.http import NotLoopback, check_loopback
 from tests.loadtests.fake_gateway import start_fake_gateway
 
 
@@ -77,7 +77,7 @@ def test_an_answer_cut_at_the_stop_timeout_is_not_recorded(tmp_path: Path) -> No
 
 
 def test_the_runner_sends_load_to_loopback_only(tmp_path: Path) -> None:
-    with pytest.raises(StackFailed, match="loopback only"):
+    with pytest.raises(NotLoopback, match="loopback only"):
         run_step("http://example.com:8000", "rag", 1, 1, tmp_path)
     check_loopback("http://localhost:8000")
     assert not list(tmp_path.iterdir())

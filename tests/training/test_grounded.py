@@ -10,11 +10,10 @@ import pytest
 
 from evals.dataset import Question, load_unseen_docs
 from evals.scoring import abstains, citation_markers, voice
+from gateway.config import GatewaySettings
+from gateway.prompt import GROUNDING
 from ragft.http import sync_client
 from ragft.settings import REPO
-from services.gateway.config import GatewaySettings
-from services.gateway.prompt import GROUNDING
-from services.generation.finetune import EXAMPLES, REPORT, load_conversations
 from tests.conftest import Processes, embedded_env
 from training.grounded import (
     Example,
@@ -27,6 +26,7 @@ from training.grounded import (
     read_examples,
     refusal,
 )
+from training.lora import EXAMPLES, REPORT, load_conversations
 
 TRAIN = REPO / "data" / "finetune" / "train.jsonl"
 UNSEEN = load_unseen_docs(REPO / "data" / "unseen_docs.txt")

@@ -19,7 +19,7 @@ class Catalog(BaseModel):
         """`alias` pointed at `collection`, and the collection the name read before, if any."""
         if collection == alias:
             raise InvalidRequest(
-                f"an alias cannot read itself: DELETE /v1/aliases/{alias} to read collection {alias!r} again",
+                f"an alias cannot read itself: delete alias {alias!r} to read collection {alias!r} again",
                 param="collection",
             )
         if alias in self.aliases.values():
@@ -49,7 +49,7 @@ class Catalog(BaseModel):
         if readers:
             raise Conflict(
                 f"collection {name!r} is read through alias {', '.join(map(repr, readers))}: "
-                "switch or delete the alias first (PUT or DELETE /v1/aliases/NAME)"
+                "point the alias elsewhere or delete it first"
             )
 
     def without_collection(self, name: str) -> "Catalog":
@@ -59,5 +59,5 @@ class Catalog(BaseModel):
     def not_found(self, name: str) -> NotFound:
         """What deleting `name`, which is no collection, reports."""
         if name in self.aliases:
-            return NotFound(f"{name!r} is an alias of {self.aliases[name]!r}: DELETE /v1/aliases/{name} removes it")
+            return NotFound(f"{name!r} is an alias of {self.aliases[name]!r}: delete the alias to remove it")
         return CollectionNotFound(name)

@@ -6,22 +6,18 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import honcho.manager
 import typer
-from honcho.manager import Manager
 
-from ragft.cli.app import app, say
-from ragft.cli.generation import ensure_base_model, ensure_default_adapter
-from ragft.cli.retrieval import ensure_knowledge_base
+from gateway.config import GatewaySettings
+from gateway.contract import Route
 from ragft.settings import REPO
-from services.gateway.config import GatewaySettings, Route
+from ragft_cli.app import app, say
+from ragft_cli.generation import ensure_base_model, ensure_default_adapter
+from ragft_cli.retrieval import ensure_knowledge_base
 from services.generation.config import GenerationSettings
 from services.retrieval.config import RetrievalSettings
 
 SERVICES = ("retrieval", "generation", "gateway")
-# honcho sends SIGKILL 5 s after SIGTERM by default; the generation launcher needs the time to stop
-# vLLM's process group itself (it escalates to SIGKILL after 30 s).
-honcho.manager.KILL_WAIT = 40
 
 
 @app.command()
@@ -48,8 +44,13 @@ def up(
     chosen = [s.strip() for s in services.split(",") if s.strip()]
     if unknown := set(chosen) - set(SERVICES):
         raise typer.BadParameter(f"unknown service(s) {', '.join(sorted(unknown))}; choose from {', '.join(SERVICES)}")
+    import honcho.manager  # here: the gateway image runs `ragft serve gateway` without honcho
+
+    # honcho sends SIGKILL 5 s after SIGTERM by default; the generation launcher needs the time to
+    # stop vLLM's process group itself (it escalates to SIGKILL after 30 s).
+    honcho.manager.KILL_WAIT = 40
     retrieval, generation, gateway = RetrievalSettings(), GenerationSettings(), GatewaySettings()
-    manager = Manager()
+    manager = honcho.manager.Manager()
     if "retrieval" in chosen:
         ensure_knowledge_base(collection, kb)
         manager.add_process("retrieval", _ragft("serve", "retrieval"), env=dict(os.environ))
@@ -65,7 +66,7 @@ def up(
 
 
 def _ragft(*args: str) -> str:
-    return shlex.join([sys.executable, "-m", "ragft", *args])
+    return shlex.join([sys.executable, "-m", "ragft_cli", *args])
 
 
 def _print_examples(

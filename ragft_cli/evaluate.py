@@ -7,7 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
-from ragft.cli.app import (
+from gateway.config import GatewaySettings
+from gateway.contract import ROUTE_NAMES
+from ragft.http import NotLoopback, check_loopback
+from ragft.process import sigterm_as_exit
+from ragft.settings import REPO
+from ragft_cli.app import (
     AdapterHeaderOption,
     GatewayOption,
     MaxTokensOption,
@@ -17,10 +22,7 @@ from ragft.cli.app import (
     fail,
     say,
 )
-from ragft.localstack import StackFailed, check_loopback, gateway_up
-from ragft.process import sigterm_as_exit
-from ragft.settings import REPO
-from services.gateway.config import ROUTE_NAMES, GatewaySettings
+from ragft_cli.localstack import StackFailed, gateway_up
 
 UNSEEN_DOCS = REPO / "data" / "unseen_docs.txt"
 
@@ -116,7 +118,7 @@ def evaluate(
                 say=say,
             )
         report, chart = build_report(out)
-    except (BadEvalSet, EvalFailed, StackFailed) as exc:
+    except (BadEvalSet, EvalFailed, NotLoopback, StackFailed) as exc:
         fail(exc)
     say(f"Report: {report}\nChart:  {chart}")
     if failed:
@@ -167,7 +169,7 @@ def freshness(
         say(f"{len(changes)} facts to change in {name!r} x {len(chosen)} routes; answers recorded in {out}")
         with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say):
             records = run_freshness(changes, config, knowledge, out, api_key=api_key, timeout_s=timeout, say=say)
-    except (BadEvalSet, EvalFailed, StackFailed) as exc:
+    except (BadEvalSet, EvalFailed, NotLoopback, StackFailed) as exc:
         fail(exc)
     report = freshness_report(records, changes, config.routes)
     (out / REPORT).write_text(report)
@@ -212,5 +214,5 @@ def _gateway(settings: GatewaySettings, gateway: str | None, collection: str | N
     try:
         check_loopback(url)
         return url, settings.key_ring.key_for(collection or settings.collection)
-    except (ValueError, StackFailed) as exc:
+    except ValueError as exc:
         fail(exc)

@@ -7,8 +7,8 @@ import httpx
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ragft.cli.app import RetrievalOption, app, console, fail, say, serve, serve_app
 from ragft.settings import REPO
+from ragft_cli.app import RetrievalOption, app, console, fail, say, serve, serve_app
 
 if TYPE_CHECKING:
     from services.retrieval.runtime import Retrieval
@@ -160,7 +160,7 @@ def finetune_retriever(
     from services.retrieval.client import RetrievalCallFailed
     from services.retrieval.config import RetrievalSettings
     from services.retrieval.embedding import default_model_path
-    from services.retrieval.finetune import (
+    from training.retriever import (
         RetrieverError,
         RetrieverOptions,
         check_out,

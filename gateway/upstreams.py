@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import Counter
 
+from gateway.resilience import CircuitBreaker, RetryBudget
 from ragft.errors import (
     InvalidRequest,
     NotFound,
@@ -26,7 +27,6 @@ from ragft.errors import (
     UpstreamUnavailable,
 )
 from ragft.http import request_id_headers
-from services.gateway.resilience import CircuitBreaker, RetryBudget
 
 UPSTREAM_ERRORS = Counter(
     "ragft_gateway_upstream_errors_total",

@@ -2,14 +2,16 @@
 for `auto`, the route chosen from the search it makes."""
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from starlette.datastructures import Headers
+
+from gateway.config import GatewaySettings
+from gateway.contract import ADAPTER_HEADER, AUTO, COLLECTION_HEADER, ROUTE_HEADER, ROUTE_NAMES, Route
 from ragft.errors import InvalidRequest, RagftError, UnknownRoute
 from ragft.settings import COLLECTION_NAME
-from services.gateway.config import AUTO, ROUTE_NAMES, GatewaySettings, Route
-from services.gateway.schemas import SearchResult, Source
+from services.retrieval.schemas import Hit, SearchResponse
 
 ROUTES = ", ".join(ROUTE_NAMES)
 
@@ -29,30 +31,30 @@ class Plan:
     route_reason: dict[str, Any] | None = None  # why auto chose the route
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str], settings: GatewaySettings) -> "Plan":
-        raw = headers.get("x-ragft-route", settings.default_route)
+    def from_headers(cls, headers: Headers, settings: GatewaySettings) -> "Plan":
+        raw = headers.get(ROUTE_HEADER, settings.default_route)
         asked = raw.strip().lower()
         if asked == AUTO:
-            route = Route.HYBRID if "x-ragft-adapter" in headers else Route.RAG
+            route = Route.HYBRID if ADAPTER_HEADER in headers else Route.RAG
         else:
             try:
                 route = Route(asked)
             except ValueError:
                 raise UnknownRoute(
-                    f"X-Ragft-Route {raw!r} is not a route; use one of: {ROUTES}", param="X-Ragft-Route"
+                    f"{ROUTE_HEADER} {raw!r} is not a route; use one of: {ROUTES}", param=ROUTE_HEADER
                 ) from None
-        collection = headers.get("x-ragft-collection", settings.collection) if route.retrieves else None
+        collection = headers.get(COLLECTION_HEADER, settings.collection) if route.retrieves else None
         if collection is not None and not re.match(COLLECTION_NAME, collection):
             raise InvalidRequest(
-                f"X-Ragft-Collection {collection!r} is not a collection name: letters, digits, _ and -",
-                param="X-Ragft-Collection",
+                f"{COLLECTION_HEADER} {collection!r} is not a collection name: letters, digits, _ and -",
+                param=COLLECTION_HEADER,
             )
         # auto keeps the adapter for the finetuned answer it may choose.
-        adapter: str | None = headers.get("x-ragft-adapter", settings.default_adapter)
+        adapter: str | None = headers.get(ADAPTER_HEADER, settings.default_adapter)
         if not (route.uses_adapter or asked == AUTO):
             adapter = None
         if adapter is not None and not adapter.strip():
-            raise InvalidRequest(f"the {asked} route needs an adapter name", param="X-Ragft-Adapter")
+            raise InvalidRequest(f"the {asked} route needs an adapter name", param=ADAPTER_HEADER)
         model = adapter if adapter and route.uses_adapter else settings.served_model_name
         return cls(route, collection, adapter, model, asked)
 
@@ -61,7 +63,7 @@ class Plan:
         reason = {"component": "retrieval", "requested_route": self.asked, "message": error.message}
         return self.finetuned(f"retrieval failed: {error.message}", degraded=reason)
 
-    def chosen(self, found: SearchResult, threshold: float) -> "Plan":
+    def chosen(self, found: SearchResponse, threshold: float) -> "Plan":
         """auto's route: the knowledge base's (rag or hybrid) when the best keyword score reaches
         the threshold, else finetuned. The fused scores only rank passages; they are reported."""
         score = found.keyword_score
@@ -101,7 +103,7 @@ class Plan:
             route_reason=reason if self.asked == AUTO else None,
         )
 
-    def ragft(self, sources: list[Source]) -> dict[str, Any]:
+    def ragft(self, sources: list[Hit]) -> dict[str, Any]:
         ragft: dict[str, Any] = {
             "route": self.route.value,
             "adapter": self.adapter,

@@ -10,19 +10,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ragft.http import check_loopback
 from ragft.process import NotReady, spawn_ragft, stop_process, wait_until_ready
 from ragft.settings import REPO
-
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class StackFailed(Exception):
     pass
-
-
-def check_loopback(url: str) -> None:
-    if urlsplit(url).hostname not in LOOPBACK:
-        raise StackFailed(f"{url} is not on this machine: ragft sends test traffic to loopback only")
 
 
 # What `ragft up` runs for each: the gateway needs the whole stack behind it.

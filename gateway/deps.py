@@ -5,8 +5,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.gateway.access import Access
-from services.gateway.runtime import Gateway
+from gateway.access import Access
+from gateway.runtime import Gateway
 
 
 async def _gateway(request: Request) -> Gateway:

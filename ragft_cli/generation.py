@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from ragft.cli.app import app, console, fail, say, serve_app
 from ragft.process import die_with_parent_preexec
 from ragft.settings import REPO, RagftSettings
+from ragft_cli.app import app, console, fail, say, serve_app
 from services.generation.adapters import AdapterClient
 from services.generation.config import GenerationSettings
-from services.generation.finetune import TrainOptions
 from training.grounded import Grounding
+from training.lora import TrainOptions
 
 if TYPE_CHECKING:
     from training.grounded import Example
@@ -70,7 +70,7 @@ def ensure_base_model(settings: GenerationSettings) -> None:
 def run_own_process(*args: str) -> None:
     """`ragft ARGS` as a child process with this one's settings and terminal, stopped if this one
     dies; its failure ends this command too (it has said why)."""
-    command = [sys.executable, "-m", "ragft", *args]
+    command = [sys.executable, "-m", "ragft_cli", *args]
     status = subprocess.run(command, check=False, preexec_fn=die_with_parent_preexec()).returncode
     if status != 0:
         raise typer.Exit(status)
@@ -196,10 +196,11 @@ def finetune(
     """Train a LoRA adapter with peft (loss on the assistant turns only), on CPU or GPU. Every
     example is checked against the eval set's held-out questions and unseen documents first."""
     from evals.dataset import BadEvalSet, load_questions, load_unseen_docs
-    from ragft.localstack import StackFailed
-    from services.gateway.config import GatewaySettings
-    from services.generation.finetune import DataError, load_conversations, train
+    from gateway.config import GatewaySettings
+    from ragft.http import NotLoopback
+    from ragft_cli.localstack import StackFailed
     from training.grounded import GroundingError, bare_records, check_held_out, read_examples
+    from training.lora import DataError, load_conversations, train
 
     settings = GenerationSettings()
     options = TrainOptions(
@@ -225,7 +226,7 @@ def finetune(
             records = _grounded_records(examples, made, unseen, retrieval)
         ensure_base_model(settings)
         report = train(settings.base_model_path, data, out, options, examples=records, grounding=grounding)
-    except (DataError, BadEvalSet, GroundingError, StackFailed, FileNotFoundError) as exc:
+    except (DataError, BadEvalSet, GroundingError, NotLoopback, StackFailed, FileNotFoundError) as exc:
         fail(exc)
     kind = "merged model" if merge else "adapter"
     console.print(
@@ -247,7 +248,7 @@ def _grounded_records(
     from rich.progress import Progress
 
     from ragft.http import sync_client
-    from ragft.localstack import service_up
+    from ragft_cli.localstack import service_up
     from training.grounded import Searcher, grounded_mix
 
     url = retrieval or RagftSettings().retrieval_url
@@ -275,7 +276,7 @@ def ensure_default_adapter(settings: GenerationSettings, data: Path) -> None:
     (the caller does not keep its memory, and no retrieval service is needed)."""
     from evals.dataset import BadEvalSet, load_unseen_docs
     from services.generation.adapters import AdapterError, discover, install_adapter
-    from services.generation.finetune import trained_from
+    from training.lora import trained_from
 
     try:
         if discover(settings.adapters_dir):

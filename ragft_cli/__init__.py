@@ -2,9 +2,9 @@
 
 from pydantic import ValidationError
 
-from ragft.cli import evaluate, gateway, generation, loadtest, retrieval, stack
-from ragft.cli.app import app, say
 from ragft.settings import settings_errors
+from ragft_cli import evaluate, gateway, generation, loadtest, retrieval, stack
+from ragft_cli.app import app, say
 
 __all__ = ["app", "evaluate", "gateway", "generation", "loadtest", "main", "retrieval", "stack"]
 

@@ -5,9 +5,11 @@ from typing import Annotated
 
 import typer
 
-from ragft.cli.app import GatewayOption, StartupTimeoutOption, app, fail, say
-from ragft.localstack import StackFailed
-from services.gateway.config import GatewaySettings
+from gateway.config import GatewaySettings
+from ragft.http import NotLoopback
+from ragft.process import sigterm_as_exit
+from ragft_cli.app import GatewayOption, StartupTimeoutOption, app, fail, say
+from ragft_cli.localstack import StackFailed, gateway_up
 
 STEP_USERS = "1,4,16,64"
 
@@ -46,8 +48,8 @@ def loadtest(
     Uses the gateway when it answers; otherwise runs `ragft up` while the test runs, and stops it.
     """
     # Imported here: the loadtests package lives in the checkout beside ragft, and only this command needs it.
-    from loadtests.gateway import STREAM_MODES, parse_weights
-    from loadtests.run import USER_CLASSES, parse_duration, run_load_test
+    from loadtests.options import STREAM_MODES, parse_weights
+    from loadtests.run import USER_CLASSES, LoadTestFailed, parse_duration, results_folder, run_load_test
 
     settings = GatewaySettings()
     url = gateway or f"http://{settings.gateway_host}:{settings.gateway_port}"
@@ -65,18 +67,21 @@ def loadtest(
     env = {"LOADTEST_WEIGHTS": weights, "LOADTEST_STREAM": stream, "LOADTEST_MAX_TOKENS": str(max_tokens)}
     if api_key:
         env["LOADTEST_API_KEY"] = api_key
+    chosen_steps = _users(STEP_USERS if step else users)
+    out = out or results_folder()
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        report, chart = run_load_test(
-            url,
-            labels=labels,
-            steps=_users(STEP_USERS if step else users),
-            duration_s=seconds,
-            out_dir=out,
-            env=env,
-            stop_timeout_s=stop_timeout,
-            startup_timeout_s=startup_timeout,
-            say=say,
-        )
-    except StackFailed as exc:
+        with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say):
+            report, chart = run_load_test(
+                url,
+                labels=labels,
+                steps=chosen_steps,
+                duration_s=seconds,
+                out_dir=out,
+                env=env,
+                stop_timeout_s=stop_timeout,
+                say=say,
+            )
+    except (NotLoopback, StackFailed, LoadTestFailed) as exc:
         fail(exc)
     say(f"Report: {report}\nChart:  {chart}")

@@ -2,7 +2,8 @@
 
 import re
 
-from services.gateway.schemas import ChatMessage, Source
+from gateway.schemas import ChatMessage
+from services.retrieval.schemas import Hit
 
 FENCE_CLOSE = re.compile(r"</\s*source\s*>", re.IGNORECASE)
 
@@ -27,7 +28,7 @@ def search_query(messages: list[ChatMessage], max_chars: int) -> str:
     return query
 
 
-def _fence(number: int, source: Source) -> str:
+def _fence(number: int, source: Hit) -> str:
     title = str(source.metadata.get("title", source.doc_id)).replace('"', "'")
     doc_id = source.doc_id.replace('"', "'")
     # A passage cannot close its own fence and smuggle text out of it.
@@ -35,7 +36,7 @@ def _fence(number: int, source: Source) -> str:
     return f'<source id="{number}" doc_id="{doc_id}" title="{title}">\n{text}\n</source>'
 
 
-def grounded_messages(messages: list[ChatMessage], sources: list[Source]) -> list[ChatMessage]:
+def grounded_messages(messages: list[ChatMessage], sources: list[Hit]) -> list[ChatMessage]:
     """The grounding instructions and fenced sources as the system message; the caller's own
     system message, if any, follows them in the same message."""
     fenced = "\n\n".join(_fence(i, source) for i, source in enumerate(sources, 1)) or "(no sources found)"

@@ -1,33 +1,14 @@
 """Gateway settings (`RAGFT_` environment variables)."""
 
-from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
+from gateway.access import KeyRing
+from gateway.contract import ROUTE_NAMES, Route
 from ragft.settings import RagftSettings
-from services.gateway.access import KeyRing
-
-
-class Route(StrEnum):
-    RAG = "rag"
-    FINETUNED = "finetuned"
-    HYBRID = "hybrid"
-
-    @property
-    def retrieves(self) -> bool:
-        return self is not Route.FINETUNED
-
-    @property
-    def uses_adapter(self) -> bool:
-        return self is not Route.RAG
-
-
-# The route that picks one of the three per request, from the search it makes.
-AUTO = "auto"
-ROUTE_NAMES = (*Route, AUTO)
 
 
 class GatewaySettings(RagftSettings):
@@ -36,7 +17,7 @@ class GatewaySettings(RagftSettings):
     default_route: str = Route.RAG.value  # any of ROUTE_NAMES: auto lets a client that sends no header use it
     # Comma-separated bearer keys with every right; with neither setting: no authentication.
     api_keys: SecretStr = SecretStr("")
-    # Keys scoped to collections, one per line: KEY COLLECTIONS [admin] (services/gateway/access.py).
+    # Keys scoped to collections, one per line: KEY COLLECTIONS [admin] (gateway/access.py).
     api_keys_file: Path | None = None
     # Whole-request budget: retrieval, generation and (streaming) every read of the stream.
     deadline_s: float = Field(120, gt=0)

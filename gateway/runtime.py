@@ -7,11 +7,12 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
+from gateway.config import GatewaySettings
+from gateway.contract import ADAPTER_HEADER, COLLECTION_HEADER
+from gateway.resilience import Admission, CircuitBreaker, RateLimiter, RetryBudget
+from gateway.upstreams import Upstream
 from ragft.errors import NotFound, UpstreamFailed
-from services.gateway.config import GatewaySettings
-from services.gateway.resilience import Admission, CircuitBreaker, RateLimiter, RetryBudget
-from services.gateway.schemas import SearchResult
-from services.gateway.upstreams import Upstream
+from services.retrieval.schemas import SearchResponse
 
 READINESS_S = 3.0
 
@@ -48,15 +49,15 @@ class Gateway:
         await self.retrieval.close()
         await self.generation.close()
 
-    async def search(self, collection: str, query: str, *, deadline: float, keyword_score: bool) -> SearchResult:
+    async def search(self, collection: str, query: str, *, deadline: float, keyword_score: bool) -> SearchResponse:
         path = f"/v1/collections/{quote(collection, safe='')}/search"
         body = {"query": query, "top_k": self.settings.top_k, "keyword_score": keyword_score}
         try:
             found = await self.retrieval.json("POST", path, deadline=deadline, body=body)
         except NotFound as exc:
-            raise NotFound(exc.message, param="X-Ragft-Collection") from exc
+            raise NotFound(exc.message, param=COLLECTION_HEADER) from exc
         try:
-            return SearchResult.model_validate(found)
+            return SearchResponse.model_validate(found)
         except ValidationError as exc:
             wrong = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
             raise UpstreamFailed(f"the retrieval service answered a search with an unexpected body: {wrong}") from exc
@@ -78,5 +79,5 @@ class Gateway:
 def adapter_not_found(adapter: str) -> NotFound:
     return NotFound(
         f"adapter {adapter!r} is not served by the generation service; GET /v1/models lists those that are",
-        param="X-Ragft-Adapter",
+        param=ADAPTER_HEADER,
     )

@@ -1,5 +1,5 @@
-"""What the locustfile checks and measures in one answer (services/gateway/client.py), and the
-options it reads (loadtests/gateway.py); no Locust."""
+"""What the locustfile checks and measures in one answer (gateway/client.py), and the
+options it reads (loadtests/options.py); no Locust."""
 
 import json
 from collections.abc import Iterator
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from loadtests.gateway import QUESTIONS, Options, parse_weights
-from services.gateway.client import AnswerFailed, chat_body, check_response, read_stream, server_timing
+from gateway.client import AnswerFailed, chat_body, check_response, read_stream, server_timing
+from loadtests.options import QUESTIONS, Options, parse_weights
 
 
 def _event(payload: object) -> list[bytes]:

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from ragft.cli.app import serve, serve_app
+from ragft_cli.app import serve, serve_app
 
 
 @serve_app.command("gateway")
@@ -13,4 +13,4 @@ def serve_gateway(
     port: Annotated[int, typer.Option(envvar="RAGFT_GATEWAY_PORT", help="Port to listen on.")] = 8000,
 ) -> None:
     """The OpenAI-compatible gateway on :8000: rag, finetuned, hybrid or auto by X-Ragft-Route."""
-    serve("services.gateway.app:create_app", host, port)
+    serve("gateway.app:create_app", host, port)

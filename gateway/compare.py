@@ -3,21 +3,22 @@ route runs exactly as a chat completion on it would (limits, admission, metrics)
 failing gives that route an error while the others still answer."""
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
+from starlette.datastructures import Headers
 
+from gateway.access import Access
+from gateway.chat import Completed, EventStream, Streamed, answer, check_limits
+from gateway.contract import ROUTE_HEADER, ROUTE_NAMES, Route
+from gateway.plan import ROUTES, Plan
+from gateway.runtime import Gateway
+from gateway.schemas import ChatRequest
 from ragft import sse
 from ragft.errors import InvalidRequest, RagftError, UnknownRoute, UpstreamFailed, error_body
-from services.gateway.access import Access
-from services.gateway.chat import Completed, EventStream, Streamed, answer, check_limits
-from services.gateway.config import ROUTE_NAMES, Route
-from services.gateway.plan import ROUTES, Plan
-from services.gateway.runtime import Gateway
-from services.gateway.schemas import ChatRequest
 
 
 class CompareRequest(ChatRequest):
@@ -29,19 +30,23 @@ class CompareRequest(ChatRequest):
         return ChatRequest.model_validate(self.model_dump(exclude={"routes"}, exclude_none=True))
 
 
-def plans(body: CompareRequest, headers: Mapping[str, str], gateway: Gateway) -> list[Plan]:
+def plans(body: CompareRequest, headers: Headers, gateway: Gateway) -> list[Plan]:
     """One plan per route asked for (auto too), each with the adapter and collection headers."""
     chosen = [name.strip().lower() for name in body.routes]
     if unknown := [name for name in chosen if name not in ROUTE_NAMES]:
         raise UnknownRoute(f"{unknown[0]!r} is not a route; use one of: {ROUTES}", param="routes")
     if len(set(chosen)) < len(chosen):
         raise InvalidRequest(f"routes {body.routes} name a route twice", param="routes")
-    lowered = {key.lower(): value for key, value in headers.items()}
-    return [Plan.from_headers({**lowered, "x-ragft-route": name}, gateway.settings) for name in chosen]
+    asking = headers.mutablecopy()
+    routes = []
+    for name in chosen:
+        asking[ROUTE_HEADER] = name
+        routes.append(Plan.from_headers(asking, gateway.settings))
+    return routes
 
 
 async def compare(
-    body: CompareRequest, headers: Mapping[str, str], access: Access, gateway: Gateway, deadline: float
+    body: CompareRequest, headers: Headers, access: Access, gateway: Gateway, deadline: float
 ) -> Response:
     request = body.chat_request()
     check_limits(request, gateway.settings)  # once: a request over a limit fails as a whole

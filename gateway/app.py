@@ -1,4 +1,4 @@
-"""The gateway's FastAPI app: `uvicorn --factory services.gateway.app:create_app`."""
+"""The gateway's FastAPI app: `uvicorn --factory gateway.app:create_app`."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -6,11 +6,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
+from gateway.config import GatewaySettings, get_settings
+from gateway.routes import PLAYGROUND, knowledge, page, router
+from gateway.runtime import Gateway
 from ragft.logging import configure_logging, get_logger
 from ragft.web import create_service_app
-from services.gateway.config import GatewaySettings, get_settings
-from services.gateway.routes import PLAYGROUND, knowledge, page, router
-from services.gateway.runtime import Gateway
 
 log = get_logger(__name__)
 

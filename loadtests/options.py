@@ -1,7 +1,7 @@
 """What the locustfile reads, without Locust (importing locust monkey-patches the whole process
 with gevent, so the runner, the report and the tests stay clear of it): its options from the
 environment, the mixed run's weights and the questions. How it talks to the gateway is
-services/gateway/client.py."""
+gateway/client.py."""
 
 import json
 import os
@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.gateway.config import ROUTE_NAMES, Route
+from gateway.contract import ROUTE_NAMES, Route
 
 STREAM_MODES = ("0", "1", "mixed")
 QUESTIONS = Path(__file__).resolve().parent.parent / "data" / "kb_questions.jsonl"

@@ -8,13 +8,13 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse, Response
 
+from gateway.chat import chat
+from gateway.compare import CompareRequest, compare
+from gateway.deps import CallerDep, DeadlineDep, GatewayDep, admit_caller
+from gateway.plan import Plan
+from gateway.schemas import ChatRequest, NewDocument
 from ragft.errors import InvalidRequest
 from ragft.settings import COLLECTION_NAME, check_document_id
-from services.gateway.chat import chat
-from services.gateway.compare import CompareRequest, compare
-from services.gateway.deps import CallerDep, DeadlineDep, GatewayDep, admit_caller
-from services.gateway.plan import Plan
-from services.gateway.schemas import ChatRequest, NewDocument
 from services.retrieval.schemas import SearchRequest
 
 PLAYGROUND = FilePath(__file__).with_name("playground")

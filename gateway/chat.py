@@ -17,6 +17,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter, Histogram
 from starlette.types import Receive, Scope, Send
 
+from gateway.access import Access
+from gateway.config import GatewaySettings
+from gateway.contract import AUTO, COLLECTION_HEADER, DEGRADED_HEADER, ROUTE_HEADER, Route
+from gateway.plan import Plan
+from gateway.prompt import grounded_messages, search_query
+from gateway.runtime import Gateway, adapter_not_found
+from gateway.schemas import ChatRequest
 from ragft import sse
 from ragft.errors import (
     InvalidRequest,
@@ -29,12 +36,7 @@ from ragft.errors import (
     error_body,
 )
 from ragft.logging import get_logger
-from services.gateway.access import Access
-from services.gateway.config import AUTO, GatewaySettings, Route
-from services.gateway.plan import Plan
-from services.gateway.prompt import grounded_messages, search_query
-from services.gateway.runtime import Gateway, adapter_not_found
-from services.gateway.schemas import ChatRequest, Source
+from services.retrieval.schemas import Hit
 
 CHAT_REQUESTS = Counter(
     "ragft_gateway_chat_requests_total",
@@ -129,7 +131,7 @@ async def answer(
     held = AsyncExitStack()  # the admission slot, then the upstream response
     try:
         if plan.collection is not None:
-            access.check_read(plan.collection, param="X-Ragft-Collection")
+            access.check_read(plan.collection, param=COLLECTION_HEADER)
         held.enter_context(gateway.admission.slot())
         plan, sources = await _retrieve(request, plan, gateway, timing, deadline)
         messages = grounded_messages(request.messages, sources) if plan.route.retrieves else request.messages
@@ -177,7 +179,7 @@ def check_limits(request: ChatRequest, settings: GatewaySettings) -> None:
 
 async def _retrieve(
     request: ChatRequest, plan: Plan, gateway: Gateway, timing: Timing, deadline: float
-) -> tuple[Plan, list[Source]]:
+) -> tuple[Plan, list[Hit]]:
     """The plan that will run, and its sources. auto chooses its route from the search; hybrid
     goes on without sources when retrieval is down and the degradation policy says so, and auto
     always does."""
@@ -226,16 +228,16 @@ def _adapter_named(plan: Plan) -> Iterator[None]:
 
 
 def _headers(plan: Plan, timing: Timing) -> dict[str, str]:
-    headers = {"X-Ragft-Route": plan.route.value, "Server-Timing": timing.header()}
+    headers = {ROUTE_HEADER: plan.route.value, "Server-Timing": timing.header()}
     if plan.degraded:
-        headers["X-Ragft-Degraded"] = plan.degraded["component"]
+        headers[DEGRADED_HEADER] = plan.degraded["component"]
     return headers
 
 
 async def _stream(
     body: dict[str, Any],
     plan: Plan,
-    sources: list[Source],
+    sources: list[Hit],
     gateway: Gateway,
     timing: Timing,
     deadlines: tuple[float, float],

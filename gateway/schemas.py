@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragft.settings import DocumentId
+from services.retrieval.schemas import DocumentIn, UpsertRequest
 
 
 class TextPart(BaseModel):
@@ -59,24 +60,6 @@ class ChatRequest(BaseModel):
         return (self.stream_options or {}).get("include_usage") is True
 
 
-class Source(BaseModel):
-    """One retrieved passage, as the retrieval service's search returns it."""
-
-    doc_id: str
-    chunk_id: str
-    score: float
-    title: str = ""  # a retrieval service older than the gateway sends none
-    text: str
-    metadata: dict[str, Any]
-
-
-class SearchResult(BaseModel):
-    """A search's passages, and the best keyword score, which `auto` reads."""
-
-    hits: list[Source]
-    keyword_score: float | None = None  # a retrieval service older than the gateway sends none
-
-
 class NewDocument(BaseModel):
     """A document added from the playground; the retrieval service checks its size."""
 
@@ -87,5 +70,7 @@ class NewDocument(BaseModel):
     title: str | None = Field(None, max_length=200)
 
     def upsert_body(self) -> dict[str, Any]:
+        """The retrieval service's own upsert request, unchecked here: the service checks it."""
         metadata = {"title": self.title} if self.title else {}
-        return {"documents": [{"id": self.id, "text": self.text, "metadata": metadata}]}
+        document = DocumentIn.model_construct(id=self.id, text=self.text, metadata=metadata)
+        return UpsertRequest.model_construct(documents=[document]).model_dump()

@@ -11,8 +11,8 @@ from typing import Any
 
 import requests
 
+from gateway.contract import AUTO, ROUTE_HEADER, Route
 from ragft import sse
-from services.gateway.config import AUTO, Route
 
 SERVER_TIMING = re.compile(r"([A-Za-z0-9_-]+)\s*;\s*dur=([0-9.]+)")
 
@@ -35,7 +35,7 @@ def chat_body(question: str, *, max_tokens: int, stream: bool) -> dict[str, Any]
 
 
 def headers(route: str, api_key: str = "") -> dict[str, str]:
-    sent = {"X-Ragft-Route": route}
+    sent = {ROUTE_HEADER: route}
     if api_key:
         sent["Authorization"] = f"Bearer {api_key}"
     return sent
@@ -51,10 +51,10 @@ def check_response(response: requests.Response, route: str) -> None:
         except (ValueError, KeyError, TypeError, AttributeError):
             detail = response.text[:200]
         raise AnswerFailed(f"HTTP {response.status_code}: {detail}")
-    answered = response.headers.get("X-Ragft-Route")
+    answered = response.headers.get(ROUTE_HEADER)
     if answered not in (list(Route) if route == AUTO else [route]):
         raise AnswerFailed(
-            f"X-Ragft-Route is {answered!r}, not {'a route auto chooses' if route == AUTO else repr(route)}"
+            f"{ROUTE_HEADER} is {answered!r}, not {'a route auto chooses' if route == AUTO else repr(route)}"
         )
 
 

@@ -1,0 +1,29 @@
+"""The gateway's published contract: the routes a request may ask for and the headers that carry
+them. Tools that call the gateway over HTTP import this module and `gateway.client`, nothing else
+of the gateway."""
+
+from enum import StrEnum
+
+
+class Route(StrEnum):
+    RAG = "rag"
+    FINETUNED = "finetuned"
+    HYBRID = "hybrid"
+
+    @property
+    def retrieves(self) -> bool:
+        return self is not Route.FINETUNED
+
+    @property
+    def uses_adapter(self) -> bool:
+        return self is not Route.RAG
+
+
+# The route that picks one of the three per request, from the search it makes.
+AUTO = "auto"
+ROUTE_NAMES = (*Route, AUTO)
+
+ROUTE_HEADER = "X-Ragft-Route"
+ADAPTER_HEADER = "X-Ragft-Adapter"
+COLLECTION_HEADER = "X-Ragft-Collection"
+DEGRADED_HEADER = "X-Ragft-Degraded"

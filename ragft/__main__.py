@@ -1,3 +1,0 @@
-from ragft.cli import main
-
-main()

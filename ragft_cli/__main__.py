@@ -1,0 +1,3 @@
+from ragft_cli import main
+
+main()
