@@ -69,7 +69,7 @@ adapter: $(INSTALLED) ## Retrain the shipped default adapter data/adapters/suppo
 	rm -rf data/adapters/support-voice
 	mv var/retrained/support-voice data/adapters/support-voice
 
-bench-retrieval: $(INSTALLED) ## Ingest throughput, search latency and recall of the retrieval service
+bench-retrieval: $(INSTALLED) ## Ingest, query embedding, hit rate, search latency and recall: PyTorch against ONNX Runtime
 	$(BIN)/python -m benchmarks.retrieval
 
 bench-retriever: $(INSTALLED) ## Hit rate of the base embedding model against a tuned one side by side (RETRIEVER=model folder)

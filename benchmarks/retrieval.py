@@ -1,5 +1,6 @@
-"""`make bench-retrieval`: ingest throughput, search latency over HTTP, recall of the
-approximate index, and hit rate on the sample knowledge base. Prints Markdown tables.
+"""`make bench-retrieval`: ingest throughput, query embedding, search latency over HTTP, recall
+of the approximate index, and hit rate on the sample knowledge base, for each embedding backend
+(PyTorch and ONNX Runtime). Prints Markdown tables.
 
 Everything runs side by side in one process tree on this machine, so the ratios hold even
 when the absolute numbers move with the machine's load.
@@ -25,7 +26,7 @@ from evals.dataset import load_questions
 from ragft.process import free_port, spawn_ragft, wait_until_ready
 from ragft.settings import REPO
 from services.retrieval.chunking import Chunk
-from services.retrieval.config import RetrievalSettings
+from services.retrieval.config import Backend, RetrievalSettings
 from services.retrieval.embedding import Embedder
 from services.retrieval.indexer import EMBED_SECONDS
 from services.retrieval.ingest import batches, load_documents
@@ -36,6 +37,7 @@ from services.retrieval.store.points import EmbeddedChunk
 SIZES = (1_000, 10_000, 50_000)
 QUERIES = 200
 NOISE = 0.01  # per-dimension; each synthetic copy stays at cosine ~0.98 from its original
+BACKENDS: tuple[Backend, ...] = ("torch", "onnx")  # the first is the baseline
 
 
 class KeepVectors:
@@ -51,9 +53,15 @@ class KeepVectors:
         return vectors
 
 
-def _timed(fn: Callable[[], int]) -> tuple[int, float]:
+def _timed(
+    ingest: Callable[[Retrieval, str, list[DocumentIn]], int],
+    retrieval: Retrieval,
+    collection: str,
+    docs: list[DocumentIn],
+) -> tuple[int, float]:
+    """Chunks ingested, and seconds taken."""
     started = time.perf_counter()
-    chunks = fn()
+    chunks = ingest(retrieval, collection, docs)
     return chunks, time.perf_counter() - started
 
 
@@ -109,9 +117,12 @@ def hit_rate(retrieval: Retrieval, collection: str, mode: SearchMode, k: int) ->
     return hits / len(answerable)
 
 
-def http_latencies(data_dir: str, collections: list[str], queries: list[str]) -> dict[tuple[str, str], list[float]]:
+def http_latencies(
+    data_dir: str, backend: Backend, collections: list[str], queries: list[str]
+) -> dict[tuple[str, str], list[float]]:
+    """The collections hold no model of their own, so the service's backend embeds the queries."""
     port = free_port()
-    env = {**os.environ, "RAGFT_DATA_DIR": data_dir, "RAGFT_LOG_LEVEL": "warning"}
+    env = {**os.environ, "RAGFT_DATA_DIR": data_dir, "RAGFT_LOG_LEVEL": "warning", "RAGFT_EMBEDDING_BACKEND": backend}
     server = spawn_ragft("serve", "retrieval", "--port", str(port), env=env, cwd=REPO)
     results: dict[tuple[str, str], list[float]] = {}
     try:
@@ -165,6 +176,16 @@ def tuned_hit_rates(tuned: Path) -> None:
         retrieval.close()
 
 
+def query_embedding_ms(embedder: Embedder, queries: list[str]) -> list[float]:
+    timings = []
+    for i, query in enumerate(queries[:20] + queries):  # the first 20 warm up
+        started = time.perf_counter()
+        embedder.embed([query])
+        if i >= 20:
+            timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tuned", type=Path, help="only the hit rates: the base embedding model against this one")
@@ -175,65 +196,85 @@ def main() -> None:
     print(f"# bench-retrieval on {os.cpu_count()} CPU cores, Python {sys.version.split()[0]}\n")
     kb = load_documents([REPO / "data" / "kb"])
     corpus = docstring_corpus()
+    subset = corpus[:40]
+    rows, hits, embedding_ms, embedding_share = [], {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="ragft-bench-") as data_dir:
-        retrieval = Retrieval.open(RetrievalSettings(data_dir=Path(data_dir)))
-        keep = KeepVectors(retrieval.embedder)
-        rows = []
-        kb_naive = _timed(lambda: ingest_naive(retrieval, "kb-naive", kb))
-        kb_batched = _timed(lambda: ingest_batched(retrieval, "kb", kb))
-        rows.append(("sample knowledge base", len(kb), kb_naive, kb_batched))
-        subset = corpus[:40]
-        corpus_naive = _timed(lambda: ingest_naive(retrieval, "docs-naive", subset))
-        corpus_subset = _timed(lambda: ingest_batched(retrieval, "docs-subset", subset))
-        rows.append((f"docstrings, first {len(subset)} modules", len(subset), corpus_naive, corpus_subset))
-        retrieval.indexer.embedder = keep  # type: ignore[assignment]
-        corpus_batched = _timed(lambda: ingest_batched(retrieval, "docs", corpus))
-        retrieval.indexer.embedder = retrieval.embedder
+        for backend in BACKENDS:  # one after the other, on the same documents, in one run
+            retrieval = Retrieval.open(RetrievalSettings(data_dir=Path(data_dir), embedding_backend=backend))
+            keep = KeepVectors(retrieval.embedder)
+            embedded_before = _histogram_sum(EMBED_SECONDS)
+            kb_naive = _timed(ingest_naive, retrieval, f"kb-naive-{backend}", kb)
+            kb_batched = _timed(ingest_batched, retrieval, f"kb-{backend}", kb)
+            corpus_naive = _timed(ingest_naive, retrieval, f"docs-naive-{backend}", subset)
+            corpus_subset = _timed(ingest_batched, retrieval, f"docs-subset-{backend}", subset)
+            retrieval.indexer.embedder = keep  # type: ignore[assignment]
+            corpus_batched = _timed(ingest_batched, retrieval, f"docs-{backend}", corpus)
+            retrieval.indexer.embedder = retrieval.embedder
+            rows += [
+                (backend, "sample knowledge base", len(kb), kb_naive, kb_batched),
+                (backend, f"docstrings, first {len(subset)} modules", len(subset), corpus_naive, corpus_subset),
+                (backend, f"docstrings, all {len(corpus)} modules", len(corpus), None, corpus_batched),
+            ]
+            total = sum(t for _, t in (kb_naive, kb_batched, corpus_naive, corpus_subset, corpus_batched))
+            embedding_share[backend] = (_histogram_sum(EMBED_SECONDS) - embedded_before) / total
+            all_chunks = [c for doc_chunks in retrieval.indexer.split(corpus) for c in doc_chunks]
+            queries = [" ".join(c.text.split()[:12]) for c in random.Random(7).sample(all_chunks, QUERIES)]
+            embedding_ms[backend] = query_embedding_ms(retrieval.embedder, queries)
+            for mode in ("dense", "keyword", "hybrid"):
+                hits[backend, mode] = [hit_rate(retrieval, f"kb-{backend}", mode, k) for k in (1, 5)]
+            if backend == BACKENDS[-1]:
+                names = [f"synthetic-{size // 1000}k" for size in SIZES]
+                builds = [
+                    grow(retrieval, n, all_chunks, keep.vectors, size) for n, size in zip(names, SIZES, strict=True)
+                ]
+                recalls = [recall_at_10(retrieval, name, queries[:100]) for name in names]
+            retrieval.close()
 
         print("## Ingest (chunk, embed, write; in-process, embedded Qdrant Edge)\n")
-        print("| corpus | documents | chunks | naive: 1 document per call | batched | speed-up |")
-        print("|---|---|---|---|---|---|")
-        for name, docs, (n_chunks, n_s), (b_chunks, b_s) in rows:
-            print(
-                f"| {name} | {docs} | {b_chunks} | {n_chunks / n_s:.1f} chunks/s | "
-                f"{b_chunks / b_s:.1f} chunks/s | {n_s / b_s:.2f}x |"
-            )
-        chunks, seconds = corpus_batched
-        print(f"| docstrings, all modules | {len(corpus)} | {chunks} | n/a | {chunks / seconds:.1f} chunks/s | n/a |\n")
-        embedding = _histogram_sum(EMBED_SECONDS)
-        total = kb_naive[1] + kb_batched[1] + corpus_naive[1] + corpus_subset[1] + corpus_batched[1]
-        print(f"Embedding took {embedding / total:.0%} of all ingest time above.\n")
+        print(
+            "| backend | corpus | documents | chunks | naive: 1 document per call | batched | batched, against torch |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        batched_rate = {(b, name): chunks / s for b, name, _, _, (chunks, s) in rows}
+        for backend, name, docs, naive, (chunks, seconds) in rows:
+            naive_rate = f"{naive[0] / naive[1]:.1f} chunks/s" if naive else "n/a"
+            ratio = batched_rate[backend, name] / batched_rate[BACKENDS[0], name]
+            rate = f"{chunks / seconds:.1f} chunks/s"
+            print(f"| {backend} | {name} | {docs} | {chunks} | {naive_rate} | {rate} | {ratio:.2f}x |")
+        shares = ", ".join(f"{share:.0%} with {backend}" for backend, share in embedding_share.items())
+        print(f"\nEmbedding took {shares} of all ingest time above.\n")
 
-        all_chunks = [c for doc_chunks in retrieval.indexer.split(corpus) for c in doc_chunks]
-        rng = random.Random(7)
-        queries = [" ".join(c.text.split()[:12]) for c in rng.sample(all_chunks, QUERIES)]
-        print("## Index build and recall@10 of the HNSW index against exact search (dense)\n")
-        print("| points | optimize() | recall@10 |")
-        print("|---|---|---|")
-        names = []
-        for size in SIZES:
-            name = f"synthetic-{size // 1000}k"
-            names.append(name)
-            build = grow(retrieval, name, all_chunks, keep.vectors, size)
-            print(f"| {size:,} | {build:.1f} s | {recall_at_10(retrieval, name, queries[:100]):.3f} |")
+        print(f"## Query embedding (one query per call, {QUERIES} queries after 20 warm-up)\n")
+        print("| backend | p50 ms | p95 ms | mean ms |")
+        print("|---|---|---|---|")
+        for backend, timings in embedding_ms.items():
+            print(
+                f"| {backend} | {_pct(timings, 50):.2f} | {_pct(timings, 95):.2f} | {statistics.fmean(timings):.2f} |"
+            )
 
         print("\n## Hit rate on the sample knowledge base (100 answerable questions, right document in top k)\n")
-        print("| mode | top 1 | top 5 |")
-        print("|---|---|---|")
+        print("| mode | " + " | ".join(f"top {k}: {b}" for k in (1, 5) for b in BACKENDS) + " |")
+        print("|---|" + "---|" * 2 * len(BACKENDS))
         for mode in ("dense", "keyword", "hybrid"):
-            top1, top5 = hit_rate(retrieval, "kb", mode, 1), hit_rate(retrieval, "kb", mode, 5)
-            print(f"| {mode} | {top1:.2f} | {top5:.2f} |")
-        retrieval.close()
+            rates = [hits[b, mode][i] for i in (0, 1) for b in BACKENDS]
+            print(f"| {mode} | " + " | ".join(f"{rate:.2f}" for rate in rates) + " |")
+
+        print("\n## Index build and recall@10 of the HNSW index against exact search (dense)\n")
+        print("| points | optimize() | recall@10 |")
+        print("|---|---|---|")
+        for size, build, recall in zip(SIZES, builds, recalls, strict=True):
+            print(f"| {size:,} | {build:.1f} s | {recall:.3f} |")
 
         print(f"\n## Search latency over HTTP (top_k=10, {QUERIES} sequential queries after 20 warm-up)\n")
-        print("| points | mode | p50 ms | p95 ms | mean ms |")
-        print("|---|---|---|---|---|")
-        for (collection, mode), timings in http_latencies(data_dir, names, queries).items():
-            size = SIZES[names.index(collection)]
-            print(
-                f"| {size:,} | {mode} | {_pct(timings, 50):.1f} | {_pct(timings, 95):.1f} | "
-                f"{statistics.fmean(timings):.1f} |"
-            )
+        print("| backend | points | mode | p50 ms | p95 ms | mean ms |")
+        print("|---|---|---|---|---|---|")
+        for backend in BACKENDS:
+            for (collection, mode), timings in http_latencies(data_dir, backend, names, queries).items():
+                size = SIZES[names.index(collection)]
+                print(
+                    f"| {backend} | {size:,} | {mode} | {_pct(timings, 50):.1f} | {_pct(timings, 95):.1f} | "
+                    f"{statistics.fmean(timings):.1f} |"
+                )
 
 
 if __name__ == "__main__":

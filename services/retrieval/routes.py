@@ -51,6 +51,7 @@ def _info(retrieval: Retrieval, name: str, collection: str) -> CollectionInfo:
         documents=documents,
         chunks=chunks,
         embedding_model=retrieval.model_of(collection) or retrieval.embedder.name,
+        embedding_backend=retrieval.store.catalog().backend_of(collection),
         alias_of=collection if collection != name else None,
     )
 

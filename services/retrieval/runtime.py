@@ -33,7 +33,12 @@ class Retrieval:
 
     @classmethod
     def open(cls, settings: RetrievalSettings) -> "Retrieval":
-        embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
+        embedder = Embedder(
+            settings.embedding_model,
+            settings.embedding_batch_size,
+            settings.embedding_backend,
+            settings.embedding_cache_dir,
+        )
         store = open_store(settings, embedder.dimension)
         keywords = KeywordEncoder()
         chunker = Chunker(embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap)
@@ -51,7 +56,8 @@ class Retrieval:
         later change of RAGFT_EMBEDDING_MODEL never searches it in another vector space."""
         if collection not in self.store.collections():
             # First: never a collection without its model.
-            self.store.record_model(collection, self.settings.embedding_model if model is None else model)
+            model = self.settings.embedding_model if model is None else model
+            self.store.record_model(collection, model, self.settings.embedding_backend)
         self.store.create_collection(collection)
 
     def model_of(self, collection: str) -> str:

@@ -161,6 +161,7 @@ class CollectionInfo(BaseModel):
     documents: int
     chunks: int
     embedding_model: str
+    embedding_backend: str = Field(description="what computes its vectors: torch or onnx")
     alias_of: str | None = Field(None, description="set when the name is an alias: the collection it reads")
 
 

@@ -31,7 +31,8 @@ def _search(client: TestClient, collection: str, **body: object) -> list[dict]:
 def test_create_is_idempotent_and_list_counts(client: TestClient, collection: str) -> None:
     again = client.put(f"/v1/collections/{collection}")
     assert again.status_code == 200
-    info = {"name": collection, "documents": 0, "chunks": 0, "embedding_model": "all-MiniLM-L6-v2", "alias_of": None}
+    info = {"name": collection, "documents": 0, "chunks": 0, "embedding_model": "all-MiniLM-L6-v2"}
+    info |= {"embedding_backend": "onnx", "alias_of": None}
     assert again.json() == info
     upsert(client, collection, PRICING, ERRORS)
     listed = {c["name"]: c for c in client.get("/v1/collections").json()["collections"]}

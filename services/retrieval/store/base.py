@@ -12,6 +12,7 @@ from typing import Any
 
 from qdrant_edge import SparseVector
 
+from services.retrieval.config import Backend
 from services.retrieval.schemas import Condition, Filter
 from services.retrieval.store.catalog import Catalog
 from services.retrieval.store.points import EmbeddedChunk, StoredChunk, StoreQuery, field_key
@@ -155,9 +156,9 @@ class VectorStore(ABC):
         self._update_catalog(change)
         return dropped[0]
 
-    def record_model(self, collection: str, model: str) -> None:
-        """The model a collection's vectors come from."""
-        self._update_catalog(lambda catalog: catalog.with_model(collection, model))
+    def record_model(self, collection: str, model: str, backend: Backend) -> None:
+        """The model a collection's vectors come from, and the backend that computes them."""
+        self._update_catalog(lambda catalog: catalog.with_model(collection, model, backend))
 
     def remove_collection(self, name: str) -> None:
         """Delete the collection of exactly this name, never one an alias reads, and forget its model."""

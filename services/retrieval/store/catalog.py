@@ -4,16 +4,19 @@ changing them. The store reads and writes the catalog whole (services/retrieval/
 from pydantic import BaseModel, Field
 
 from ragft.errors import Conflict, InvalidRequest, NotFound
+from services.retrieval.config import Backend
 from services.retrieval.store.errors import CollectionNotFound
 
 
 class Catalog(BaseModel):
     """ragft's names over the store's collections, kept in the store itself: aliases (the name
     clients use -> the collection it reads) and the embedding model each collection was built
-    with (absent: the service's `RAGFT_EMBEDDING_MODEL`; "": the packaged all-MiniLM-L6-v2)."""
+    with (absent: the service's `RAGFT_EMBEDDING_MODEL`; "": the packaged all-MiniLM-L6-v2) and
+    the backend that computes its vectors (absent: torch, which built every collection before)."""
 
     aliases: dict[str, str] = Field(default_factory=dict)
     models: dict[str, str] = Field(default_factory=dict)
+    backends: dict[str, Backend] = Field(default_factory=dict)
 
     def with_alias(self, alias: str, collection: str, collections: list[str]) -> "tuple[Catalog, str | None]":
         """`alias` pointed at `collection`, and the collection the name read before, if any."""
@@ -29,7 +32,7 @@ class Catalog(BaseModel):
         if collection not in collections:
             raise CollectionNotFound(collection)
         was = self.aliases.get(alias, alias)
-        return Catalog(aliases={**self.aliases, alias: collection}, models=self.models), (
+        return self.model_copy(update={"aliases": {**self.aliases, alias: collection}}), (
             was if was in collections else None
         )
 
@@ -38,10 +41,15 @@ class Catalog(BaseModel):
         if alias not in self.aliases:
             raise NotFound(f"no alias {alias!r}")
         remaining = {a: c for a, c in self.aliases.items() if a != alias}
-        return Catalog(aliases=remaining, models=self.models), self.aliases[alias]
+        return self.model_copy(update={"aliases": remaining}), self.aliases[alias]
 
-    def with_model(self, collection: str, model: str) -> "Catalog":
-        return Catalog(aliases=self.aliases, models={**self.models, collection: model})
+    def with_model(self, collection: str, model: str, backend: Backend) -> "Catalog":
+        return self.model_copy(
+            update={"models": {**self.models, collection: model}, "backends": {**self.backends, collection: backend}}
+        )
+
+    def backend_of(self, collection: str) -> Backend:
+        return self.backends.get(collection, "torch")
 
     def check_deletable(self, name: str) -> None:
         """A collection an alias reads is never deleted."""
@@ -53,8 +61,13 @@ class Catalog(BaseModel):
             )
 
     def without_collection(self, name: str) -> "Catalog":
-        """The catalog once `name` is deleted: its model forgotten."""
-        return Catalog(aliases=self.aliases, models={c: m for c, m in self.models.items() if c != name})
+        """The catalog once `name` is deleted: its model and backend forgotten."""
+        return self.model_copy(
+            update={
+                "models": {c: m for c, m in self.models.items() if c != name},
+                "backends": {c: b for c, b in self.backends.items() if c != name},
+            }
+        )
 
     def not_found(self, name: str) -> NotFound:
         """What deleting `name`, which is no collection, reports."""
