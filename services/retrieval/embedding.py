@@ -19,7 +19,7 @@ import warnings
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -28,9 +28,6 @@ from ragft.logging import get_logger
 from services.retrieval.config import CACHE_DIR, Backend
 
 log = get_logger(__name__)
-
-# The modules of a model the ONNX backends compute (modules.json): anything else is refused.
-ONNX_MODULES = ["sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling"]
 
 
 class EmbedderError(Exception):
@@ -73,10 +70,9 @@ class OnnxEncoder:
     """The transformer in ONNX Runtime; tokenizing, mean pooling and normalizing as
     sentence-transformers does them for these models."""
 
-    def __init__(self, folder: str, graph: Path) -> None:
+    def __init__(self, folder: str, graph: Path, max_length: int) -> None:
         import onnxruntime
 
-        max_length = json.loads((Path(folder) / "sentence_bert_config.json").read_text())["max_seq_length"]
         self.tokenizer = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.enable_padding()
@@ -112,18 +108,24 @@ def _features(tokenizer: Tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
     }
 
 
-def check_onnx_model(folder: Path) -> None:
-    """Only a transformer, mean pooling and normalization: what OnnxEncoder computes."""
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def onnx_max_length(folder: Path) -> int:
+    """The tokens the model reads, once it is known to be what OnnxEncoder computes: a transformer,
+    mean pooling and normalization, in sentence-transformers' folder layout of 3.x-5.x or 6.x."""
     modules = json.loads((folder / "modules.json").read_text()) if (folder / "modules.json").exists() else []
-    types = [m["type"] for m in modules if m["type"] != "sentence_transformers.models.Normalize"]
-    pooling = folder / next((m["path"] for m in modules if m["type"] == ONNX_MODULES[1]), "-") / "config.json"
-    mean = pooling.exists() and json.loads(pooling.read_text()).get("pooling_mode_mean_tokens") is True
-    normalized = any(m["type"] == "sentence_transformers.models.Normalize" for m in modules)
-    if types != ONNX_MODULES or not mean or not normalized or not (folder / "tokenizer.json").exists():
+    kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+    pooling = _json(folder / (modules[1]["path"] if len(modules) > 1 else "-") / "config.json")
+    mean = pooling.get("pooling_mode") == "mean" or pooling.get("pooling_mode_mean_tokens") is True
+    if kinds != ["Transformer", "Pooling", "Normalize"] or not mean or not (folder / "tokenizer.json").exists():
         raise EmbedderError(
             f"{folder} is not a transformer with mean pooling and normalization (modules.json, tokenizer.json): "
-            "the ONNX backends do not compute it; use RAGFT_EMBEDDING_BACKEND=torch"
+            "the ONNX backend does not compute it; use RAGFT_EMBEDDING_BACKEND=torch"
         )
+    length = _json(folder / "sentence_bert_config.json").get("max_seq_length")
+    return int(length or _json(folder / "tokenizer_config.json")["model_max_length"])
 
 
 def onnx_graph(folder: Path, cache_dir: Path) -> Path:
@@ -184,8 +186,8 @@ def _load(model: str, backend: Backend, cache_dir: Path) -> tuple[Encoder, threa
     folder = model or default_model_path()
     if backend == "torch":
         return TorchEncoder(folder), threading.Lock()
-    check_onnx_model(Path(folder))
-    return OnnxEncoder(folder, onnx_graph(Path(folder), cache_dir)), threading.Lock()
+    max_length = onnx_max_length(Path(folder))
+    return OnnxEncoder(folder, onnx_graph(Path(folder), cache_dir), max_length), threading.Lock()
 
 
 class Embedder:
