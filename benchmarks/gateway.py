@@ -1,8 +1,11 @@
-"""`make bench-gateway`: what the gateway itself costs. The same requests go straight to the
-upstreams and through the gateway, side by side in one run, at concurrency 1 and 64, against
-a stand-in upstream that answers at once (benchmarks/standin.py), so model time hides nothing.
+"""`make bench-gateway`: what the gateway itself costs, beside LiteLLM's proxy, the Python gateway
+users would pick instead. The same requests go straight to the upstreams, through ragft's
+gateway and through LiteLLM, side by side in one run, at concurrency 1 and 32, against a stand-in
+upstream that answers at once (benchmarks/standin.py), so model time hides nothing. Both
+gateways run one process and check one API key.
 
-Load comes from wrk (C, one thread per core). The load generator, the gateway and the stand-in
+LiteLLM is installed (pinned) into a virtualenv of its own under var/, never into ragft's.
+Load comes from wrk (C, one thread per core). The load generator, the gateways and the stand-in
 share this machine's cores; rounds alternate between the paths, and each figure is the median
 of its rounds. Prints Markdown."""
 
@@ -16,10 +19,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.contract import ROUTE_HEADER
 from ragft.process import free_port, spawn_ragft, stop_process, wait_until_ready
 from ragft.settings import REPO
 
-CONCURRENCY = (1, 64)
+CONCURRENCY = (1, 32)
+# The newest LiteLLM whose proxy installs from the package index here: later ones pin releases of
+# litellm-proxy-extras (and from 1.110 a litellm-proxy package) that it does not serve.
+LITELLM = "litellm[proxy]==1.108.5"
+LITELLM_VENV = REPO / "var" / "litellm"
+KEY = "sk-bench-key"
 SECONDS = 5
 ROUNDS = 3
 BODY = '{"model": "voice", "max_tokens": 16, "messages": [{"role": "user", "content": "How much is the Team plan?"}]}'
@@ -92,12 +101,38 @@ def _pair(a: Run, b: Run) -> Run:
     return Run(1 / (1 / a.rps + 1 / b.rps), a.p50_ms + b.p50_ms, a.p99_ms + b.p99_ms, a.errors + b.errors)
 
 
+def litellm_proxy() -> Path:
+    """The `litellm` command of a virtualenv under var/, made on first use."""
+    command = LITELLM_VENV / "bin" / "litellm"
+    if not command.exists():
+        print(f"Installing {LITELLM} into {LITELLM_VENV} (once)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        pip = [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", LITELLM]
+        subprocess.run(pip, check=True)
+    return command
+
+
+def litellm_config(standin: str, folder: Path) -> Path:
+    """One model, the stand-in's, behind a master key; no database, no callbacks."""
+    config = folder / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: voice\n"
+        "    litellm_params: {model: openai/voice, api_base: " + standin + "/v1, api_key: standin}\n"
+        "general_settings: {master_key: " + KEY + "}\n"
+        "litellm_settings: {telemetry: false, drop_params: true}\n"
+    )
+    return config
+
+
 def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("bench-gateway needs wrk: apt-get install wrk")
-    standin_port, gateway_port = free_port(), free_port()
+    litellm = litellm_proxy()
+    standin_port, gateway_port, litellm_port = free_port(), free_port(), free_port()
     standin = f"http://127.0.0.1:{standin_port}"
     gateway = f"http://127.0.0.1:{gateway_port}"
+    peer = f"http://127.0.0.1:{litellm_port}"
     env = {
         **os.environ,
         "RAGFT_LOG_LEVEL": "warning",  # the access log is not what is measured
@@ -105,45 +140,61 @@ def main() -> None:
         "RAGFT_RETRIEVAL_URL": standin,
         "RAGFT_GENERATION_URL": standin,
         "RAGFT_DEFAULT_ADAPTER": "voice",
+        "RAGFT_API_KEYS": KEY,
     }
-    upstream = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "benchmarks.standin:app", "--port", str(standin_port),
-         "--log-level", "warning", "--no-access-log"],
-        cwd=REPO, start_new_session=True,
-    )  # fmt: skip
-    proxy = spawn_ragft("serve", "gateway", env=env, cwd=REPO, own_group=True)
-    try:
-        wait_until_ready(f"{standin}/health", timeout=30, process=upstream)
-        wait_until_ready(f"{gateway}/readyz", timeout=30, process=proxy)
-        targets = [
-            Target("direct-completion", f"{standin}/v1/chat/completions", BODY, {}),
-            Target("gateway-finetuned", f"{gateway}/v1/chat/completions", BODY, {"X-Ragft-Route": "finetuned"}),
-            Target("direct-search", f"{standin}/v1/collections/help-center/search", SEARCH_BODY, {}),
-            Target("gateway-rag", f"{gateway}/v1/chat/completions", BODY, {"X-Ragft-Route": "rag"}),
-        ]
-        print(f"# bench-gateway on {os.cpu_count()} CPU cores: wrk, {ROUNDS} rounds of {SECONDS} s per path\n")
-        print("| concurrency | path | requests/s | p50 ms | p99 ms | errors | added p50 ms | share of direct rps |")
-        print("|---|---|---|---|---|---|---|---|")
-        with tempfile.TemporaryDirectory(prefix="ragft-bench-gw-") as tmp:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with tempfile.TemporaryDirectory(prefix="ragft-bench-gw-") as tmp:
+        upstream = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "benchmarks.standin:app", "--port", str(standin_port),
+             "--log-level", "warning", "--no-access-log"],
+            cwd=REPO, start_new_session=True,
+        )  # fmt: skip
+        proxy = spawn_ragft("serve", "gateway", env=env, cwd=REPO, own_group=True)
+        peer_env = {"PATH": os.environ["PATH"], "HOME": tmp, "LITELLM_LOG": "ERROR", "NO_DOCS": "True"}
+        other = subprocess.Popen(
+            [str(litellm), "--config", str(litellm_config(standin, Path(tmp))), "--host", "127.0.0.1",
+             "--port", str(litellm_port), "--num_workers", "1"],
+            env=peer_env, cwd=tmp, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_until_ready(f"{standin}/health", timeout=30, process=upstream)
+            wait_until_ready(f"{gateway}/readyz", timeout=30, process=proxy)
+            wait_until_ready(f"{peer}/health/liveliness", timeout=180, process=other)
+            targets = [
+                Target("direct-completion", f"{standin}/v1/chat/completions", BODY, {}),
+                Target(
+                    "gateway-finetuned", f"{gateway}/v1/chat/completions", BODY, {"X-Ragft-Route": "finetuned", **auth}
+                ),
+                Target("litellm", f"{peer}/v1/chat/completions", BODY, auth),
+                Target("direct-search", f"{standin}/v1/collections/help-center/search", SEARCH_BODY, {}),
+                Target("gateway-rag", f"{gateway}/v1/chat/completions", BODY, {ROUTE_HEADER: "rag", **auth}),
+            ]
+            print(f"# bench-gateway on {os.cpu_count()} CPU cores: wrk, {ROUNDS} rounds of {SECONDS} s per path\n")
+            print("| concurrency | path | requests/s | p50 ms | p99 ms | errors | added p50 ms | share of direct rps |")
+            print("|---|---|---|---|---|---|---|---|")
             for connections in CONCURRENCY:
                 runs = measure(targets, connections, Path(tmp))
                 direct_rag = _pair(runs["direct-search"], runs["direct-completion"])
                 rows = [
                     ("direct: completion", runs["direct-completion"], None),
-                    ("gateway: finetuned", runs["gateway-finetuned"], runs["direct-completion"]),
+                    ("ragft gateway: finetuned", runs["gateway-finetuned"], runs["direct-completion"]),
+                    ("LiteLLM proxy: completion", runs["litellm"], runs["direct-completion"]),
                     ("direct: search + completion", direct_rag, None),
-                    ("gateway: rag", runs["gateway-rag"], direct_rag),
+                    ("ragft gateway: rag", runs["gateway-rag"], direct_rag),
                 ]
                 for name, run, direct in rows:
                     added = f"{run.p50_ms - direct.p50_ms:+.2f}" if direct else ""
-                    share = f"{run.rps / direct.rps:.0%}" if direct else ""
+                    share = f"{run.rps / direct.rps:.1%}" if direct else ""
                     print(
                         f"| {connections} | {name} | {run.rps:,.0f} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | "
                         f"{run.errors} | {added} | {share} |"
                     )
-    finally:
-        stop_process(proxy, timeout=10, group=True)
-        stop_process(upstream, timeout=10, group=True)
+                ratio = runs["gateway-finetuned"].rps / runs["litellm"].rps
+                print(f"| {connections} | ragft / LiteLLM, one upstream call |  |  |  |  |  | {ratio:.1f}x |")
+        finally:
+            stop_process(other, timeout=10, group=True)
+            stop_process(proxy, timeout=10, group=True)
+            stop_process(upstream, timeout=10, group=True)
 
 
 if __name__ == "__main__":
