@@ -9,6 +9,9 @@ Load comes from wrk (C, one thread per core). The load generator, the gateways a
 share this machine's cores; rounds alternate between the paths, and each figure is the median
 of its rounds. Prints Markdown."""
 
+import asyncio
+import itertools
+import json
 import os
 import re
 import shutil
@@ -16,10 +19,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
+from benchmarks.standin import TOKEN_S, TOKENS
 from gateway.contract import ROUTE_HEADER
+from ragft import sse
 from ragft.process import free_port, spawn_ragft, stop_process, wait_until_ready
 from ragft.settings import REPO
 
@@ -99,6 +107,51 @@ def measure(targets: list[Target], connections: int, script_dir: Path) -> dict[s
 def _pair(a: Run, b: Run) -> Run:
     """Two requests one after the other, as a client without the gateway makes them for rag."""
     return Run(1 / (1 / a.rps + 1 / b.rps), a.p50_ms + b.p50_ms, a.p99_ms + b.p99_ms, a.errors + b.errors)
+
+
+STREAMS = 32
+WAVES = 5
+STREAM_BODY = {**json.loads(BODY), "stream": True}
+
+
+async def _one_stream(client: httpx.AsyncClient, target: Target) -> tuple[float, list[float]]:
+    """Seconds to the first token, and between the tokens after it."""
+    started = time.perf_counter()
+    arrivals = []
+    async with client.stream("POST", target.url, json=STREAM_BODY, headers=target.headers) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            found = sse.data(line)
+            if found and found != sse.DONE_DATA and json.loads(found)["choices"]:
+                arrivals.append(time.perf_counter())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    return arrivals[0] - started, gaps
+
+
+async def _waves(targets: list[Target]) -> dict[str, tuple[list[float], list[float]]]:
+    """WAVES waves of STREAMS concurrent streams per target, the targets taking turns."""
+    timings: dict[str, tuple[list[float], list[float]]] = {t.name: ([], []) for t in targets}
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=STREAMS)) as client:
+        for _ in range(WAVES):
+            for target in targets:
+                results = await asyncio.gather(*(_one_stream(client, target) for _ in range(STREAMS)))
+                for first, gaps in results:
+                    timings[target.name][0].append(first * 1000)
+                    timings[target.name][1].extend(gap * 1000 for gap in gaps)
+    return timings
+
+
+def print_streaming(targets: dict[str, Target]) -> None:
+    timings = asyncio.run(_waves(list(targets.values())))
+    print(f"\n## Streaming: {STREAMS} concurrent streams of {TOKENS} tokens, one every "
+          f"{TOKEN_S * 1000:.0f} ms, {WAVES} waves per path\n")  # fmt: skip
+    print("| path | TTFT p50 ms | TTFT p95 ms | inter-token p50 ms | inter-token p95 ms |")
+    print("|---|---|---|---|---|")
+    for label, target in targets.items():
+        firsts, gaps = timings[target.name]
+        q = statistics.quantiles
+        print(f"| {label} | {q(firsts, n=100)[49]:.2f} | {q(firsts, n=100)[94]:.2f} | "
+              f"{q(gaps, n=100)[49]:.2f} | {q(gaps, n=100)[94]:.2f} |")  # fmt: skip
 
 
 def litellm_proxy() -> Path:
@@ -191,6 +244,7 @@ def main() -> None:
                     )
                 ratio = runs["gateway-finetuned"].rps / runs["litellm"].rps
                 print(f"| {connections} | ragft / LiteLLM, one upstream call |  |  |  |  |  | {ratio:.1f}x |")
+            print_streaming({"direct": targets[0], "ragft gateway: finetuned": targets[1], "LiteLLM proxy": targets[2]})
         finally:
             stop_process(other, timeout=10, group=True)
             stop_process(proxy, timeout=10, group=True)
