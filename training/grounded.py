@@ -44,7 +44,8 @@ class Grounding:
     collection: str
     top_k: int = 4  # the gateway's RAGFT_TOP_K: the passages a served prompt holds
     max_query_chars: int = 1000  # the gateway's RAGFT_MAX_QUERY_CHARS
-    distractor_share: float = 0.2  # RAFT's share of examples whose document is left out
+    # RAFT used 0.2; at 0.2 the 135M adapter refused 66% of answerable questions on hybrid
+    distractor_share: float = 0.1  # the share of examples whose document is left out
     seed: int = 0
 
 
