@@ -23,7 +23,7 @@ from gateway.contract import AUTO, COLLECTION_HEADER, DEGRADED_HEADER, ROUTE_HEA
 from gateway.plan import Plan
 from gateway.prompt import grounded_messages, search_query
 from gateway.runtime import Gateway, adapter_not_found
-from gateway.schemas import ChatRequest
+from gateway.schemas import ChatCompletion, ChatRequest
 from ragft import sse
 from ragft.errors import (
     InvalidRequest,
@@ -143,9 +143,7 @@ async def answer(
             return await _stream(body, plan, sources, gateway, timing, deadlines, held.pop_all(), request.wants_usage)
         started = time.perf_counter()
         with _adapter_named(plan):
-            completion = await gateway.generation.json("POST", COMPLETIONS, deadline=deadline, body=body)
-        if not isinstance(completion, dict):
-            raise UpstreamFailed(f"the generation service answered with a {type(completion).__name__}, not an object")
+            reply = await gateway.generation.json("POST", COMPLETIONS, ChatCompletion, deadline=deadline, body=body)
         timing.record("generate", started)
         timing.record("total", timing.started)
     except RagftError as exc:
@@ -154,6 +152,7 @@ async def answer(
     finally:
         await held.aclose()
     CHAT_REQUESTS.labels(plan.asked, "ok").inc()
+    completion = reply.model_dump(mode="json")
     count_tokens(plan.route, completion.get("usage"))
     completion["ragft"] = plan.ragft(sources)
     return Completed(completion, plan, timing)
@@ -255,6 +254,8 @@ async def _stream(
             response = await held.enter_async_context(
                 gateway.generation.open("POST", COMPLETIONS, deadline=ttft_at, body=body, limit=limit)
             )
+        if response.content_type != "text/event-stream":  # aiohttp cannot read events from it
+            raise UpstreamFailed(f"the generation service answered a stream with {response.content_type!r}")
         async with gateway.generation.failures(ttft_at, limit):
             pending = await _next_event(response)
     except BaseException:

@@ -66,13 +66,12 @@ async def _one(request: ChatRequest, plan: Plan, access: Access, gateway: Gatewa
     assert isinstance(answered, Completed)
     completion = answered.completion
     usage = completion.get("usage") or {}
-    choices = completion.get("choices") or [{}]
     return {
         "route": plan.asked,
         "status": 200,
         "answered_as": answered.plan.route.value,
-        "answer": (choices[0].get("message") or {}).get("content"),
-        "model": completion.get("model"),
+        "answer": completion["choices"][0]["message"]["content"],  # checked: gateway.schemas.ChatCompletion
+        "model": completion["model"],
         "ragft": completion["ragft"],
         "timing": answered.timing.ms,
         "usage": {kind: usage.get(kind) for kind in ("prompt_tokens", "completion_tokens")},

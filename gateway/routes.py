@@ -15,7 +15,15 @@ from gateway.plan import Plan
 from gateway.schemas import ChatRequest, NewDocument
 from ragft.errors import InvalidRequest
 from ragft.settings import COLLECTION_NAME, check_document_id
-from services.retrieval.schemas import SearchRequest
+from services.retrieval.schemas import (
+    CollectionList,
+    DocumentDeleted,
+    DocumentList,
+    DocumentOut,
+    SearchRequest,
+    SearchResponse,
+    UpsertResponse,
+)
 
 PLAYGROUND = FilePath(__file__).with_name("playground")
 
@@ -60,12 +68,12 @@ async def models(gateway: GatewayDep, deadline: DeadlineDep) -> Any:
 async def list_collections(caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep) -> Any:
     """The collections this API key may read, with their document and chunk counts (not what an
     alias reads, nor the model's path on the retrieval host)."""
-    listed = await gateway.retrieval.json("GET", "/v1/collections", deadline=deadline)
+    listed = await gateway.retrieval.json("GET", "/v1/collections", CollectionList, deadline=deadline)
     return {
         "collections": [
-            {key: info[key] for key in ("name", "documents", "chunks")}
-            for info in listed["collections"]
-            if caller.can_read(info["name"])
+            info.model_dump(include={"name", "documents", "chunks"})
+            for info in listed.collections
+            if caller.can_read(info.name)
         ]
     }
 
@@ -73,11 +81,12 @@ async def list_collections(caller: CallerDep, gateway: GatewayDep, deadline: Dea
 @knowledge.post("/{name}/search")
 async def search(
     name: CollectionName, body: SearchRequest, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
-) -> Any:
+) -> SearchResponse:
     """The retrieval service's search: the chunks that best answer `query`, with their scores."""
     caller.check_read(name, param="name")
     path = f"/v1/collections/{name}/search"
-    return await gateway.retrieval.json("POST", path, deadline=deadline, body=body.model_dump(exclude_none=True))
+    search = body.model_dump(exclude_none=True)
+    return await gateway.retrieval.json("POST", path, SearchResponse, deadline=deadline, body=search)
 
 
 @knowledge.get("/{name}/documents")
@@ -88,29 +97,29 @@ async def list_documents(
     deadline: DeadlineDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> Any:
+) -> DocumentList:
     """A page of the collection's documents (id, title, metadata) and how many there are."""
     caller.check_read(name, param="name")
     path = f"/v1/collections/{name}/documents?offset={offset}&limit={limit}"
-    return await gateway.retrieval.json("GET", path, deadline=deadline)
+    return await gateway.retrieval.json("GET", path, DocumentList, deadline=deadline)
 
 
 @knowledge.get("/{name}/documents/{doc_id:path}")
 async def get_document(
     name: CollectionName, doc_id: str, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
-) -> Any:
+) -> DocumentOut:
     """A document's metadata and its chunks, in order."""
     caller.check_read(name, param="name")
-    return await gateway.retrieval.json("GET", _document_path(name, doc_id), deadline=deadline)
+    return await gateway.retrieval.json("GET", _document_path(name, doc_id), DocumentOut, deadline=deadline)
 
 
 @knowledge.delete("/{name}/documents/{doc_id:path}")
 async def delete_document(
     name: CollectionName, doc_id: str, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
-) -> Any:
+) -> DocumentDeleted:
     """Deletes a document and its chunks (admin keys)."""
     caller.check_admin(name, param="name")
-    return await gateway.retrieval.json("DELETE", _document_path(name, doc_id), deadline=deadline)
+    return await gateway.retrieval.json("DELETE", _document_path(name, doc_id), DocumentDeleted, deadline=deadline)
 
 
 def _document_path(collection: str, doc_id: str) -> str:
@@ -124,11 +133,11 @@ def _document_path(collection: str, doc_id: str) -> str:
 @knowledge.post("/{name}/documents")
 async def add_document(
     name: CollectionName, body: NewDocument, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
-) -> Any:
+) -> UpsertResponse:
     """Adds (or replaces) one document (admin keys); answers once it is searchable."""
     caller.check_admin(name, param="name")
     path = f"/v1/collections/{name}/documents"
-    return await gateway.retrieval.json("POST", path, deadline=deadline, body=body.upsert_body())
+    return await gateway.retrieval.json("POST", path, UpsertResponse, deadline=deadline, body=body.upsert_body())
 
 
 @page.get("/")

@@ -5,13 +5,12 @@ import asyncio
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from pydantic import ValidationError
-
 from gateway.config import GatewaySettings
 from gateway.contract import ADAPTER_HEADER, COLLECTION_HEADER
 from gateway.resilience import Admission, CircuitBreaker, RateLimiter, RetryBudget
+from gateway.schemas import ModelList
 from gateway.upstreams import Upstream
-from ragft.errors import NotFound, UpstreamFailed
+from ragft.errors import NotFound
 from services.retrieval.schemas import SearchResponse
 
 READINESS_S = 3.0
@@ -53,17 +52,12 @@ class Gateway:
         path = f"/v1/collections/{quote(collection, safe='')}/search"
         body = {"query": query, "top_k": self.settings.top_k, "keyword_score": keyword_score}
         try:
-            found = await self.retrieval.json("POST", path, deadline=deadline, body=body)
+            return await self.retrieval.json("POST", path, SearchResponse, deadline=deadline, body=body)
         except NotFound as exc:
             raise NotFound(exc.message, param=COLLECTION_HEADER) from exc
-        try:
-            return SearchResponse.model_validate(found)
-        except ValidationError as exc:
-            wrong = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
-            raise UpstreamFailed(f"the retrieval service answered a search with an unexpected body: {wrong}") from exc
 
-    async def models(self, *, deadline: float) -> object:
-        return await self.generation.json("GET", "/v1/models", deadline=deadline)
+    async def models(self, *, deadline: float) -> ModelList:
+        return await self.generation.json("GET", "/v1/models", ModelList, deadline=deadline)
 
     async def not_ready(self) -> str | None:
         """None when both upstreams answer their health checks, else what is wrong."""

@@ -1,5 +1,7 @@
-"""The chat request the gateway reads. Only what it needs is checked here; every other OpenAI
-field (temperature, max_tokens, stop, seed, ...) passes through to vLLM, which checks it."""
+"""The chat request the gateway reads, and the OpenAI answers of vLLM it relays. Only what it
+needs is checked in a request; every other OpenAI field (temperature, max_tokens, stop, seed,
+...) passes through to vLLM, which checks it. An answer is checked against the fields OpenAI's
+schema requires, and its other fields are relayed as vLLM sent them."""
 
 from typing import Any, Literal
 
@@ -74,3 +76,64 @@ class NewDocument(BaseModel):
         metadata = {"title": self.title} if self.title else {}
         document = DocumentIn.model_construct(id=self.id, text=self.text, metadata=metadata)
         return UpsertRequest.model_construct(documents=[document]).model_dump()
+
+
+class Relayed(BaseModel):
+    """An upstream's answer: the fields declared are checked, every other one is relayed."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _null(value: object) -> bool:
+    return value is None
+
+
+def absent_if_null() -> Any:
+    """A field vLLM sends as null where OpenAI's schema allows only a value or no field (strictly
+    typed clients refuse the null): relayed when it has a value, left out when null."""
+    return Field(None, exclude_if=_null)
+
+
+class CompletionMessage(Relayed):
+    role: Literal["assistant"]
+    content: str | None = None
+    refusal: str | None = None
+    annotations: list[Any] | None = absent_if_null()
+    function_call: dict[str, Any] | None = absent_if_null()
+
+
+class CompletionChoice(Relayed):
+    index: int
+    message: CompletionMessage
+    finish_reason: str | None
+    logprobs: dict[str, Any] | None = None
+
+
+class Usage(Relayed):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: dict[str, Any] | None = absent_if_null()
+    completion_tokens_details: dict[str, Any] | None = absent_if_null()
+
+
+class ChatCompletion(Relayed):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice] = Field(min_length=1)
+    usage: Usage | None = absent_if_null()
+    system_fingerprint: str | None = absent_if_null()
+
+
+class ModelCard(Relayed):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(Relayed):
+    object: Literal["list"]
+    data: list[ModelCard]

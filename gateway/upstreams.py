@@ -11,10 +11,11 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from prometheus_client import Counter
+from pydantic import BaseModel, ValidationError
 
 from gateway.resilience import CircuitBreaker, RetryBudget
 from ragft.errors import (
@@ -36,6 +37,8 @@ UPSTREAM_ERRORS = Counter(
 UPSTREAM_RETRIES = Counter("ragft_gateway_upstream_retries_total", "Calls tried a second time.", ["upstream"])
 # A second try may succeed after these: a connection refused or dropped, a 502 or a 503.
 RETRYABLE_STATUSES = (502, 503)
+
+Shape = TypeVar("Shape", bound=BaseModel)
 
 
 class _Retryable(Exception):
@@ -81,7 +84,7 @@ class Upstream:
         body: dict[str, Any] | None = None,
         limit: str = "the deadline",
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The response of a call that succeeded (status < 400), its body not yet read, by
+        """The response of a call that succeeded (a 2xx status), its body not yet read, by
         `deadline` (`limit` names it in the error). Left early, by an error or a cancelled
         client, the connection is closed so the upstream stops."""
         response = await self._call(method, path, deadline, body, limit)
@@ -92,13 +95,20 @@ class Upstream:
             raise
         response.release()
 
-    async def json(self, method: str, path: str, *, deadline: float, body: dict[str, Any] | None = None) -> Any:
+    async def json(
+        self, method: str, path: str, shape: type[Shape], *, deadline: float, body: dict[str, Any] | None = None
+    ) -> Shape:
+        """The answer, validated as `shape`: anything else (a wrong shape, wrong types, truncated
+        JSON) is the upstream's failure, named, never the gateway's."""
         async with self.open(method, path, deadline=deadline, body=body) as response, self.failures(deadline):
             payload = await response.read()
         try:
-            return json.loads(payload)
-        except ValueError as exc:
-            raise self._count(UpstreamFailed(f"the {self.name} service answered with invalid JSON: {exc}")) from exc
+            return shape.model_validate_json(payload)
+        except ValidationError as exc:
+            wrong = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:3])
+            raise self._count(
+                UpstreamFailed(f"the {self.name} service answered {method} {path.split('?')[0]} unexpectedly: {wrong}")
+            ) from exc
 
     async def check(self, path: str, *, deadline: float) -> None:
         """Raises unless `path` answers with a success status. A health check of its own: no
@@ -140,14 +150,14 @@ class Upstream:
     async def _attempt(
         self, method: str, path: str, deadline: float, body: dict[str, Any] | None, limit: str
     ) -> aiohttp.ClientResponse:
-        """One try: the response, with a status below 400. Raises `_Retryable` when a second
+        """One try: the response, with a 2xx status. Raises `_Retryable` when a second
         try may succeed, else one of ragft's errors."""
         try:
             async with self.failures(deadline, limit):
                 response = await self.session.request(
-                    method, self.base_url + path, json=body, headers=request_id_headers()
+                    method, self.base_url + path, json=body, headers=request_id_headers(), allow_redirects=False
                 )
-                if response.status >= 400:
+                if response.status >= 300:
                     payload = await response.read()
                     response.release()
                     error = self._count(self._status_error(response.status, payload))
@@ -176,6 +186,8 @@ class Upstream:
             raise self._count(UpstreamFailed(f"the {self.name} service sent a broken response: {exc}")) from exc
 
     def _status_error(self, status: int, payload: bytes) -> RagftError:
+        if status < 400:  # a redirect: no ragft service sends one
+            return UpstreamFailed(f"the {self.name} service answered with HTTP {status}")
         message = _error_message(payload) or f"HTTP {status}"
         if status == 404:
             return NotFound(message)

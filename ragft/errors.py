@@ -1,4 +1,5 @@
-"""The one error shape of every ragft service: `{"error": {"type", "message", "param"}}`.
+"""The one error shape of every ragft service: `{"error": {"type", "message", "param", "code"}}`,
+OpenAI's `Error` (which requires `code`, a string or null; ragft sends null).
 
     RagftError                 500 internal_error
     ├── InvalidRequest         400 invalid_request
@@ -128,7 +129,7 @@ class UpstreamTimeout(RagftError):
 
 
 def error_body(type_: str, message: str, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"type": type_, "message": message, "param": param}}
+    return {"error": {"type": type_, "message": message, "param": param, "code": None}}
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

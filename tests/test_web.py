@@ -48,7 +48,9 @@ async def _no_lifespan(_: FastAPI) -> AsyncIterator[None]:
 def test_unexpected_errors_are_a_500_in_the_error_shape_with_the_request_id() -> None:
     response = _app().get("/boom", headers={"X-Request-ID": "req-42"})
     assert response.status_code == 500
-    assert response.json() == {"error": {"type": "internal_error", "message": "internal server error", "param": None}}
+    assert response.json() == {
+        "error": {"type": "internal_error", "message": "internal server error", "param": None, "code": None}
+    }
     assert "secret internals" not in response.text
     assert response.headers["X-Request-ID"] == "req-42"
 
@@ -83,7 +85,7 @@ def test_unknown_path_and_method_use_the_error_shape() -> None:
 def test_readiness_reports_why_not() -> None:
     response = _app(ready=False).get("/readyz")
     assert response.status_code == 503
-    assert response.json()["error"] == {"type": "not_ready", "message": "store is down", "param": None}
+    assert response.json()["error"] == {"type": "not_ready", "message": "store is down", "param": None, "code": None}
     assert _app().get("/healthz").json()["service"] == "demo"
 
 
@@ -104,6 +106,7 @@ def test_a_body_over_the_limit_is_a_413_declared_or_chunked() -> None:
             "type": "payload_too_large",
             "message": f"the request body is over the limit of {LIMIT} bytes",
             "param": "body",
+            "code": None,
         }
 
 

@@ -19,6 +19,7 @@ from services.retrieval.schemas import (
     CollectionInfo,
     CollectionList,
     CopyRequest,
+    DocumentDeleted,
     DocumentList,
     DocumentOut,
     DocumentSummary,
@@ -168,12 +169,12 @@ def get_document(name: Collection, doc_id: str, retrieval: RetrievalDep) -> Docu
 
 
 @router.delete("/{name}/documents/{doc_id:path}")
-def delete_document(name: Collection, doc_id: str, retrieval: RetrievalDep) -> dict[str, str | int]:
+def delete_document(name: Collection, doc_id: str, retrieval: RetrievalDep) -> DocumentDeleted:
     """Delete a document and all its chunks."""
     deleted = retrieval.indexer.delete(name, doc_id)
     if not deleted:
         raise NotFound(f"document {doc_id!r} is not in collection {name!r}")
-    return {"deleted": doc_id, "chunks": deleted}
+    return DocumentDeleted(deleted=doc_id, chunks=deleted)
 
 
 @router.post("/{name}/search")

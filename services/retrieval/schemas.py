@@ -161,7 +161,8 @@ class CollectionInfo(BaseModel):
     documents: int
     chunks: int
     embedding_model: str
-    embedding_backend: str = Field(description="what computes its vectors: torch or onnx")
+    # A retrieval service older than its caller sends none: it embedded with PyTorch.
+    embedding_backend: str = Field("torch", description="what computes its vectors: torch or onnx")
     alias_of: str | None = Field(None, description="set when the name is an alias: the collection it reads")
 
 
@@ -199,6 +200,11 @@ class DocumentOut(BaseModel):
     title: str
     metadata: dict[str, Any]
     chunks: list[ChunkOut]
+
+
+class DocumentDeleted(BaseModel):
+    deleted: str
+    chunks: int
 
 
 class DocumentSummary(BaseModel):

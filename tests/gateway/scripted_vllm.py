@@ -67,7 +67,9 @@ def _chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, in
 def _handler(vllm: ScriptedVllm) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self._json(200, {"object": "list", "data": [{"id": "base", "object": "model"}]})
+            self._json(
+                200, {"object": "list", "data": [{"id": "base", "object": "model", "created": 0, "owned_by": "vllm"}]}
+            )
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
@@ -78,7 +80,9 @@ def _handler(vllm: ScriptedVllm) -> type[BaseHTTPRequestHandler]:
                     return
                 self._json(step.status, {"error": {"message": f"scripted {step.status}", "type": "scripted"}})
                 return
-            usage = {"prompt_tokens": len(json.dumps(body["messages"])), "completion_tokens": step.tokens}
+            prompt_tokens = len(json.dumps(body["messages"]))
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": step.tokens,
+                     "total_tokens": prompt_tokens + step.tokens}  # fmt: skip
             if not body.get("stream"):
                 time.sleep(step.stall_s + step.tokens * step.token_s)
                 prompt = "\n".join(str(message["content"]) for message in body["messages"])

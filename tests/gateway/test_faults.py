@@ -33,7 +33,7 @@ def _post(
 def _error(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error: dict[str, Any] = response.json()["error"]
-    assert set(error) == {"type", "message", "param"}
+    assert set(error) == {"type", "message", "param", "code"}
     return error
 
 
@@ -269,4 +269,4 @@ def test_an_upstream_answer_that_is_not_json_is_a_502(
     with start_gateway_without_vllm(broken_vllm) as url:
         error = _error(_post(url, {"messages": USER}, headers={"X-Ragft-Route": "finetuned"}), 502)
         assert error["type"] == "upstream_error"
-        assert "invalid JSON" in error["message"]
+        assert "Invalid JSON" in error["message"]
