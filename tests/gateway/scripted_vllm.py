@@ -127,15 +127,19 @@ def _handler(vllm: ScriptedVllm) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def scripted_vllm(default: Step = Answer()) -> Iterator[ScriptedVllm]:
-    vllm = ScriptedVllm(default=default)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(vllm))
+def served(server: ThreadingHTTPServer) -> Iterator[str]:
+    """A stand-in's server on a thread of its own: its URL, until the block ends."""
     server.daemon_threads = True
-    vllm.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield vllm
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def scripted_vllm(default: Step = Answer()) -> Iterator[ScriptedVllm]:
+    vllm = ScriptedVllm(default=default)
+    with served(ThreadingHTTPServer(("127.0.0.1", 0), _handler(vllm))) as vllm.url:
+        yield vllm

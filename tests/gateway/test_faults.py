@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from ragft import sse
 from ragft.process import free_port, stop_process, wait_until_ready
 from tests.conftest import Processes, embedded_env
 from tests.gateway.conftest import GatewayStarter, sse_events, wait_until_idle
+from tests.gateway.scripted_vllm import served
 
 USER = [{"role": "user", "content": "How do I reset my password?"}]
 
@@ -237,12 +237,8 @@ class _BrokenVllm(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def broken_vllm() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _BrokenVllm)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with served(ThreadingHTTPServer(("127.0.0.1", 0), _BrokenVllm)) as url:
+        yield url
 
 
 def test_an_upstream_that_dies_mid_stream_ends_with_an_error_not_a_clean_finish(

@@ -5,9 +5,7 @@ version would during a rolling deploy. No answer of the gateway may be a 500: a 
 a 502 that names the upstream, and every error has OpenAI's error shape."""
 
 import json
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 
 from tests.conftest import Processes
 from tests.gateway.openai_conformance import violations
+from tests.gateway.scripted_vllm import served
 
 COLLECTION = "help-center"
 # (status, body) the stand-in answers to every request, whatever its path.
@@ -88,24 +87,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def wrong_upstream() -> Iterator[WrongUpstream]:
-    server = WrongUpstream(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(scope="module")
 def stand_in_and_gateway(
     tmp_path_factory: pytest.TempPathFactory, processes: Processes
 ) -> Iterator[tuple[WrongUpstream, str]]:
-    with wrong_upstream() as upstream:
-        url = f"http://127.0.0.1:{upstream.server_address[1]}"
+    upstream = WrongUpstream(("127.0.0.1", 0), _Handler)
+    with served(upstream) as url:
         # The breaker stays closed, so every case reaches the stand-in and is judged on its answer.
         settings = {"RAGFT_RETRIEVAL_URL": url, "RAGFT_GENERATION_URL": url, "RAGFT_BREAKER_FAILURES": "1000000"}
         with processes.gateway(tmp_path_factory.mktemp("gateway"), None, **settings) as (gateway_url, _):
