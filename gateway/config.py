@@ -23,9 +23,13 @@ class GatewaySettings(RagftSettings):
     deadline_s: float = Field(120, gt=0)
     # A stream whose first token has not come by then gets a 504 instead of its first event.
     ttft_s: float = Field(60, gt=0)
-    # `auto` answers from the knowledge base (rag, or hybrid when the request names an adapter)
-    # when the best chunk's BM25 score per query term reaches this, else on the adapter alone.
+    # `auto` answers from the knowledge base when the best chunk's BM25 score per query term
+    # reaches this, else on the adapter alone.
     auto_min_keyword_score: float = Field(1.6, ge=0)
+    # auto's route when the knowledge base covers the question and the request names no adapter:
+    # hybrid (on the default adapter) measured best with the shipped adapter
+    # (docs/measurements/evaluation.md); naming an adapter always makes it hybrid.
+    auto_covered_route: Literal["hybrid", "rag"] = "hybrid"
     # Passages put in the prompt; 4 chunks of ~200 tokens fit the 2048-token base model.
     top_k: int = Field(4, ge=1, le=20)
     # Earlier user turns carried into the search query so follow-ups keep their subject.

@@ -16,10 +16,19 @@ from services.retrieval.schemas import Hit, SearchResponse
 ROUTES = ", ".join(ROUTE_NAMES)
 
 
+def covered_route(headers: Headers, settings: GatewaySettings) -> Route:
+    """auto's route when the knowledge base covers the question: hybrid when the request names
+    an adapter, else `RAGFT_AUTO_COVERED_ROUTE` (hybrid on the default adapter, or rag)."""
+    if ADAPTER_HEADER in headers:
+        return Route.HYBRID
+    return Route(settings.auto_covered_route)
+
+
 @dataclass
 class Plan:
-    """The route, and the collection and adapter it uses. An `auto` plan searches as rag (or as
-    hybrid when the request names an adapter) until `chosen` settles its route."""
+    """The route, and the collection and adapter it uses. An `auto` plan searches as the route it
+    takes when the knowledge base covers the question (`covered_route`) until `chosen` settles
+    its route."""
 
     route: Route
     collection: str | None
@@ -35,7 +44,7 @@ class Plan:
         raw = headers.get(ROUTE_HEADER, settings.default_route)
         asked = raw.strip().lower()
         if asked == AUTO:
-            route = Route.HYBRID if ADAPTER_HEADER in headers else Route.RAG
+            route = covered_route(headers, settings)
         else:
             try:
                 route = Route(asked)
@@ -73,7 +82,7 @@ class Plan:
             "min_keyword_score": threshold,
             "top_score": scores[0] if scores else None,
             "score_gap": round(scores[0] - scores[1], 6) if len(scores) > 1 else None,
-            "adapter_named": self.route is Route.HYBRID,
+            "covered_route": self.route.value,
         }
         if not found.hits:
             return self.finetuned(f"collection {self.collection!r} has no passages for the question", evidence)

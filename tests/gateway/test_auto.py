@@ -44,20 +44,39 @@ def _prompt(vllm: ScriptedVllm) -> str:
     return "\n".join(message["content"] for message in vllm.bodies[-1]["messages"])
 
 
-def test_a_covered_question_goes_to_rag_with_the_search_that_decided(stack: tuple[str, ScriptedVllm]) -> None:
+def test_a_covered_question_goes_to_hybrid_with_the_search_that_decided(stack: tuple[str, ScriptedVllm]) -> None:
     url, vllm = stack
     answered = _ask(url, COVERED, AUTO)
     assert answered.status_code == 200, answered.text
     ragft = answered.json()["ragft"]
     reason = ragft["route_reason"]
-    assert answered.headers["x-ragft-route"] == "rag", reason
-    assert ragft["route"] == "rag" and ragft["adapter"] is None
-    assert reason["chosen"] == "rag" and reason["keyword_score"] >= reason["min_keyword_score"] == 1.6
-    assert reason["top_score"] == ragft["sources"][0]["score"] and reason["adapter_named"] is False
+    assert answered.headers["x-ragft-route"] == "hybrid", reason
+    assert ragft["route"] == "hybrid" and ragft["adapter"] == "voice"  # the default adapter
+    assert reason["chosen"] == "hybrid" and reason["keyword_score"] >= reason["min_keyword_score"] == 1.6
+    assert reason["top_score"] == ragft["sources"][0]["score"] and reason["covered_route"] == "hybrid"
     assert "billing-invoices-and-payment-methods" in [source["doc_id"] for source in ragft["sources"]]
-    assert vllm.bodies[-1]["model"] == "base"
+    assert vllm.bodies[-1]["model"] == "voice"
     assert all(source["text"] in _prompt(vllm) for source in ragft["sources"])  # the one search fed the prompt
-    assert vllm.bodies[-1]["frequency_penalty"] == GatewaySettings().rag_frequency_penalty > 0  # rag's default
+    assert "frequency_penalty" not in vllm.bodies[-1]  # only rag, the base model, gets the default
+
+
+def test_a_covered_question_goes_to_rag_when_set_so_unless_an_adapter_is_named(
+    tmp_path: Path, processes: Processes, retrieval_url: str
+) -> None:
+    settings = {"RAGFT_RETRIEVAL_URL": retrieval_url, "RAGFT_DEFAULT_ADAPTER": "voice"}
+    with (
+        scripted_vllm() as vllm,
+        processes.gateway(
+            tmp_path, None, RAGFT_GENERATION_URL=vllm.url, RAGFT_AUTO_COVERED_ROUTE="rag", **settings
+        ) as (url, _),
+    ):
+        ragft = _ask(url, COVERED, AUTO).json()["ragft"]
+        assert ragft["route"] == "rag" and ragft["adapter"] is None
+        assert ragft["route_reason"]["covered_route"] == "rag" and vllm.bodies[-1]["model"] == "base"
+        assert vllm.bodies[-1]["frequency_penalty"] == GatewaySettings().rag_frequency_penalty > 0  # rag's default
+
+        named = _ask(url, COVERED, AUTO | {"X-Ragft-Adapter": "voice"}).json()["ragft"]
+        assert named["route"] == "hybrid" and vllm.bodies[-1]["model"] == "voice" and named["sources"]
 
 
 def test_a_frequency_penalty_the_request_sets_is_kept(stack: tuple[str, ScriptedVllm]) -> None:
@@ -66,14 +85,6 @@ def test_a_frequency_penalty_the_request_sets_is_kept(stack: tuple[str, Scripted
     answered = httpx.post(f"{url}/v1/chat/completions", json=body, headers={"X-Ragft-Route": "rag"}, timeout=30)
     assert answered.status_code == 200, answered.text
     assert vllm.bodies[-1]["frequency_penalty"] == 0
-
-
-def test_naming_an_adapter_makes_a_covered_question_hybrid(stack: tuple[str, ScriptedVllm]) -> None:
-    url, vllm = stack
-    ragft = _ask(url, COVERED, AUTO | {"X-Ragft-Adapter": "voice"}).json()["ragft"]
-    assert ragft["route"] == "hybrid" and ragft["route_reason"]["adapter_named"] is True
-    assert vllm.bodies[-1]["model"] == "voice" and ragft["sources"]
-    assert "frequency_penalty" not in vllm.bodies[-1]  # only rag, the base model, gets the default
 
 
 def test_an_uncovered_question_goes_to_finetuned_and_says_why(stack: tuple[str, ScriptedVllm]) -> None:

@@ -103,9 +103,9 @@ def test_auto_answers_from_the_knowledge_base_only_when_it_covers_the_question(o
         )
         completion = raw.parse()
         answers[raw.headers["x-ragft-route"]] = (completion, (completion.model_extra or {})["ragft"])
-    assert list(answers) == ["rag", "finetuned"]
-    (rag, rag_ragft), (finetuned, finetuned_ragft) = answers["rag"], answers["finetuned"]
-    assert rag.model == "base" and rag_ragft["sources"] and rag_ragft["route_reason"]["chosen"] == "rag"
+    assert list(answers) == ["hybrid", "finetuned"]
+    (hybrid, hybrid_ragft), (finetuned, finetuned_ragft) = answers["hybrid"], answers["finetuned"]
+    assert hybrid.model == "voice" and hybrid_ragft["sources"] and hybrid_ragft["route_reason"]["chosen"] == "hybrid"
     assert finetuned.model == "voice" and (finetuned.choices[0].message.content or "").startswith(GREETING)
     assert finetuned_ragft["sources"] == [] and "does not cover" in finetuned_ragft["route_reason"]["because"]
 

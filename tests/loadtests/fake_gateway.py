@@ -9,7 +9,7 @@ SSE stream with the `ragft` sources first, one token per event, vLLM's usage chu
 Costs: retrieve 4 ms (rag, hybrid; 0 for finetuned), then 2 ms per token (FAKE_GATEWAY_TOKEN_S),
 min(max_tokens, 16) tokens. FAKE_GATEWAY_ROUTE answers every request with that route in the header (to test the check);
 FAKE_GATEWAY_FAIL_EVERY=N answers every Nth request with a 503 in the gateway's error shape. `auto`
-answers as rag, as the real gateway does for a question its knowledge base covers."""
+answers as hybrid, as the real gateway does for a question its knowledge base covers."""
 
 import asyncio
 import itertools
@@ -64,7 +64,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     started = time.perf_counter()
     request_headers = {name.decode().lower(): value.decode() for name, value in scope["headers"]}
-    route = request_headers.get("x-ragft-route", "rag").lower().replace("auto", "rag")
+    route = request_headers.get("x-ragft-route", "rag").lower().replace("auto", "hybrid")
     if route not in ("rag", "finetuned", "hybrid"):
         await _json(send, 400, {"error": {"type": "invalid_request", "message": "bad route"}}, [])
         return

@@ -59,7 +59,7 @@ def test_a_short_mixed_run_measures_every_answer_and_checks_the_route(
 
 
 def test_an_auto_run_accepts_the_route_auto_chose(tmp_path: Path) -> None:
-    with start_fake_gateway() as url:  # answers auto as rag
+    with start_fake_gateway() as url:  # answers auto as hybrid
         stats = run_step(url, "auto", 1, 2, tmp_path, stop_timeout_s=5, env={"LOADTEST_MAX_TOKENS": "4"})
     with stats.open(newline="") as handle:
         entries = {(row["Type"], row["Name"]): row for row in csv.DictReader(handle)}
