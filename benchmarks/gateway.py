@@ -109,6 +109,21 @@ def _pair(a: Run, b: Run) -> Run:
     return Run(1 / (1 / a.rps + 1 / b.rps), a.p50_ms + b.p50_ms, a.p99_ms + b.p99_ms, a.errors + b.errors)
 
 
+# Proxies that only pass the completion through (benchmarks/passthrough.py): the floor under
+# the gateway's cost on its own parts.
+FLOORS = {
+    "benchmarks.passthrough:bare": "floor: bare ASGI pass-through",
+    "benchmarks.passthrough:fastapi_app": "floor: FastAPI pass-through",
+}
+
+
+def _uvicorn(app: str, port: int, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        cwd=REPO, start_new_session=True, env={**os.environ, **env},
+    )  # fmt: skip
+
+
 STREAMS = 32
 WAVES = 5
 STREAM_BODY = {**json.loads(BODY), "stream": True}
@@ -183,6 +198,7 @@ def main() -> None:
         sys.exit("bench-gateway needs wrk: apt-get install wrk")
     litellm = litellm_proxy()
     standin_port, gateway_port, litellm_port = free_port(), free_port(), free_port()
+    floor_ports = {app: free_port() for app in FLOORS}
     standin = f"http://127.0.0.1:{standin_port}"
     gateway = f"http://127.0.0.1:{gateway_port}"
     peer = f"http://127.0.0.1:{litellm_port}"
@@ -197,11 +213,8 @@ def main() -> None:
     }
     auth = {"Authorization": f"Bearer {KEY}"}
     with tempfile.TemporaryDirectory(prefix="ragft-bench-gw-") as tmp:
-        upstream = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "benchmarks.standin:app", "--port", str(standin_port),
-             "--log-level", "warning", "--no-access-log"],
-            cwd=REPO, start_new_session=True,
-        )  # fmt: skip
+        upstream = _uvicorn("benchmarks.standin:app", standin_port)
+        floors = [_uvicorn(app, port, PASSTHROUGH_UPSTREAM=standin) for app, port in floor_ports.items()]
         proxy = spawn_ragft("serve", "gateway", env=env, cwd=REPO, own_group=True)
         peer_env = {"PATH": os.environ["PATH"], "HOME": tmp, "LITELLM_LOG": "ERROR", "NO_DOCS": "True"}
         other = subprocess.Popen(
@@ -211,10 +224,16 @@ def main() -> None:
         )  # fmt: skip
         try:
             wait_until_ready(f"{standin}/health", timeout=30, process=upstream)
+            for floor, port in zip(floors, floor_ports.values(), strict=True):
+                wait_until_ready(f"http://127.0.0.1:{port}/health", timeout=30, process=floor)
             wait_until_ready(f"{gateway}/readyz", timeout=30, process=proxy)
             wait_until_ready(f"{peer}/health/liveliness", timeout=180, process=other)
             targets = [
                 Target("direct-completion", f"{standin}/v1/chat/completions", BODY, {}),
+                *(
+                    Target(app, f"http://127.0.0.1:{port}/v1/chat/completions", BODY, {})
+                    for app, port in floor_ports.items()
+                ),
                 Target(
                     "gateway-finetuned", f"{gateway}/v1/chat/completions", BODY, {"X-Ragft-Route": "finetuned", **auth}
                 ),
@@ -230,6 +249,7 @@ def main() -> None:
                 direct_rag = _pair(runs["direct-search"], runs["direct-completion"])
                 rows = [
                     ("direct: completion", runs["direct-completion"], None),
+                    *((label, runs[app], runs["direct-completion"]) for app, label in FLOORS.items()),
                     ("ragft gateway: finetuned", runs["gateway-finetuned"], runs["direct-completion"]),
                     ("LiteLLM proxy: completion", runs["litellm"], runs["direct-completion"]),
                     ("direct: search + completion", direct_rag, None),
@@ -248,7 +268,8 @@ def main() -> None:
         finally:
             stop_process(other, timeout=10, group=True)
             stop_process(proxy, timeout=10, group=True)
-            stop_process(upstream, timeout=10, group=True)
+            for process in [*floors, upstream]:
+                stop_process(process, timeout=10, group=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from prometheus_client import Counter, Histogram
 from starlette.types import Receive, Scope, Send
 
@@ -36,6 +36,7 @@ from ragft.errors import (
     error_body,
 )
 from ragft.logging import get_logger
+from ragft.web import FastJSONResponse
 from services.retrieval.schemas import Hit
 
 CHAT_REQUESTS = Counter(
@@ -117,7 +118,7 @@ async def chat(request: ChatRequest, plan: Plan, access: Access, gateway: Gatewa
     answered = await answer(request, plan, access, gateway, deadline)
     if isinstance(answered, Streamed):
         return EventStream(answered.events, answered.held, answered.headers)
-    return JSONResponse(answered.completion, headers=_headers(answered.plan, answered.timing))
+    return FastJSONResponse(answered.completion, headers=_headers(answered.plan, answered.timing))
 
 
 async def answer(

@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from typing import Any
 
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import Field
 from starlette.datastructures import Headers
 
@@ -19,6 +19,7 @@ from gateway.runtime import Gateway
 from gateway.schemas import ChatRequest
 from ragft import sse
 from ragft.errors import InvalidRequest, RagftError, UnknownRoute, UpstreamFailed, error_body
+from ragft.web import FastJSONResponse
 
 
 class CompareRequest(ChatRequest):
@@ -54,7 +55,7 @@ async def compare(
     if request.stream:  # each route's stream holds its own slot and upstream response
         return EventStream(_merged(request, routes, access, gateway, deadline), AsyncExitStack(), headers={})
     results = await asyncio.gather(*(_one(request, plan, access, gateway, deadline) for plan in routes))
-    return JSONResponse({"object": "ragft.comparison", "results": results})
+    return FastJSONResponse({"object": "ragft.comparison", "results": results})
 
 
 async def _one(request: ChatRequest, plan: Plan, access: Access, gateway: Gateway, deadline: float) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""Per-request dependencies: the gateway runtime, the caller (API key and rate limit), and the deadline."""
+"""The one per-request dependency of the gateway's API: the runtime, the caller (API key and rate
+limit) and the deadline. One, so FastAPI solves a single dependency per request."""
 
 import asyncio
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -9,27 +11,21 @@ from gateway.access import Access
 from gateway.runtime import Gateway
 
 
-async def _gateway(request: Request) -> Gateway:
-    return request.app.state.gateway  # type: ignore[no-any-return]
+@dataclass(frozen=True, slots=True)
+class Call:
+    gateway: Gateway
+    caller: Access
+    deadline: float  # on the event loop's clock
 
 
-GatewayDep = Annotated[Gateway, Depends(_gateway)]
-
-
-async def admit_caller(request: Request, gateway: GatewayDep) -> Access:
+async def admit_call(request: Request) -> Call:
     """Authenticates the caller, then counts the call against its rate limit: per API key, or
-    per client address when the gateway has no keys. FastAPI runs it once per request, so the
-    routes that need the caller's rights get the same answer."""
+    per client address when the gateway has no keys."""
+    gateway: Gateway = request.app.state.gateway
     key, access = gateway.settings.key_ring.admit(request.headers.get("authorization", ""))
     gateway.rate_limiter.take(key or (request.client.host if request.client else "unknown"))
-    return access
+    return Call(gateway, access, asyncio.get_running_loop().time() + gateway.settings.deadline_s)
 
 
-CallerDep = Annotated[Access, Depends(admit_caller)]
-
-
-async def _deadline(gateway: GatewayDep) -> float:
-    return asyncio.get_running_loop().time() + gateway.settings.deadline_s
-
-
-DeadlineDep = Annotated[float, Depends(_deadline)]
+# Every API route takes it: a route without it would answer without a key.
+CallDep = Annotated[Call, Depends(admit_call)]

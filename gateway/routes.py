@@ -5,12 +5,12 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from gateway.chat import chat
 from gateway.compare import CompareRequest, compare
-from gateway.deps import CallerDep, DeadlineDep, GatewayDep, admit_caller
+from gateway.deps import CallDep
 from gateway.plan import Plan
 from gateway.schemas import ChatRequest, NewDocument
 from ragft.errors import InvalidRequest
@@ -27,8 +27,8 @@ from services.retrieval.schemas import (
 
 PLAYGROUND = FilePath(__file__).with_name("playground")
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(admit_caller)])
-knowledge = APIRouter(prefix="/v1/ragft/collections", tags=["knowledge base"], dependencies=[Depends(admit_caller)])
+router = APIRouter(prefix="/v1", tags=["openai"])
+knowledge = APIRouter(prefix="/v1/ragft/collections", tags=["knowledge base"])
 page = APIRouter(include_in_schema=False)
 
 # `"stream": true` answers with server-sent events: each one's data is a JSON chunk, then [DONE].
@@ -39,87 +39,77 @@ CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME, description="lette
 
 
 @router.post("/chat/completions", response_model=None, responses=STREAMS)
-async def chat_completions(
-    body: ChatRequest, request: Request, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
-) -> Response:
+async def chat_completions(body: ChatRequest, request: Request, call: CallDep) -> Response:
     """An OpenAI chat completion. `X-Ragft-Route` picks rag, finetuned, hybrid or auto; `X-Ragft-Adapter`
     and `X-Ragft-Collection` pick the adapter and the knowledge base."""
-    plan = Plan.from_headers(request.headers, gateway.settings)
-    return await chat(body, plan, caller, gateway, deadline)
+    plan = Plan.from_headers(request.headers, call.gateway.settings)
+    return await chat(body, plan, call.caller, call.gateway, call.deadline)
 
 
 @router.post("/compare", response_model=None, responses=STREAMS)
-async def compare_routes(
-    body: CompareRequest, request: Request, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
-) -> Response:
+async def compare_routes(body: CompareRequest, request: Request, call: CallDep) -> Response:
     """The same chat body on several routes at once (`routes`, default all three): per route the
     answer, sources, timing and tokens, or its error. `stream: true` interleaves the routes'
     events, each tagged with its route."""
-    return await compare(body, request.headers, caller, gateway, deadline)
+    return await compare(body, request.headers, call.caller, call.gateway, call.deadline)
 
 
 @router.get("/models")
-async def models(gateway: GatewayDep, deadline: DeadlineDep) -> Any:
+async def models(call: CallDep) -> Any:
     """The base model and every adapter the generation service serves."""
-    return await gateway.models(deadline=deadline)
+    return await call.gateway.models(deadline=call.deadline)
 
 
 @knowledge.get("")
-async def list_collections(caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep) -> Any:
+async def list_collections(call: CallDep) -> Any:
     """The collections this API key may read, with their document and chunk counts (not what an
     alias reads, nor the model's path on the retrieval host)."""
-    listed = await gateway.retrieval.json("GET", "/v1/collections", CollectionList, deadline=deadline)
+    listed = await call.gateway.retrieval.json("GET", "/v1/collections", CollectionList, deadline=call.deadline)
     return {
         "collections": [
             info.model_dump(include={"name", "documents", "chunks"})
             for info in listed.collections
-            if caller.can_read(info.name)
+            if call.caller.can_read(info.name)
         ]
     }
 
 
 @knowledge.post("/{name}/search")
-async def search(
-    name: CollectionName, body: SearchRequest, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
-) -> SearchResponse:
+async def search(name: CollectionName, body: SearchRequest, call: CallDep) -> SearchResponse:
     """The retrieval service's search: the chunks that best answer `query`, with their scores."""
-    caller.check_read(name, param="name")
+    call.caller.check_read(name, param="name")
     path = f"/v1/collections/{name}/search"
     search = body.model_dump(exclude_none=True)
-    return await gateway.retrieval.json("POST", path, SearchResponse, deadline=deadline, body=search)
+    return await call.gateway.retrieval.json("POST", path, SearchResponse, deadline=call.deadline, body=search)
 
 
 @knowledge.get("/{name}/documents")
 async def list_documents(
     name: CollectionName,
-    caller: CallerDep,
-    gateway: GatewayDep,
-    deadline: DeadlineDep,
+    call: CallDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DocumentList:
     """A page of the collection's documents (id, title, metadata) and how many there are."""
-    caller.check_read(name, param="name")
+    call.caller.check_read(name, param="name")
     path = f"/v1/collections/{name}/documents?offset={offset}&limit={limit}"
-    return await gateway.retrieval.json("GET", path, DocumentList, deadline=deadline)
+    return await call.gateway.retrieval.json("GET", path, DocumentList, deadline=call.deadline)
 
 
 @knowledge.get("/{name}/documents/{doc_id:path}")
-async def get_document(
-    name: CollectionName, doc_id: str, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
-) -> DocumentOut:
+async def get_document(name: CollectionName, doc_id: str, call: CallDep) -> DocumentOut:
     """A document's metadata and its chunks, in order."""
-    caller.check_read(name, param="name")
-    return await gateway.retrieval.json("GET", _document_path(name, doc_id), DocumentOut, deadline=deadline)
+    call.caller.check_read(name, param="name")
+    return await call.gateway.retrieval.json("GET", _document_path(name, doc_id), DocumentOut, deadline=call.deadline)
 
 
 @knowledge.delete("/{name}/documents/{doc_id:path}")
-async def delete_document(
-    name: CollectionName, doc_id: str, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
-) -> DocumentDeleted:
+async def delete_document(name: CollectionName, doc_id: str, call: CallDep) -> DocumentDeleted:
     """Deletes a document and its chunks (admin keys)."""
-    caller.check_admin(name, param="name")
-    return await gateway.retrieval.json("DELETE", _document_path(name, doc_id), DocumentDeleted, deadline=deadline)
+    call.caller.check_admin(name, param="name")
+    return await call.gateway.retrieval.json(
+        "DELETE", _document_path(name, doc_id), DocumentDeleted, deadline=call.deadline
+    )
 
 
 def _document_path(collection: str, doc_id: str) -> str:
@@ -131,13 +121,13 @@ def _document_path(collection: str, doc_id: str) -> str:
 
 
 @knowledge.post("/{name}/documents")
-async def add_document(
-    name: CollectionName, body: NewDocument, caller: CallerDep, gateway: GatewayDep, deadline: DeadlineDep
-) -> UpsertResponse:
+async def add_document(name: CollectionName, body: NewDocument, call: CallDep) -> UpsertResponse:
     """Adds (or replaces) one document (admin keys); answers once it is searchable."""
-    caller.check_admin(name, param="name")
+    call.caller.check_admin(name, param="name")
     path = f"/v1/collections/{name}/documents"
-    return await gateway.retrieval.json("POST", path, UpsertResponse, deadline=deadline, body=body.upsert_body())
+    return await call.gateway.retrieval.json(
+        "POST", path, UpsertResponse, deadline=call.deadline, body=body.upsert_body()
+    )
 
 
 @page.get("/")

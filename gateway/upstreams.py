@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import aiohttp
+import pydantic_core
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 
@@ -69,6 +70,7 @@ class Upstream:
             # never goes out on a connection the upstream is closing.
             connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=4),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+            json_serialize_bytes=pydantic_core.to_json,
         )
 
     async def close(self) -> None:

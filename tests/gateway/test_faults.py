@@ -86,6 +86,14 @@ def test_api_keys_guard_the_api_but_not_health(start_gateway: GatewayStarter) ->
         assert "base" in {model.id for model in client.models.list()}
         for path in ("/healthz", "/readyz", "/metrics"):
             assert httpx.get(f"{url}{path}").status_code == 200
+        # Every API route the gateway publishes, so a new one cannot forget the key.
+        published = httpx.get(f"{url}/openapi.json").json()["paths"]
+        api = [(method, path) for path, methods in published.items() if path.startswith("/v1") for method in methods]
+        assert len(api) >= 9, api
+        for method, path in api:
+            concrete = path.replace("{name}", "help-center").replace("{doc_id}", "a-doc")
+            refused = httpx.request(method, f"{url}{concrete}", json={"messages": USER})
+            assert _error(refused, 401)["type"] == "unauthorized", (method, path)
 
 
 def test_retrieval_down_fails_rag_and_hybrid_fast_while_finetuned_answers(
