@@ -10,6 +10,7 @@ comma := ,
 INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # The playground's test drives Debian's Chromium: Playwright's own browser download needs the internet.
 CHROMIUM := /usr/bin/chromium
+REDIS := /usr/bin/redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install --yes --no-install-recommends
 
@@ -36,6 +37,10 @@ install: $(INSTALLED) ## Create .venv and install ragft with pinned dependencies
 $(CHROMIUM):
 	$(APT_INSTALL) chromium || ($(SUDO) apt-get update && $(APT_INSTALL) chromium)
 
+# The gateway's store (RAGFT_STORE_URL) is Redis; its tests run Debian's.
+$(REDIS):
+	$(APT_INSTALL) redis-server || ($(SUDO) apt-get update && $(APT_INSTALL) redis-server)
+
 run: $(INSTALLED) ## Set up what is missing (once), then run retrieval, generation and the gateway until Ctrl-C
 	$(BIN)/ragft up
 
@@ -48,7 +53,7 @@ check: $(INSTALLED) ## Lint, format check, type check, and the layers every impo
 # vLLM computes on one core, so the unit and services tiers run beside the stack tier, on the other;
 # their output follows the stack tier's. (pytest-xdist's loadgroup would do this, but its 3.8.0
 # cannot group tests under pytest 9.2: it renames items through an attribute pytest no longer reads.)
-test: check $(CHROMIUM) ## Lint, type check and run every test tier: the stack tier beside the other two (installs Debian's chromium for the playground test)
+test: check $(CHROMIUM) $(REDIS) ## Lint, type check and run every test tier: the stack tier beside the other two (installs Debian's chromium and redis-server for the tests that drive them)
 	@mkdir -p var
 	@$(BIN)/pytest -m "not stack" > var/test-unit-services.log 2>&1 & others=$$!; \
 	$(BIN)/pytest -m stack; stack=$$?; \

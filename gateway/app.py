@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
 from gateway.config import GatewaySettings, get_settings
-from gateway.routes import PLAYGROUND, knowledge, page, router
+from gateway.routes import PLAYGROUND, experiments, knowledge, page, router
 from gateway.runtime import Gateway
 from ragft.logging import configure_logging, get_logger
 from ragft.web import create_service_app
@@ -40,7 +40,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     configure_logging(settings.log_level, settings.log_format)
     app = create_service_app(
-        "gateway", lifespan=lifespan, routers=[router, knowledge, page], readiness=_readiness, settings=settings
+        "gateway",
+        lifespan=lifespan,
+        routers=[router, knowledge, experiments, page],
+        readiness=_readiness,
+        settings=settings,
     )
     app.mount("/playground", StaticFiles(directory=PLAYGROUND), name="playground")
     return app

@@ -5,7 +5,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,11 +19,12 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.access import Access
 from gateway.config import GatewaySettings
-from gateway.contract import AUTO, COLLECTION_HEADER, DEGRADED_HEADER, ROUTE_HEADER, Route
+from gateway.contract import AUTO, COLLECTION_HEADER, DEGRADED_HEADER, EXPERIMENT_HEADER, ROUTE_HEADER, Route
 from gateway.plan import Plan
 from gateway.prompt import grounded_messages, search_query
 from gateway.runtime import Gateway, adapter_not_found
 from gateway.schemas import ChatCompletion, ChatRequest
+from gateway.store import Store
 from ragft import sse
 from ragft.errors import (
     InvalidRequest,
@@ -98,6 +99,7 @@ class Completed:
     completion: dict[str, Any]
     plan: Plan
     timing: Timing
+    usage: dict[str, int]  # vLLM's prompt and completion token counts
 
 
 @dataclass
@@ -114,15 +116,73 @@ class Streamed:
         return _headers(self.plan, self.timing)
 
 
-async def chat(request: ChatRequest, plan: Plan, access: Access, gateway: Gateway, deadline: float) -> Response:
-    answered = await answer(request, plan, access, gateway, deadline)
+@dataclass
+class AnswerRecord:
+    """The store's record of one answer (gateway/store.py), written before the answer goes out,
+    so feedback on it always finds it. A store that fails costs the record, never the answer."""
+
+    store: Store
+    tenant: str
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+
+    async def opened(self, plan: Plan) -> None:
+        await self._kept(self.store.opened(self.tenant, self.request_id, _asked(plan)))
+
+    async def answered(self, plan: Plan, outcome: str, usage: dict[str, int]) -> None:
+        """A whole answer, or a refusal, in one write."""
+        await self._kept(self.store.opened(self.tenant, self.request_id, _asked(plan) | self._ended(outcome, usage)))
+
+    async def finished(self, outcome: str, usage: dict[str, int], ttft_ms: float | None) -> None:
+        ended = self._ended(outcome, usage) | ({"ttft_ms": ttft_ms} if ttft_ms is not None else {})
+        await self._kept(self.store.finished(self.tenant, self.request_id, ended))
+
+    def _ended(self, outcome: str, usage: dict[str, int]) -> dict[str, str | float]:
+        return {"outcome": outcome, "latency_ms": round((time.perf_counter() - self.started) * 1000, 1), **usage}
+
+    @staticmethod
+    async def _kept(write: Awaitable[None]) -> None:
+        try:
+            await write
+        except UpstreamUnavailable as exc:
+            log.warning("the answer's record was not kept", error=exc.message)
+
+
+def _asked(plan: Plan) -> dict[str, str | float]:
+    arm = plan.arm
+    return {
+        "experiment": arm.experiment if arm else "",
+        "arm": arm.route if arm else plan.asked,
+        "user": arm.user if arm else "",
+        "route": plan.route.value,
+    }
+
+
+async def chat(
+    request: ChatRequest, plan: Plan, access: Access, gateway: Gateway, deadline: float, tenant: str
+) -> Response:
+    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+    record = AnswerRecord(gateway.store, tenant, request_id) if gateway.store and request_id else None
+    try:
+        answered = await answer(request, plan, access, gateway, deadline, record)
+    except RagftError as exc:
+        if record:
+            await record.answered(plan, exc.type, {})
+        raise
     if isinstance(answered, Streamed):
         return EventStream(answered.events, answered.held, answered.headers)
+    if record:
+        await record.answered(answered.plan, "ok", answered.usage)
     return FastJSONResponse(answered.completion, headers=_headers(answered.plan, answered.timing))
 
 
 async def answer(
-    request: ChatRequest, plan: Plan, access: Access, gateway: Gateway, deadline: float
+    request: ChatRequest,
+    plan: Plan,
+    access: Access,
+    gateway: Gateway,
+    deadline: float,
+    record: AnswerRecord | None = None,
 ) -> Completed | Streamed:
     """One chat request on its route: the whole completion, or the stream once its first token came."""
     settings = gateway.settings
@@ -141,7 +201,8 @@ async def answer(
             body.setdefault("frequency_penalty", settings.rag_frequency_penalty)
         if request.stream:
             deadlines = (ttft_at, deadline)
-            return await _stream(body, plan, sources, gateway, timing, deadlines, held.pop_all(), request.wants_usage)
+            streaming = _Streaming(gateway, timing, deadlines, held.pop_all(), request.wants_usage, record)
+            return await _stream(body, plan, sources, streaming)
         started = time.perf_counter()
         with _adapter_named(plan):
             reply = await gateway.generation.json("POST", COMPLETIONS, ChatCompletion, deadline=deadline, body=body)
@@ -154,9 +215,9 @@ async def answer(
         await held.aclose()
     CHAT_REQUESTS.labels(plan.asked, "ok").inc()
     completion = reply.model_dump(mode="json")
-    count_tokens(plan.route, completion.get("usage"))
+    usage = count_tokens(plan.route, completion.get("usage"))
     completion["ragft"] = plan.ragft(sources)
-    return Completed(completion, plan, timing)
+    return Completed(completion, plan, timing, usage)
 
 
 def check_limits(request: ChatRequest, settings: GatewaySettings) -> None:
@@ -231,23 +292,28 @@ def _headers(plan: Plan, timing: Timing) -> dict[str, str]:
     headers = {ROUTE_HEADER: plan.route.value, "Server-Timing": timing.header()}
     if plan.degraded:
         headers[DEGRADED_HEADER] = plan.degraded["component"]
+    if plan.arm:
+        headers[EXPERIMENT_HEADER] = plan.arm.header()
     return headers
 
 
-async def _stream(
-    body: dict[str, Any],
-    plan: Plan,
-    sources: list[Hit],
-    gateway: Gateway,
-    timing: Timing,
-    deadlines: tuple[float, float],
-    held: AsyncExitStack,
-    usage_asked: bool,
-) -> Streamed:
+@dataclass
+class _Streaming:
+    """What a stream carries from the request to its last event."""
+
+    gateway: Gateway
+    timing: Timing
+    deadlines: tuple[float, float]  # the first token's, then the whole request's
+    held: AsyncExitStack  # closed when the stream ends, however it ends
+    usage_asked: bool
+    record: AnswerRecord | None
+
+
+async def _stream(body: dict[str, Any], plan: Plan, sources: list[Hit], streaming: _Streaming) -> Streamed:
     """Waits for vLLM's first event (by the time-to-first-token limit, then the deadline), so
-    every failure up to the first token is an HTTP error; after it, failures are error events.
-    `held` is closed when the stream ends, however it ends."""
-    ttft_at, deadline = deadlines
+    every failure up to the first token is an HTTP error; after it, failures are error events."""
+    gateway, timing, held = streaming.gateway, streaming.timing, streaming.held
+    ttft_at, deadline = streaming.deadlines
     limit = f"the time-to-first-token limit ({gateway.settings.ttft_s:g} s)" if ttft_at < deadline else "the deadline"
     started = time.perf_counter()
     try:
@@ -267,7 +333,9 @@ async def _stream(
     chunk_id = f"chatcmpl-{structlog.contextvars.get_contextvars().get('request_id', uuid.uuid4().hex)}"
     role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
     first = _chunk(chunk_id, plan.model, [role], plan.ragft(sources))
-    relay = _Relay(response, chunk_id, gateway, plan, timing, started, deadline, held, usage_asked)
+    if streaming.record:
+        await streaming.record.opened(plan)
+    relay = _Relay(response, chunk_id, plan, started, streaming)
     return Streamed(relay.events(first, pending), held, plan, timing)
 
 
@@ -275,18 +343,15 @@ async def _stream(
 class _Relay:
     response: aiohttp.ClientResponse
     chunk_id: str
-    gateway: Gateway
     plan: Plan
-    timing: Timing
     generate_started: float
-    deadline: float
-    held: AsyncExitStack
-    usage_asked: bool
+    streaming: _Streaming
 
     async def events(self, first: bytes, pending: bytes) -> AsyncGenerator[bytes]:
         """Our first event, then vLLM's events one by one as they arrive. The stream ends with
         `[DONE]` only after vLLM's own `[DONE]`; anything else (deadline, broken or cut stream)
         ends with an error event first."""
+        streaming, timing = self.streaming, self.streaming.timing
         outcome = "client_closed"
         event = pending
         usage: dict[str, int] = {}
@@ -295,26 +360,28 @@ class _Relay:
             while event != sse.DONE:
                 if (reported := _usage(event)) is not None:
                     usage = count_tokens(self.plan.route, reported)
-                if reported is None or self.usage_asked:
+                if reported is None or streaming.usage_asked:
                     yield event
                 try:
-                    async with self.gateway.generation.failures(self.deadline):
+                    async with streaming.gateway.generation.failures(streaming.deadlines[1]):
                         event = await _next_event(self.response)
                 except RagftError as exc:
                     outcome = exc.type
                     yield sse.encode(error_body(exc.type, exc.message))
                     yield sse.DONE
                     return
-            self.timing.record("generate", self.generate_started)
-            self.timing.record("total", self.timing.started)
+            timing.record("generate", self.generate_started)
+            timing.record("total", timing.started)
             outcome = "ok"
-            yield _chunk(self.chunk_id, self.plan.model, [], {"timing": self.timing.ms, "usage": usage})
+            yield _chunk(self.chunk_id, self.plan.model, [], {"timing": timing.ms, "usage": usage})
             yield sse.DONE
         finally:
             CHAT_REQUESTS.labels(self.plan.asked, outcome).inc()
             if outcome != "ok":
                 self.response.close()  # so vLLM sees the disconnect and stops generating
-            await self.held.aclose()
+            await streaming.held.aclose()
+            if streaming.record:
+                await streaming.record.finished(outcome, usage, timing.ms.get("ttft"))
 
 
 async def _next_event(response: aiohttp.ClientResponse) -> bytes:

@@ -8,6 +8,7 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_valid
 
 from gateway.access import KeyRing
 from gateway.contract import ROUTE_NAMES, Route
+from gateway.experiments import Experiment
 from ragft.settings import RagftSettings
 
 
@@ -58,6 +59,13 @@ class GatewaySettings(RagftSettings):
     # The rag route's frequency_penalty when the request sets none (0: off). The base model repeats
     # itself to max_tokens; 0.6 cut that from 84% to 61% of answers, facts unchanged (docs/measurements/evaluation.md).
     rag_frequency_penalty: float = Field(0.6, ge=-2, le=2)
+    # Redis, for what outlives a request and is shared by replicas: a record of every answer, the
+    # feedback on it (POST /v1/feedback) and the experiment's arms (gateway/store.py). Unset: none.
+    store_url: str = ""
+    store_retention_days: int = Field(30, ge=1)
+    # A live experiment between routes, ROUTE:WEIGHT,... such as rag:50,hybrid:50
+    # (gateway/experiments.py): requests without a route header, or with `experiment`, get an arm.
+    experiment: str = ""
 
     @field_validator("default_route")
     @classmethod
@@ -66,13 +74,26 @@ class GatewaySettings(RagftSettings):
             raise ValueError(f"{route!r} is not a route; use one of: {', '.join(ROUTE_NAMES)}")
         return route.strip().lower()
 
+    @field_validator("experiment")
+    @classmethod
+    def _a_split(cls, spec: str) -> str:
+        if spec.strip():
+            Experiment.parse(spec)
+        return spec.strip()
+
     _key_ring: KeyRing = PrivateAttr()
 
     @model_validator(mode="after")
     def _read_keys(self) -> Self:
         """Read once, at start: a malformed keys file stops the service, naming the line."""
         self._key_ring = KeyRing.read(self.api_keys.get_secret_value(), self.api_keys_file)
+        if self.experiment and not self.store_url:
+            raise ValueError("RAGFT_EXPERIMENT needs RAGFT_STORE_URL: the arms' records and feedback are kept there")
         return self
+
+    @property
+    def split(self) -> Experiment | None:
+        return Experiment.parse(self.experiment) if self.experiment else None
 
     @property
     def key_ring(self) -> KeyRing:

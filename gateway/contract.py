@@ -22,8 +22,14 @@ class Route(StrEnum):
 # The route that picks one of the three per request, from the search it makes.
 AUTO = "auto"
 ROUTE_NAMES = (*Route, AUTO)
+# The route value that asks for an arm of the experiment the gateway runs (RAGFT_EXPERIMENT).
+EXPERIMENT = "experiment"
 
 ROUTE_HEADER = "X-Ragft-Route"
 ADAPTER_HEADER = "X-Ragft-Adapter"
 COLLECTION_HEADER = "X-Ragft-Collection"
 DEGRADED_HEADER = "X-Ragft-Degraded"
+# The caller's end user, for a sticky experiment arm (the body's OpenAI `user` field wins).
+USER_HEADER = "X-Ragft-User"
+# On an answer from an experiment: `NAME; arm=ROUTE; assigned=sticky|per-request`.
+EXPERIMENT_HEADER = "X-Ragft-Experiment"

@@ -2,6 +2,7 @@
 limit) and the deadline. One, so FastAPI solves a single dependency per request."""
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -15,6 +16,7 @@ from gateway.runtime import Gateway
 class Call:
     gateway: Gateway
     caller: Access
+    tenant: str  # a fingerprint of the API key ("" without keys): what the store keeps, never the key
     deadline: float  # on the event loop's clock
 
 
@@ -24,7 +26,8 @@ async def admit_call(request: Request) -> Call:
     gateway: Gateway = request.app.state.gateway
     key, access = gateway.settings.key_ring.admit(request.headers.get("authorization", ""))
     gateway.rate_limiter.take(key or (request.client.host if request.client else "unknown"))
-    return Call(gateway, access, asyncio.get_running_loop().time() + gateway.settings.deadline_s)
+    tenant = hashlib.blake2b(key.encode(), digest_size=8).hexdigest() if key else ""
+    return Call(gateway, access, tenant, asyncio.get_running_loop().time() + gateway.settings.deadline_s)
 
 
 # Every API route takes it: a route without it would answer without a key.

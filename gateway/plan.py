@@ -9,6 +9,7 @@ from starlette.datastructures import Headers
 
 from gateway.config import GatewaySettings
 from gateway.contract import ADAPTER_HEADER, AUTO, COLLECTION_HEADER, ROUTE_HEADER, ROUTE_NAMES, Route
+from gateway.experiments import Arm
 from ragft.errors import InvalidRequest, RagftError, UnknownRoute
 from ragft.settings import COLLECTION_NAME
 from services.retrieval.schemas import Hit, SearchResponse
@@ -38,10 +39,12 @@ class Plan:
     # Set when the route could not run as asked and a lesser one answered instead.
     degraded: dict[str, str] | None = None
     route_reason: dict[str, Any] | None = None  # why auto chose the route
+    arm: Arm | None = None  # the experiment's arm that asked for the route
 
     @classmethod
-    def from_headers(cls, headers: Headers, settings: GatewaySettings) -> "Plan":
-        raw = headers.get(ROUTE_HEADER, settings.default_route)
+    def from_headers(cls, headers: Headers, settings: GatewaySettings, arm: Arm | None = None) -> "Plan":
+        """The plan of the route the headers ask for, or of the experiment's arm (`arm_for`)."""
+        raw = arm.route if arm else headers.get(ROUTE_HEADER, settings.default_route)
         asked = raw.strip().lower()
         if asked == AUTO:
             route = covered_route(headers, settings)
@@ -65,7 +68,7 @@ class Plan:
         if adapter is not None and not adapter.strip():
             raise InvalidRequest(f"the {asked} route needs an adapter name", param=ADAPTER_HEADER)
         model = adapter if adapter and route.uses_adapter else settings.served_model_name
-        return cls(route, collection, adapter, model, asked)
+        return cls(route, collection, adapter, model, asked, arm=arm)
 
     def without_retrieval(self, error: RagftError) -> "Plan":
         """hybrid or auto answered as finetuned, saying so."""
@@ -119,6 +122,6 @@ class Plan:
             "collection": self.collection,
             "sources": [source.model_dump() for source in sources],
         }
-        if self.route_reason:
-            ragft["route_reason"] = self.route_reason
+        if reason := {**(self.route_reason or {}), **(self.arm.reason() if self.arm else {})}:
+            ragft["route_reason"] = reason
         return ragft | ({"degraded": self.degraded} if self.degraded else {})

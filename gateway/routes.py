@@ -11,6 +11,8 @@ from fastapi.responses import FileResponse, Response
 from gateway.chat import chat
 from gateway.compare import CompareRequest, compare
 from gateway.deps import CallDep
+from gateway.experiments import arm_for
+from gateway.feedback import FeedbackIn, FeedbackOut, experiment_records, post_feedback
 from gateway.plan import Plan
 from gateway.schemas import ChatRequest, NewDocument
 from ragft.errors import InvalidRequest
@@ -29,6 +31,7 @@ PLAYGROUND = FilePath(__file__).with_name("playground")
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 knowledge = APIRouter(prefix="/v1/ragft/collections", tags=["knowledge base"])
+experiments = APIRouter(prefix="/v1/ragft/experiment", tags=["experiments"])
 page = APIRouter(include_in_schema=False)
 
 # `"stream": true` answers with server-sent events: each one's data is a JSON chunk, then [DONE].
@@ -42,8 +45,9 @@ CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME, description="lette
 async def chat_completions(body: ChatRequest, request: Request, call: CallDep) -> Response:
     """An OpenAI chat completion. `X-Ragft-Route` picks rag, finetuned, hybrid or auto; `X-Ragft-Adapter`
     and `X-Ragft-Collection` pick the adapter and the knowledge base."""
-    plan = Plan.from_headers(request.headers, call.gateway.settings)
-    return await chat(body, plan, call.caller, call.gateway, call.deadline)
+    arm = arm_for(call.gateway.experiment, request.headers, body.user, call.tenant)
+    plan = Plan.from_headers(request.headers, call.gateway.settings, arm)
+    return await chat(body, plan, call.caller, call.gateway, call.deadline, call.tenant)
 
 
 @router.post("/compare", response_model=None, responses=STREAMS)
@@ -52,6 +56,21 @@ async def compare_routes(body: CompareRequest, request: Request, call: CallDep) 
     answer, sources, timing and tokens, or its error. `stream: true` interleaves the routes'
     events, each tagged with its route."""
     return await compare(body, request.headers, call.caller, call.gateway, call.deadline)
+
+
+@router.post("/feedback")
+async def feedback(body: FeedbackIn, call: CallDep) -> FeedbackOut:
+    """A score on an answer this API key got, by its completion id or X-Request-ID: -1 to 1, or
+    `up`/`down`. A second post replaces the first. An id unknown to this key is a 404, whether
+    or not another key's answer has it."""
+    return await post_feedback(body, call)
+
+
+@experiments.get("")
+async def experiment(call: CallDep, name: Annotated[str | None, Query(max_length=200)] = None) -> Any:
+    """The running experiment's records (or an earlier one's, by `name`, as `rag:50/hybrid:50`),
+    with their feedback: what `ragft experiment report` reads. For keys with every right."""
+    return await experiment_records(call, name)
 
 
 @router.get("/models")

@@ -1,5 +1,5 @@
 """What the gateway holds for its lifetime: its settings, one client per upstream, admission
-control and the rate limiter."""
+control, the rate limiter, and the store and experiment when it has them."""
 
 import asyncio
 from dataclasses import dataclass
@@ -7,8 +7,10 @@ from urllib.parse import quote
 
 from gateway.config import GatewaySettings
 from gateway.contract import ADAPTER_HEADER, COLLECTION_HEADER
+from gateway.experiments import Experiment
 from gateway.resilience import Admission, CircuitBreaker, RateLimiter, RetryBudget
 from gateway.schemas import ModelList
+from gateway.store import Store
 from gateway.upstreams import Upstream
 from ragft.errors import NotFound
 from services.retrieval.schemas import SearchResponse
@@ -23,6 +25,8 @@ class Gateway:
     generation: Upstream
     admission: Admission
     rate_limiter: RateLimiter
+    store: Store | None
+    experiment: Experiment | None
 
     @classmethod
     def open(cls, settings: GatewaySettings) -> "Gateway":
@@ -42,11 +46,15 @@ class Gateway:
             upstream("generation", settings.generation_url),
             Admission(settings.max_in_flight, settings.retry_after_s),
             RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+            Store(settings.store_url, settings.store_retention_days * 86_400) if settings.store_url else None,
+            settings.split,
         )
 
     async def close(self) -> None:
         await self.retrieval.close()
         await self.generation.close()
+        if self.store is not None:
+            await self.store.close()
 
     async def search(self, collection: str, query: str, *, deadline: float, keyword_score: bool) -> SearchResponse:
         path = f"/v1/collections/{quote(collection, safe='')}/search"
@@ -67,6 +75,8 @@ class Gateway:
             *(upstream.check(path, deadline=deadline) for upstream, path in checks), return_exceptions=True
         )
         problems = [str(result) for result in results if isinstance(result, Exception)]
+        if self.store is not None and (problem := await self.store.not_ready()):
+            problems.append(problem)
         return "; ".join(problems) or None
 
 

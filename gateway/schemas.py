@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.experiments import MAX_USER_CHARS
 from ragft.settings import DocumentId
 from services.retrieval.schemas import DocumentIn, UpsertRequest
 
@@ -45,6 +46,8 @@ class ChatRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     n: int | None = Field(None, ge=1, le=1, description="one answer per request")
     stream_options: dict[str, Any] | None = None
+    # OpenAI's end-user id: an experiment keeps each user on one arm (gateway/experiments.py).
+    user: str | None = Field(None, min_length=1, max_length=MAX_USER_CHARS)
 
     def upstream_body(self, model: str, messages: list[ChatMessage], *, default_max_tokens: int) -> dict[str, Any]:
         body = self.model_dump(exclude_none=True, exclude={"messages"})

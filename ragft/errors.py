@@ -15,6 +15,7 @@ OpenAI's `Error` (which requires `code`, a string or null; ragft sends null).
     │   ├── UpstreamUnavailable 503 upstream_unavailable
     │   ├── Overloaded         503 overloaded
     │   └── ShuttingDown       503 shutting_down
+    ├── NotConfigured          501 not_configured
     └── UpstreamTimeout        504 upstream_timeout
 
 Handlers below turn these and FastAPI's validation errors into that shape; anything
@@ -121,6 +122,13 @@ class Overloaded(RetryLater):
 class ShuttingDown(RetryLater):
     status_code = 503
     type = "shutting_down"
+
+
+class NotConfigured(RagftError):
+    """A feature this instance was started without (its setting is unset)."""
+
+    status_code = 501
+    type = "not_configured"
 
 
 class UpstreamTimeout(RagftError):

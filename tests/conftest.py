@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -159,6 +160,39 @@ class Processes:
 @pytest.fixture(scope="session")
 def processes() -> Processes:
     return Processes()
+
+
+@contextmanager
+def redis_server(folder: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real Redis (Debian's, which `make test` installs) on 127.0.0.1, set as the deployment
+    sets it: every write on disk before it is acknowledged. Its URL and process, stopped by PID;
+    started again on the same folder and port, it has every acknowledged write back."""
+    import redis
+
+    port = port or free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", ""]
+    command += ["--appendonly", "yes", "--appendfsync", "always"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        for _ in range(100):
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                assert process.poll() is None, f"redis-server exited with status {process.returncode}"
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"redis-server did not answer on port {port}")
+        yield url, process
+    finally:
+        stop_process(process, timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="session")

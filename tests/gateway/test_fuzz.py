@@ -57,10 +57,11 @@ def fuzz(schema: BaseSchema) -> list[str]:
     return fuzzed
 
 
-def test_the_gateway_api(start_gateway: GatewayStarter) -> None:
-    with start_gateway(RAGFT_MAX_TOKENS_LIMIT="4") as url:
+def test_the_gateway_api(start_gateway: GatewayStarter, redis_url: str) -> None:
+    """With a store, so feedback and the experiment's records answer as they do in production."""
+    with start_gateway(RAGFT_MAX_TOKENS_LIMIT="4", RAGFT_STORE_URL=redis_url) as url:
         fuzzed = fuzz(schemathesis.openapi.from_url(f"{url}/openapi.json"))
-    assert "POST /v1/chat/completions negative" in fuzzed
+    assert {"POST /v1/chat/completions negative", "POST /v1/feedback negative"} <= set(fuzzed)
 
 
 def test_the_retrieval_api(processes: Processes, tmp_path: Path) -> None:
