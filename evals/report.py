@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from evals.dataset import SPLITS, BadEvalSet, Question, load_questions
 from evals.run import EvalFailed, read_config, read_results
 from evals.scoring import Score, score
-from evals.stats import compare_paired, format_rate, wilson
+from evals.stats import compare_paired, format_number, format_p, format_rate, percentile, wilson
 from gateway.contract import AUTO, Route
 
 EXAMPLES = 8
@@ -50,10 +50,6 @@ FACT_GROUPS: dict[str, Callable[[Answer], bool]] = {
     UNSEEN: lambda a: a.question.split == "heldout" and a.unseen,
     TRAIN: lambda a: a.question.split == "train",
 }
-
-
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
 
 
 @dataclass(frozen=True)
@@ -90,12 +86,12 @@ class RouteSummary:
         return _count([a.record.get("finish_reason") == "length" for a in self.answers])
 
     def latency(self, q: float) -> float | None:
-        return _percentile([a.record["latency_ms"] for a in self.answers], q)
+        return percentile([a.record["latency_ms"] for a in self.answers], q)
 
     def retrieve_p50(self) -> float | None:
         if self.route == Route.FINETUNED:
             return None
-        return _percentile(
+        return percentile(
             [a.record["timing"]["retrieve"] for a in self.answers if "retrieve" in a.record["timing"]], 50
         )
 
@@ -126,10 +122,6 @@ def summarize(out_dir: Path) -> tuple[dict[str, Any], list[Question], list[Route
                 answers.append(Answer(question, route, record, scored, unseen=question.doc_id in unseen))
         summaries.append(RouteSummary(route, sum(1 for q in questions if (q.id, route) in records), answers))
     return config, questions, summaries
-
-
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.0f}"
 
 
 def sampling_label(sampling: dict[str, Any] | None) -> str:
@@ -175,11 +167,11 @@ def markdown(config: dict[str, Any], questions: list[Question], summaries: list[
             format_rate(*s.voice("sign_off")),
             format_rate(*s.voice("format")),
             format_rate(*s.truncated()),
-            _number(s.latency(50)),
-            _number(s.latency(95)),
-            _number(s.retrieve_p50()),
-            _number(s.tokens("prompt_tokens")),
-            _number(s.tokens("completion_tokens")),
+            format_number(s.latency(50)),
+            format_number(s.latency(95)),
+            format_number(s.retrieve_p50()),
+            format_number(s.tokens("prompt_tokens")),
+            format_number(s.tokens("completion_tokens")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -277,8 +269,10 @@ def _paired_row(
         return f"| {a.route} vs {b.route} | 0 | n/a | n/a | n/a | n/a | n/a |"
     c = compare_paired([right(mine) for mine, _ in pairs], [right(other) for _, other in pairs])
     points = f"{c.difference * 100:+.0f} ({c.low * 100:+.0f} to {c.high * 100:+.0f})"
-    p_value = f"{c.p_value:.3f}" if c.p_value >= 0.001 else "<0.001"
-    return f"| {a.route} vs {b.route} | {c.n} | {c.both_right} | {c.only_a} | {c.only_b} | {points} | {p_value} |"
+    return (
+        f"| {a.route} vs {b.route} | {c.n} | {c.both_right} | {c.only_a} | {c.only_b} | {points} "
+        f"| {format_p(c.p_value)} |"
+    )
 
 
 def _auto_against_fixed(summaries: list[RouteSummary]) -> list[str]:
@@ -377,7 +371,7 @@ def chart(summaries: list[RouteSummary]) -> Figure:
     for i, s in enumerate(summaries):
         values, below, above = zip(*(_bar(metric(s)) for metric in metrics.values()), strict=True)
         quality.bar(np.arange(len(metrics)) + i * width, values, width, yerr=[below, above], capsize=3, label=s.route)
-        latency.bar(np.arange(2) + i * width, [_scaled(s.latency(q), 1 / 1000) for q in (50, 95)], width, label=s.route)
+        latency.bar(np.arange(2) + i * width, [scaled(s.latency(q), 1 / 1000) for q in (50, 95)], width, label=s.route)
     quality.set_xticks(np.arange(len(metrics)) + width * (len(summaries) - 1) / 2, list(metrics))
     quality.set_ylabel("% of answers (95% interval)")
     quality.set_ylim(0, 100)
@@ -399,7 +393,8 @@ def _bar(count: Count) -> tuple[float, float, float]:
     return k / n * 100, (k / n - low) * 100, (high - k / n) * 100
 
 
-def _scaled(value: float | None, factor: float) -> float:
+def scaled(value: float | None, factor: float) -> float:
+    """A value to draw, in the chart's unit; nan (no bar) for a value there is none of."""
     return float("nan") if value is None else value * factor
 
 

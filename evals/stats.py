@@ -1,11 +1,18 @@
-"""How sure the eval's rates are: a 95% interval for each rate, and two routes compared on the
-same questions, so that a gap between routes can be told apart from the noise of a small sample."""
+"""How sure the reports' numbers are: a 95% interval for each rate and mean, two routes compared
+on the same questions (the eval) or on answers to different users (a live experiment), and how
+many answers a comparison needs, so that a gap between routes can be told apart from the noise of
+a small sample."""
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import fmean, stdev, variance
 
-from scipy.stats import binomtest
+import numpy as np
+from scipy.stats import binomtest, norm, t, ttest_ind
+
+# The power every sample size here is for; the test is always two-sided at 5%, like the 95% intervals.
+POWER = 0.8
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
@@ -21,6 +28,30 @@ def format_rate(k: int, n: int) -> str:
         return "n/a"
     low, high = wilson(k, n)
     return f"{k}/{n} ({k / n:.0%}, {low * 100:.0f}-{high * 100:.0f}%)"
+
+
+def format_number(value: float | None) -> str:
+    """`1,234`: a count, milliseconds or tokens to the unit; `n/a` for a value there is none of."""
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def format_p(p_value: float) -> str:
+    """`0.052`, or `<0.001`: three decimals say all a p-value needs to."""
+    return f"{p_value:.3f}" if p_value >= 0.001 else "<0.001"
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """numpy's percentile q (0-100, linear between the closest values); None for no values."""
+    return float(np.percentile(values, q)) if values else None
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float] | None:
+    """The 95% t-interval of the mean of values; None for fewer than two, which show no spread
+    to size it by. Values that are all the same give an interval of that one value."""
+    if len(values) < 2:
+        return None
+    half = t.ppf(0.975, len(values) - 1) * stdev(values) / math.sqrt(len(values))
+    return fmean(values) - half, fmean(values) + half
 
 
 @dataclass(frozen=True)
@@ -89,3 +120,61 @@ def _correlation(n: int, both: int, only_a: int, only_b: int) -> float:
     if cross > n / 2:
         return (cross - n / 2) / math.sqrt(margins)
     return min(cross, 0) / math.sqrt(margins)
+
+
+@dataclass(frozen=True)
+class Unpaired:
+    """Two independent samples A and B: A's mean minus B's, its 95% interval on the
+    Welch-Satterthwaite degrees of freedom, and the p-value of Welch's t-test."""
+
+    difference: float
+    low: float
+    high: float
+    df: float
+    p_value: float
+
+
+def compare_means(a: Sequence[float], b: Sequence[float]) -> Unpaired | None:
+    """Welch's t-test of A against B, which does not assume that they vary alike; None when
+    either has fewer than two values, or neither varies (then there is no error to test against)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    share_a, share_b = variance(a) / len(a), variance(b) / len(b)  # each mean's squared standard error
+    if share_a + share_b == 0:
+        return None
+    df = (share_a + share_b) ** 2 / (share_a**2 / (len(a) - 1) + share_b**2 / (len(b) - 1))
+    difference = fmean(a) - fmean(b)
+    half = t.ppf(0.975, df) * math.sqrt(share_a + share_b)
+    p_value = float(ttest_ind(a, b, equal_var=False).pvalue)
+    return Unpaired(difference, difference - half, difference + half, df, p_value)
+
+
+def pooled_sd(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """The standard deviation of A and B pooled, each weighted by its degrees of freedom; None
+    when either has fewer than two values."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    return math.sqrt(((len(a) - 1) * variance(a) + (len(b) - 1) * variance(b)) / (len(a) + len(b) - 2))
+
+
+def _z_sum() -> float:
+    """z of the two-sided 5% test plus z of the power: how many standard errors a difference
+    must span to be detected with that power."""
+    return float(norm.ppf(0.975) + norm.ppf(POWER))
+
+
+def sample_size(sd: float, difference: float) -> int:
+    """How many values per group a two-sided 5% test of two means needs to detect `difference`
+    with 80% power, when each group's values have standard deviation `sd`: the normal
+    approximation n = 2 (z_0.975 + z_0.8)² sd² / difference², rounded up, and at least the two a
+    t-test needs."""
+    return max(2, math.ceil(2 * (_z_sum() * sd / difference) ** 2))
+
+
+def detectable_difference(sd: float, n_a: int, n_b: int) -> float | None:
+    """The smallest difference of two means that n_a and n_b values (standard deviation `sd`)
+    detect with 80% power in a two-sided 5% test, by the same approximation as sample_size;
+    None when a group has no values."""
+    if n_a == 0 or n_b == 0:
+        return None
+    return _z_sum() * sd * math.sqrt(1 / n_a + 1 / n_b)

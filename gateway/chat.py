@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.access import Access
 from gateway.config import GatewaySettings
 from gateway.contract import AUTO, COLLECTION_HEADER, DEGRADED_HEADER, EXPERIMENT_HEADER, ROUTE_HEADER, Route
+from gateway.deps import Call
 from gateway.plan import Plan
 from gateway.prompt import grounded_messages, search_query
 from gateway.runtime import Gateway, adapter_not_found
@@ -158,22 +159,33 @@ def _asked(plan: Plan) -> dict[str, str | float]:
     }
 
 
-async def chat(
-    request: ChatRequest, plan: Plan, access: Access, gateway: Gateway, deadline: float, tenant: str
-) -> Response:
-    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-    record = AnswerRecord(gateway.store, tenant, request_id) if gateway.store and request_id else None
+def answer_id(suffix: str = "") -> str:
+    """The id an answer is recorded under: the request id, and the route's within /v1/compare."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id") or uuid.uuid4().hex
+    return f"{request_id}-{suffix}" if suffix else str(request_id)
+
+
+async def chat(request: ChatRequest, plan: Plan, call: Call) -> Response:
+    answered = await recorded_answer(request, plan, call, answer_id())
+    if isinstance(answered, Streamed):
+        return EventStream(answered.events, answered.held, answered.headers)
+    return FastJSONResponse(answered.completion, headers=_headers(answered.plan, answered.timing))
+
+
+async def recorded_answer(request: ChatRequest, plan: Plan, call: Call, recorded_as: str) -> Completed | Streamed:
+    """`answer`, and its record when the gateway has a store: a whole answer's or a refusal's
+    here, a stream's as it goes."""
+    store = call.gateway.store
+    record = AnswerRecord(store, call.tenant, recorded_as) if store else None
     try:
-        answered = await answer(request, plan, access, gateway, deadline, record)
+        answered = await answer(request, plan, call.caller, call.gateway, call.deadline, record)
     except RagftError as exc:
         if record:
             await record.answered(plan, exc.type, {})
         raise
-    if isinstance(answered, Streamed):
-        return EventStream(answered.events, answered.held, answered.headers)
-    if record:
+    if record and isinstance(answered, Completed):
         await record.answered(answered.plan, "ok", answered.usage)
-    return FastJSONResponse(answered.completion, headers=_headers(answered.plan, answered.timing))
+    return answered
 
 
 async def answer(
@@ -182,7 +194,7 @@ async def answer(
     access: Access,
     gateway: Gateway,
     deadline: float,
-    record: AnswerRecord | None = None,
+    record: AnswerRecord | None,
 ) -> Completed | Streamed:
     """One chat request on its route: the whole completion, or the stream once its first token came."""
     settings = gateway.settings

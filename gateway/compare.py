@@ -11,9 +11,9 @@ from fastapi.responses import Response
 from pydantic import Field
 from starlette.datastructures import Headers
 
-from gateway.access import Access
-from gateway.chat import Completed, EventStream, Streamed, answer, check_limits
+from gateway.chat import Completed, EventStream, Streamed, answer_id, check_limits, recorded_answer
 from gateway.contract import ROUTE_HEADER, ROUTE_NAMES, Route
+from gateway.deps import Call
 from gateway.plan import ROUTES, Plan
 from gateway.runtime import Gateway
 from gateway.schemas import ChatRequest
@@ -46,22 +46,22 @@ def plans(body: CompareRequest, headers: Headers, gateway: Gateway) -> list[Plan
     return routes
 
 
-async def compare(
-    body: CompareRequest, headers: Headers, access: Access, gateway: Gateway, deadline: float
-) -> Response:
+async def compare(body: CompareRequest, headers: Headers, call: Call) -> Response:
     request = body.chat_request()
-    check_limits(request, gateway.settings)  # once: a request over a limit fails as a whole
-    routes = plans(body, headers, gateway)
+    check_limits(request, call.gateway.settings)  # once: a request over a limit fails as a whole
+    routes = plans(body, headers, call.gateway)
     if request.stream:  # each route's stream holds its own slot and upstream response
-        return EventStream(_merged(request, routes, access, gateway, deadline), AsyncExitStack(), headers={})
-    results = await asyncio.gather(*(_one(request, plan, access, gateway, deadline) for plan in routes))
+        return EventStream(_merged(request, routes, call), AsyncExitStack(), headers={})
+    results = await asyncio.gather(*(_one(request, plan, call) for plan in routes))
     return FastJSONResponse({"object": "ragft.comparison", "results": results})
 
 
-async def _one(request: ChatRequest, plan: Plan, access: Access, gateway: Gateway, deadline: float) -> dict[str, Any]:
-    """A route's answer, sources, timing and tokens; or its error, in the error shape."""
+async def _one(request: ChatRequest, plan: Plan, call: Call) -> dict[str, Any]:
+    """A route's answer (`id`: what feedback names it by), sources, timing and tokens; or its
+    error, in the error shape."""
+    recorded_as = answer_id(plan.asked)
     try:
-        answered = await answer(request, plan, access, gateway, deadline)
+        answered = await recorded_answer(request, plan, call, recorded_as)
     except RagftError as exc:
         return {"route": plan.asked, "status": exc.status_code, **error_body(exc.type, exc.message, exc.param)}
     assert isinstance(answered, Completed)
@@ -69,6 +69,7 @@ async def _one(request: ChatRequest, plan: Plan, access: Access, gateway: Gatewa
     usage = completion.get("usage") or {}
     return {
         "route": plan.asked,
+        "id": recorded_as,
         "status": 200,
         "answered_as": answered.plan.route.value,
         "answer": completion["choices"][0]["message"]["content"],  # checked: gateway.schemas.ChatCompletion
@@ -79,25 +80,23 @@ async def _one(request: ChatRequest, plan: Plan, access: Access, gateway: Gatewa
     }
 
 
-async def _merged(
-    request: ChatRequest, routes: list[Plan], access: Access, gateway: Gateway, deadline: float
-) -> AsyncGenerator[bytes]:
+async def _merged(request: ChatRequest, routes: list[Plan], call: Call) -> AsyncGenerator[bytes]:
     """Every route's stream as it arrives, each event tagged with its route: at its first token
-    `{"route", "answered_as", "timing"}` (retrieve and ttft so far), then `{"route", "chunk"}`,
+    `{"route", "id", "answered_as", "timing"}` (retrieve and ttft so far), then `{"route", "chunk"}`,
     or `{"route", "error"}`; when a route's stream ends, `{"route", "done": true}`; then
     `[DONE]`. Leaving early (a client that disconnects) stops every route's generation."""
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     async def relay(plan: Plan) -> None:
-        route = plan.asked
+        route, recorded_as = plan.asked, answer_id(plan.asked)
         try:
             try:
-                answered = await answer(request, plan, access, gateway, deadline)
+                answered = await recorded_answer(request, plan, call, recorded_as)
             except RagftError as exc:
                 await queue.put(_tagged(route, error_body(exc.type, exc.message, exc.param)))
                 return
             assert isinstance(answered, Streamed)
-            started = {"answered_as": answered.plan.route.value, "timing": dict(answered.timing.ms)}
+            started = {"id": recorded_as, "answered_as": answered.plan.route.value, "timing": dict(answered.timing.ms)}
             await queue.put(_tagged(route, started))
             try:
                 async for event in answered.events:

@@ -47,7 +47,7 @@ async def chat_completions(body: ChatRequest, request: Request, call: CallDep) -
     and `X-Ragft-Collection` pick the adapter and the knowledge base."""
     arm = arm_for(call.gateway.experiment, request.headers, body.user, call.tenant)
     plan = Plan.from_headers(request.headers, call.gateway.settings, arm)
-    return await chat(body, plan, call.caller, call.gateway, call.deadline, call.tenant)
+    return await chat(body, plan, call)
 
 
 @router.post("/compare", response_model=None, responses=STREAMS)
@@ -55,7 +55,7 @@ async def compare_routes(body: CompareRequest, request: Request, call: CallDep) 
     """The same chat body on several routes at once (`routes`, default all three): per route the
     answer, sources, timing and tokens, or its error. `stream: true` interleaves the routes'
     events, each tagged with its route."""
-    return await compare(body, request.headers, call.caller, call.gateway, call.deadline)
+    return await compare(body, request.headers, call)
 
 
 @router.post("/feedback")

@@ -3,10 +3,10 @@
 from pydantic import ValidationError
 
 from ragft.settings import settings_errors
-from ragft_cli import evaluate, gateway, generation, loadtest, retrieval, stack
+from ragft_cli import evaluate, experiment, gateway, generation, loadtest, retrieval, stack
 from ragft_cli.app import app, say
 
-__all__ = ["app", "evaluate", "gateway", "generation", "loadtest", "main", "retrieval", "stack"]
+__all__ = ["app", "evaluate", "experiment", "gateway", "generation", "loadtest", "main", "retrieval", "stack"]
 
 
 def main() -> None:

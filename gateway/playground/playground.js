@@ -63,6 +63,9 @@ const columns = Object.fromEntries(ROUTES.map((route) => {
   const column = $("#column").content.firstElementChild.cloneNode(true);
   column.dataset.route = route;
   $(".route", column).textContent = route;
+  for (const thumb of column.querySelectorAll(".thumb")) {
+    thumb.addEventListener("click", () => sendFeedback(column, thumb.dataset.score));
+  }
   $(".columns").append(column);
   return [route, column];
 }));
@@ -70,10 +73,29 @@ const columns = Object.fromEntries(ROUTES.map((route) => {
 function resetColumn(column) {
   column.dataset.state = "waiting";
   column.timing = {};
-  for (const selector of [".answer", ".served", ".tokens", ".sources", ".legend", ".bar"]) {
+  delete column.dataset.answerId;
+  for (const selector of [".answer", ".served", ".tokens", ".sources", ".legend", ".bar", ".feedback-note"]) {
     $(selector, column).replaceChildren();
   }
+  for (const thumb of column.querySelectorAll(".thumb")) thumb.setAttribute("aria-pressed", "false");
+  $(".feedback", column).hidden = true;
   $(".error", column).hidden = true;
+}
+
+// Thumbs on the answer shown: feedback by its id, kept by the gateway's store (a second click replaces it).
+async function sendFeedback(column, score) {
+  const note = $(".feedback-note", column);
+  try {
+    const kept = await api("/v1/feedback", {
+      method: "POST", body: JSON.stringify({ id: column.dataset.answerId, score }),
+    });
+    for (const thumb of column.querySelectorAll(".thumb")) {
+      thumb.setAttribute("aria-pressed", String(thumb.dataset.score === score));
+    }
+    note.textContent = kept.replaced ? "feedback replaced" : "feedback kept";
+  } catch (error) {
+    note.textContent = error.message;
+  }
 }
 
 const ms = (value) => (value >= 1000 ? `${(value / 1000).toFixed(2)} s` : `${Math.round(value)} ms`);
@@ -133,11 +155,15 @@ function show(event) {
   if (!column || column.dataset.state === "failed") return;
   if (event.error) return fail(column, event.error.message);
   if (event.done) {
-    if (column.dataset.state === "streaming") column.dataset.state = "done";
+    if (column.dataset.state === "streaming") {
+      column.dataset.state = "done";
+      $(".feedback", column).hidden = !column.dataset.answerId;
+    }
     return;
   }
   if (event.answered_as) {
     column.dataset.state = "streaming";
+    column.dataset.answerId = event.id;
     if (event.answered_as !== event.route) $(".served", column).textContent = `answered as ${event.answered_as}`;
     column.timing = event.timing;
     return drawTimings();

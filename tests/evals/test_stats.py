@@ -1,8 +1,18 @@
 """The report's statistics against values worked out by hand or published."""
 
 import pytest
+from scipy.stats import t
 
-from evals.stats import compare_paired, format_rate, wilson
+from evals.stats import (
+    compare_means,
+    compare_paired,
+    detectable_difference,
+    format_rate,
+    mean_interval,
+    pooled_sd,
+    sample_size,
+    wilson,
+)
 
 
 def test_the_wilson_interval_of_known_counts_and_of_the_edges() -> None:
@@ -63,3 +73,36 @@ def test_unpaired_answers_are_refused() -> None:
         compare_paired([True, False], [True])
     with pytest.raises(ValueError, match="at least one"):
         compare_paired([], [])
+
+
+def test_welch_matches_the_textbook_formula_on_unequal_variances() -> None:
+    a, b = [1.0, 1.0, 0.0, 1.0], [0.0, -1.0, 0.0, -1.0, 1.0]
+    # By hand: means 0.75 and -0.2, variances 0.25 and 0.7, standard error sqrt(0.25/4 + 0.7/5) = 0.45.
+    result = compare_means(a, b)
+    assert result is not None
+    assert result.difference == pytest.approx(0.95)
+    se = (0.25 / 4 + 0.7 / 5) ** 0.5
+    df = (0.25 / 4 + 0.7 / 5) ** 2 / ((0.25 / 4) ** 2 / 3 + (0.7 / 5) ** 2 / 4)
+    assert result.df == pytest.approx(df)
+    assert result.high - result.difference == pytest.approx(t.ppf(0.975, df) * se)
+    assert result.p_value == pytest.approx(2 * t.sf(0.95 / se, df))
+    assert compare_means([1.0], b) is None  # one value has no spread
+    assert compare_means([1.0, 1.0], [0.0, 0.0]) is None  # nothing varies: no error to test against
+
+
+def test_the_mean_interval_is_the_t_interval() -> None:
+    low, high = mean_interval([0.0, 1.0, 1.0, 1.0]) or (0, 0)
+    assert (low + high) / 2 == pytest.approx(0.75)
+    assert high - 0.75 == pytest.approx(t.ppf(0.975, 3) * 0.5 / 2)  # sd 0.5, sqrt(4) = 2
+    assert mean_interval([1.0]) is None
+    assert mean_interval([0.5, 0.5]) == (0.5, 0.5)
+
+
+def test_the_sample_size_is_the_normal_approximation_and_inverts_the_detectable_difference() -> None:
+    # 2 (1.95996 + 0.84162)^2 = 15.70: with sd 1, a difference of 0.2 needs 392.4, so 393 per group.
+    assert sample_size(1.0, 0.2) == 393
+    assert sample_size(0.5, 0.5) == 16  # 15.70 / 1
+    assert sample_size(0.1, 2.0) == 2  # never fewer than a t-test needs
+    assert detectable_difference(1.0, 393, 393) == pytest.approx(0.2, abs=0.001)
+    assert detectable_difference(1.0, 0, 5) is None
+    assert pooled_sd([0.0, 2.0], [1.0, 1.0, 1.0]) == pytest.approx((2 / 3) ** 0.5)  # (1*2 + 2*0) / 3

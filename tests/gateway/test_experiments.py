@@ -1,7 +1,9 @@
-"""Experiments between routes and feedback on answers: the split itself in-process, then the
-gateway with a real Redis in front of the real retrieval service and the scripted vLLM (a
-stand-in: these tests are about what the gateway records, and they kill processes midway)."""
+"""Experiments between routes and feedback on answers: the split itself in-process; the gateway
+with a real Redis in front of the real retrieval service and the scripted vLLM (a stand-in: those
+tests are about what the gateway records, and they kill processes midway); then one experiment on
+the real stack, real vLLM included, read back by `ragft experiment report`."""
 
+import json
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from starlette.datastructures import Headers
 from gateway.experiments import Experiment, arm_for
 from ragft.errors import InvalidRequest
 from tests.conftest import Processes, embedded_env, redis_server
+from tests.gateway.conftest import GatewayStarter
 from tests.gateway.scripted_vllm import ScriptedVllm, scripted_vllm
 
 KEY_A = "tenant-a-key-51d0"
@@ -204,3 +207,45 @@ def test_an_experiment_keeps_users_on_their_arms_and_loses_nothing_to_kill_9(
     arms_of = {seen["user"]: {s["arm"] for s in sent.values() if s["user"] == seen["user"]} for seen in sent.values()}
     assert all(len(arms) == 1 for user, arms in arms_of.items() if user)  # sticky across the restart
     assert "tenant" not in str(payload) and KEY_A not in str(payload)
+
+
+def test_the_report_of_a_real_stack_experiment_counts_what_was_sent(
+    start_gateway: GatewayStarter, processes: Processes, tmp_path: Path
+) -> None:
+    sent: list[dict[str, Any]] = []
+    users = [f"customer-{n}" for n in range(4)]
+    with (
+        redis_server(tmp_path) as (store_url, _),
+        start_gateway(RAGFT_STORE_URL=store_url, RAGFT_EXPERIMENT="rag:1,finetuned:1", RAGFT_API_KEYS=KEY_A) as url,
+    ):
+        for user in [*users, *users, None]:
+            answered = _ask(url, KEY_A, max_tokens=8, **({"user": user} if user else {}))
+            assert answered.status_code == 200, answered.text
+            sent.append(
+                {"id": answered.headers["X-Request-ID"], "arm": answered.headers["X-Ragft-Route"], "user": user}
+            )
+        for n, answer in enumerate(sent[::2]):  # feedback on every other answer
+            answer["score"] = [1, -1, 0.5][n % 3]
+            assert _feedback(url, KEY_A, answer["id"], answer["score"]).status_code == 200
+        env = embedded_env(tmp_path, RAGFT_API_KEYS=KEY_A)
+        report = processes.run("experiment", "report", "--gateway", url, "--out", str(tmp_path / "report"), env=env)
+    assert report.returncode == 0, report.stderr
+    assert {answer["arm"] for answer in sent} <= {"rag", "finetuned"}
+    for user in users:  # sticky: both of a user's answers on one arm
+        assert len({answer["arm"] for answer in sent if answer["user"] == user}) == 1
+    records = json.loads((tmp_path / "report" / "records.json").read_text())
+    assert sorted(record["id"] for record in records["records"]) == sorted(answer["id"] for answer in sent)
+    rows = {
+        cells[0]: cells
+        for line in (tmp_path / "report" / "report.md").read_text().splitlines()
+        if line.startswith(("| rag |", "| finetuned |"))
+        for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
+    }
+    for arm in ("rag", "finetuned"):
+        mine = [answer for answer in sent if answer["arm"] == arm]
+        scored = sum(1 for answer in mine if "score" in answer)
+        named = {answer["user"] for answer in mine if answer["user"]}
+        assert rows[arm][1:4] == [str(len(mine)), str(len(named)), str(sum(1 for a in mine if not a["user"]))]
+        assert rows[arm][4].startswith(f"{scored}/{len(mine)} ") if mine else rows[arm][4] == "n/a"
+        assert rows[arm][-2:] == ["0", "0"]  # no errors, none unfinished
+    assert (tmp_path / "report" / "report.png").stat().st_size > 10_000

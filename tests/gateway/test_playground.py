@@ -53,8 +53,8 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 @pytest.fixture(scope="module")
-def playground_url(start_gateway: GatewayStarter) -> Iterator[str]:
-    with start_gateway(RAGFT_TTFT_S=str(ANSWERED_S)) as url:
+def playground_url(start_gateway: GatewayStarter, redis_url: str) -> Iterator[str]:
+    with start_gateway(RAGFT_TTFT_S=str(ANSWERED_S), RAGFT_STORE_URL=redis_url) as url:
         yield url
 
 
@@ -113,6 +113,19 @@ def test_three_answers_stream_with_sources_timing_and_tokens(page: Page, playgro
     rag_sources.first.locator(".source").click()
     expect(chunk).to_contain_text("Team")
     expect(column(page, "hybrid").locator(".sources li").first).to_contain_text(HOLDS_THE_FACT)
+
+    # Thumbs on the answer shown: feedback by the answer's id, which the gateway keeps.
+    rag = column(page, "rag")
+    rag.locator('.thumb[data-score="up"]').click()
+    expect(rag.locator(".feedback-note")).to_have_text("feedback kept")
+    expect(rag.locator('.thumb[data-score="up"]')).to_have_attribute("aria-pressed", "true")
+    rag.locator('.thumb[data-score="down"]').click()
+    expect(rag.locator(".feedback-note")).to_have_text("feedback replaced")
+    expect(rag.locator('.thumb[data-score="up"]')).to_have_attribute("aria-pressed", "false")
+    answer_id = rag.get_attribute("data-answer-id")
+    assert answer_id and answer_id.endswith("-rag")
+    again = httpx.post(f"{playground_url}/v1/feedback", json={"id": answer_id, "score": 0})
+    assert again.status_code == 200 and again.json()["replaced"] is True  # the page's feedback was kept
     # RAGFT_PLAYGROUND_SCREENSHOT=docs/playground.png makes the README's picture.
     page.screenshot(path=os.environ.get("RAGFT_PLAYGROUND_SCREENSHOT") or tmp_path / "playground.png", full_page=True)
 
