@@ -61,7 +61,7 @@ test: check $(CHROMIUM) $(REDIS) ## Lint, type check and run every test tier: th
 	echo "--- the unit and services tiers (var/test-unit-services.log) ---"; cat var/test-unit-services.log; \
 	test $$stack -eq 0 && test $$others -eq 0
 
-test-fast: $(INSTALLED) ## The unit tier only: in-process tests, no ragft processes, no vLLM (use it while you work)
+test-fast: $(INSTALLED) $(REDIS) ## The unit tier only: in-process tests (one with Debian's redis-server), no ragft processes, no vLLM (use it while you work)
 	$(BIN)/pytest -m unit
 
 adapter: $(INSTALLED) ## Retrain the shipped default adapter data/adapters/support-voice: data/finetune/train.jsonl, bare and grounded

@@ -1,20 +1,23 @@
-"""Who may read and change which collections. `RAGFT_API_KEYS` holds keys with every right;
-`RAGFT_API_KEYS_FILE` holds scoped keys, one per line, `KEY COLLECTIONS [admin]`:
+"""Who may read and change which collections, and spend how many tokens. `RAGFT_API_KEYS` holds
+keys with every right; `RAGFT_API_KEYS_FILE` holds scoped keys, one per line,
+`KEY COLLECTIONS [admin] [tokens-per-day=N] [tokens-per-minute=N]`:
 
-    # support bots read the help center; the docs team also edits it; ops may do anything
-    support-bot-key-3f9a   help-center
+    # support bots read the help center within a daily budget; the docs team also edits it
+    support-bot-key-3f9a   help-center           tokens-per-day=200000
     docs-team-key-81c2     help-center,internal  admin
     ops-key-c77e           *                     admin
 
 A key reads the collections it names (`*`: all of them); `admin` lets it add and delete
-documents in those. A line whose first character is `#` is a comment, so no key starts with
-one. Messages about a key never quote it, so it cannot leak into a log."""
+documents in those; a budget bounds the tokens it may spend (gateway/budgets.py). A line whose
+first character is `#` is a comment, so no key starts with one. Messages about a key never
+quote it, so it cannot leak into a log."""
 
 import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.budgets import Budget
 from ragft.errors import Forbidden, Unauthorized
 from ragft.settings import COLLECTION_NAME
 
@@ -25,10 +28,12 @@ ADMIN = "admin"
 
 @dataclass(frozen=True)
 class Access:
-    """One caller's rights: the collections it may read (None: all), and whether it may change them."""
+    """One caller's rights: the collections it may read (None: all), whether it may change them,
+    and the token budgets it spends from (none: no bound)."""
 
     collections: frozenset[str] | None
     admin: bool
+    budgets: tuple[Budget, ...] = ()
 
     def can_read(self, collection: str) -> bool:
         return self.collections is None or collection in self.collections
@@ -54,6 +59,10 @@ class KeyRing:
     """Every key the gateway accepts and what each may do; empty: no authentication."""
 
     keys: dict[str, Access] = field(repr=False)
+
+    @property
+    def budgeted(self) -> bool:
+        return any(access.budgets for access in self.keys.values())
 
     @classmethod
     def read(cls, full_keys: str, keys_file: Path | None) -> "KeyRing":
@@ -121,19 +130,27 @@ def _scoped_keys(keys_file: Path, taken: set[str]) -> dict[str, Access]:
 
 
 def _scoped_key(fields: list[str], where: str) -> tuple[str, Access]:
-    if len(fields) not in (2, 3):
-        raise ValueError(f"{where}: expected KEY COLLECTIONS [admin], found {len(fields)} fields")
-    if len(fields) == 3 and fields[2] != ADMIN:
-        raise ValueError(f"{where}: the third field may only be {ADMIN!r}")
+    if len(fields) < 2:
+        raise ValueError(f"{where}: expected KEY COLLECTIONS [admin] [tokens-per-day=N] [tokens-per-minute=N]")
     if not PRINTABLE_ASCII.match(fields[0]):
         raise ValueError(f"{where}: a key may hold only printable ASCII characters (what an HTTP header carries)")
+    options = fields[2:]
+    if len(set(options)) < len(options):
+        raise ValueError(f"{where}: a field after the collections appears twice")
+    try:
+        budgets = tuple(Budget.parse(option) for option in options if option != ADMIN)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if len({budget.window for budget in budgets}) < len(budgets):
+        raise ValueError(f"{where}: a budget's window appears twice")
+    admin = ADMIN in options
     names = fields[1].split(",")
     if names == [EVERY_COLLECTION]:
-        return fields[0], Access(None, admin=len(fields) == 3)
+        return fields[0], Access(None, admin, budgets)
     if not all(re.match(COLLECTION_NAME, name) for name in names):
         # Not quoted: with the columns swapped, the field would be the key.
         raise ValueError(
             f"{where}: the second field must be collection names (letters, digits, _ and -) separated by "
             f"commas, or {EVERY_COLLECTION} alone"
         )
-    return fields[0], Access(frozenset(names), admin=len(fields) == 3)
+    return fields[0], Access(frozenset(names), admin, budgets)

@@ -18,6 +18,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import Receive, Scope, Send
 
 from gateway.access import Access
+from gateway.budgets import Budget
 from gateway.config import GatewaySettings
 from gateway.contract import AUTO, COLLECTION_HEADER, DEGRADED_HEADER, EXPERIMENT_HEADER, ROUTE_HEADER, Route
 from gateway.deps import Call
@@ -25,7 +26,7 @@ from gateway.plan import Plan
 from gateway.prompt import grounded_messages, search_query
 from gateway.runtime import Gateway, adapter_not_found
 from gateway.schemas import ChatCompletion, ChatRequest
-from gateway.store import Store
+from gateway.store import Charge, Store
 from ragft import sse
 from ragft.errors import (
     InvalidRequest,
@@ -125,6 +126,7 @@ class AnswerRecord:
     store: Store
     tenant: str
     request_id: str
+    budgets: tuple[Budget, ...]  # the key's, charged with the answer's tokens in the same write
     started: float = field(default_factory=time.perf_counter)
 
     async def opened(self, plan: Plan) -> None:
@@ -132,11 +134,15 @@ class AnswerRecord:
 
     async def answered(self, plan: Plan, outcome: str, usage: dict[str, int]) -> None:
         """A whole answer, or a refusal, in one write."""
-        await self._kept(self.store.opened(self.tenant, self.request_id, _asked(plan) | self._ended(outcome, usage)))
+        ended = _asked(plan) | self._ended(outcome, usage)
+        await self._kept(self.store.opened(self.tenant, self.request_id, ended, self._charge(usage)))
 
     async def finished(self, outcome: str, usage: dict[str, int], ttft_ms: float | None) -> None:
         ended = self._ended(outcome, usage) | ({"ttft_ms": ttft_ms} if ttft_ms is not None else {})
-        await self._kept(self.store.finished(self.tenant, self.request_id, ended))
+        await self._kept(self.store.finished(self.tenant, self.request_id, ended, self._charge(usage)))
+
+    def _charge(self, usage: dict[str, int]) -> Charge | None:
+        return Charge(self.budgets, sum(usage.values())) if self.budgets else None
 
     def _ended(self, outcome: str, usage: dict[str, int]) -> dict[str, str | float]:
         return {"outcome": outcome, "latency_ms": round((time.perf_counter() - self.started) * 1000, 1), **usage}
@@ -166,6 +172,7 @@ def answer_id(suffix: str = "") -> str:
 
 
 async def chat(request: ChatRequest, plan: Plan, call: Call) -> Response:
+    await call.check_budgets()
     answered = await recorded_answer(request, plan, call, answer_id())
     if isinstance(answered, Streamed):
         return EventStream(answered.events, answered.held, answered.headers)
@@ -176,7 +183,7 @@ async def recorded_answer(request: ChatRequest, plan: Plan, call: Call, recorded
     """`answer`, and its record when the gateway has a store: a whole answer's or a refusal's
     here, a stream's as it goes."""
     store = call.gateway.store
-    record = AnswerRecord(store, call.tenant, recorded_as) if store else None
+    record = AnswerRecord(store, call.tenant, recorded_as, call.caller.budgets) if store else None
     try:
         answered = await answer(request, plan, call.caller, call.gateway, call.deadline, record)
     except RagftError as exc:
@@ -212,6 +219,8 @@ async def answer(
         if plan.route is Route.RAG:
             body.setdefault("frequency_penalty", settings.rag_frequency_penalty)
         if request.stream:
+            if record and record.budgets:  # a stream cut before its usage chunk is charged what vLLM reported by then
+                body["stream_options"]["continuous_usage_stats"] = True
             deadlines = (ttft_at, deadline)
             streaming = _Streaming(gateway, timing, deadlines, held.pop_all(), request.wants_usage, record)
             return await _stream(body, plan, sources, streaming)
@@ -393,6 +402,8 @@ class _Relay:
                 self.response.close()  # so vLLM sees the disconnect and stops generating
             await streaming.held.aclose()
             if streaming.record:
+                if not usage and streaming.record.budgets:
+                    usage = count_tokens(self.plan.route, _usage(event, running=True))
                 await streaming.record.finished(outcome, usage, timing.ms.get("ttft"))
 
 
@@ -418,15 +429,15 @@ def count_tokens(route: Route, usage: Any) -> dict[str, int]:
     return counted
 
 
-def _usage(event: bytes) -> Any:
-    """The usage of vLLM's usage chunk (no choices, `"usage":{...}`), else None. Only events
-    with a usage object are parsed: with `continuous_usage_stats` every chunk has one, and those
-    with content are relayed as they are."""
+def _usage(event: bytes, *, running: bool = False) -> Any:
+    """The usage of vLLM's usage chunk (no choices, `"usage":{...}`), else None; `running`: the
+    usage so far that `continuous_usage_stats` puts on every chunk too. Only events with a usage
+    object are parsed, and those with content are relayed as they are."""
     if not USAGE_CHUNK.search(event):
         return None
     try:
         chunk = sse.decode(event)
-        return None if chunk["choices"] else chunk["usage"]
+        return chunk["usage"] if running or not chunk["choices"] else None
     except (ValueError, KeyError, TypeError):
         return None
 

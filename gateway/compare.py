@@ -49,6 +49,7 @@ def plans(body: CompareRequest, headers: Headers, gateway: Gateway) -> list[Plan
 async def compare(body: CompareRequest, headers: Headers, call: Call) -> Response:
     request = body.chat_request()
     check_limits(request, call.gateway.settings)  # once: a request over a limit fails as a whole
+    await call.check_budgets()  # once too; every route's tokens are charged
     routes = plans(body, headers, call.gateway)
     if request.stream:  # each route's stream holds its own slot and upstream response
         return EventStream(_merged(request, routes, call), AsyncExitStack(), headers={})

@@ -18,7 +18,8 @@ class GatewaySettings(RagftSettings):
     default_route: str = Route.RAG.value  # any of ROUTE_NAMES: auto lets a client that sends no header use it
     # Comma-separated bearer keys with every right; with neither setting: no authentication.
     api_keys: SecretStr = SecretStr("")
-    # Keys scoped to collections, one per line: KEY COLLECTIONS [admin] (gateway/access.py).
+    # Keys scoped to collections, one per line: KEY COLLECTIONS [admin] [tokens-per-day=N]
+    # [tokens-per-minute=N] (gateway/access.py).
     api_keys_file: Path | None = None
     # Whole-request budget: retrieval, generation and (streaming) every read of the stream.
     deadline_s: float = Field(120, gt=0)
@@ -89,6 +90,11 @@ class GatewaySettings(RagftSettings):
         self._key_ring = KeyRing.read(self.api_keys.get_secret_value(), self.api_keys_file)
         if self.experiment and not self.store_url:
             raise ValueError("RAGFT_EXPERIMENT needs RAGFT_STORE_URL: the arms' records and feedback are kept there")
+        if self._key_ring.budgeted and not self.store_url:
+            raise ValueError(
+                "a token budget in RAGFT_API_KEYS_FILE needs RAGFT_STORE_URL: the tokens spent are counted there, "
+                "for every replica"
+            )
         return self
 
     @property

@@ -19,6 +19,11 @@ class Call:
     tenant: str  # a fingerprint of the API key ("" without keys): what the store keeps, never the key
     deadline: float  # on the event loop's clock
 
+    async def check_budgets(self) -> None:
+        """Refuses a key that has spent one of its token budgets (a store is set whenever a key has one)."""
+        if self.caller.budgets and self.gateway.store is not None:
+            await self.gateway.store.check_budgets(self.tenant, self.caller.budgets)
+
 
 async def admit_call(request: Request) -> Call:
     """Authenticates the caller, then counts the call against its rate limit: per API key, or

@@ -12,9 +12,11 @@ from typing import Any
 
 import redis.asyncio as redis
 from prometheus_client import Counter
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
+from gateway.budgets import Budget
 from ragft.errors import NotFound, UpstreamUnavailable
 
 STORE_ERRORS = Counter("ragft_gateway_store_errors_total", "Failed writes and reads of the gateway's store.", ["op"])
@@ -37,10 +39,19 @@ class Feedback:
     arm: str
 
 
+@dataclass(frozen=True)
+class Charge:
+    """Tokens an answer spent, for the budgets of the key that asked."""
+
+    budgets: tuple[Budget, ...]
+    tokens: int
+
+
 class Store:
     """Records by API key and request id, `ragft:answer:TENANT:ID` (a hash, kept `retention_s`),
-    so a key reaches only its own, whatever X-Request-ID it sends; and each experiment's records
-    by time, `ragft:experiment:NAME` (a sorted set of TENANT:ID)."""
+    so a key reaches only its own, whatever X-Request-ID it sends; each experiment's records by
+    time, `ragft:experiment:NAME` (a sorted set of TENANT:ID); and the tokens a key spent in a
+    budget's window, `ragft:budget:TENANT:WINDOW:N` (a counter, kept two windows)."""
 
     def __init__(self, url: str, retention_s: int) -> None:
         self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
@@ -57,8 +68,11 @@ class Store:
             return f"the store does not answer: {exc}"
         return None
 
-    async def opened(self, tenant: str, request_id: str, fields: Mapping[str, str | float]) -> None:
-        """The record of an answer about to be sent, so feedback on it can never miss it."""
+    async def opened(
+        self, tenant: str, request_id: str, fields: Mapping[str, str | float], charge: Charge | None = None
+    ) -> None:
+        """The record of an answer about to be sent, so feedback on it can never miss it; with
+        its tokens charged to the key's budgets in the same transaction."""
         key, now = f"{tenant}:{request_id}", time.time()
         async with _failures("open"), self.client.pipeline(transaction=True) as pipe:
             pipe.hset(_answer(key), mapping=_encodable({**fields, "created": now}))
@@ -66,11 +80,24 @@ class Store:
             if experiment := str(fields.get("experiment", "")):
                 pipe.zadd(_experiment(experiment), {key: now})
                 pipe.expire(_experiment(experiment), self.retention_s)
+            _charged(pipe, tenant, charge, now)
             await pipe.execute()
 
-    async def finished(self, tenant: str, request_id: str, fields: Mapping[str, str | float]) -> None:
-        async with _failures("finish"):
-            await self.client.hset(_answer(f"{tenant}:{request_id}"), mapping=_encodable(fields))
+    async def finished(
+        self, tenant: str, request_id: str, fields: Mapping[str, str | float], charge: Charge | None = None
+    ) -> None:
+        async with _failures("finish"), self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(_answer(f"{tenant}:{request_id}"), mapping=_encodable(fields))
+            _charged(pipe, tenant, charge, time.time())
+            await pipe.execute()
+
+    async def check_budgets(self, tenant: str, budgets: tuple[Budget, ...]) -> None:
+        """Refuses the key once it has spent a budget in the window running now."""
+        now = time.time()
+        async with _failures("budget"):
+            spent = await self.client.mget([_budget(tenant, budget, now) for budget in budgets])
+        for budget, tokens in zip(budgets, spent, strict=True):
+            budget.refuse_if_spent(int(tokens or 0), now)
 
     async def feedback(self, tenant: str, request_id: str, score: float, comment: str) -> Feedback:
         """Feedback on the key's own answer; another key's answer is as unknown as one never made."""
@@ -93,6 +120,15 @@ class Store:
         return [{**fields, "id": key.partition(":")[2]} for key, fields in zip(keys, found, strict=True) if fields]
 
 
+def _charged(pipe: Pipeline, tenant: str, charge: Charge | None, now: float) -> None:
+    if charge is None or not charge.tokens:
+        return
+    for budget in charge.budgets:
+        key = _budget(tenant, budget, now)
+        pipe.incrby(key, charge.tokens)
+        pipe.expire(key, 2 * budget.seconds)
+
+
 @asynccontextmanager
 async def _failures(op: str) -> AsyncIterator[None]:
     """Redis's errors as ragft's: the store is an upstream like the others."""
@@ -109,6 +145,10 @@ def _answer(request_id: str) -> str:
 
 def _experiment(name: str) -> str:
     return f"{PREFIX}experiment:{name}"
+
+
+def _budget(tenant: str, budget: Budget, now: float) -> str:
+    return f"{PREFIX}budget:{tenant}:{budget.window}:{budget.window_at(now)}"
 
 
 def _encodable(fields: Mapping[str, str | float]) -> dict[EncodableT, EncodableT]:

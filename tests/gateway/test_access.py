@@ -170,8 +170,23 @@ def test_no_key_reaches_the_logs_or_the_metrics(stack: tuple[str, ScriptedVllm, 
 @pytest.mark.parametrize(
     ("lines", "says"),
     [
-        ("secret-key-1 help-center admin extra", "line 2: expected KEY COLLECTIONS [admin], found 4 fields"),
-        ("secret-key-1 help-center root", "line 2: the third field may only be 'admin'"),
+        ("secret-key-1", "line 2: expected KEY COLLECTIONS [admin] [tokens-per-day=N] [tokens-per-minute=N]"),
+        (
+            "secret-key-1 help-center admin extra",
+            "line 2: expected admin, tokens-per-day=N or tokens-per-minute=N, found 'extra'",
+        ),
+        (
+            "secret-key-1 help-center root",
+            "line 2: expected admin, tokens-per-day=N or tokens-per-minute=N, found 'root'",
+        ),
+        ("secret-key-1 help-center admin admin", "line 2: a field after the collections appears twice"),
+        ("secret-key-1 help-center tokens-per-hour=9", "found 'tokens-per-hour'"),
+        (
+            "secret-key-1 help-center tokens-per-day=0",
+            "line 2: tokens-per-day must be a whole number of tokens above 0",
+        ),
+        ("secret-key-1 help-center tokens-per-day=1e6", "tokens-per-day must be a whole number of tokens above 0"),
+        ("secret-key-1 a tokens-per-day=9 tokens-per-day=8", "line 2: a budget's window appears twice"),
         ("help-center secret-k.y-1", "line 2: the second field must be collection names"),  # columns swapped
         ("secret-key-1 *,help-center", "line 2: the second field must be collection names"),
         ("secret-kéy-1 help-center", "line 2: a key may hold only printable ASCII characters"),
@@ -195,7 +210,7 @@ def test_the_gateway_refuses_to_start_on_a_malformed_keys_file(processes: Proces
     env = embedded_env(tmp_path, RAGFT_API_KEYS="secret-root-key", RAGFT_API_KEYS_FILE=str(keys_file))
     refused = processes.python("-m", "ragft_cli", "serve", "gateway", env=env, timeout=60)
     assert refused.returncode == 1
-    assert f"error: RAGFT_API_KEYS_FILE {keys_file} line 2: expected KEY COLLECTIONS [admin]" in refused.stderr
+    assert f"error: RAGFT_API_KEYS_FILE {keys_file} line 2: expected admin, tokens-per-day=N" in refused.stderr
     assert "Traceback" not in refused.stderr and "secret-" not in refused.stderr
 
 
