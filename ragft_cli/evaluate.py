@@ -86,7 +86,7 @@ def evaluate(
 
     chosen = _routes(routes)
     settings = GatewaySettings()
-    url, api_key = _gateway(settings, gateway, collection)
+    url, api_key = gateway_and_key(settings, gateway, collection)
     out = out or REPO / "evals" / "results" / data.stem
     try:
         questions = in_run_order(load_questions(data, [s.strip() for s in split.split(",") if s.strip()]))[:limit]
@@ -158,7 +158,7 @@ def freshness(
 
     chosen = _routes(routes)
     settings = GatewaySettings()
-    url, api_key = _gateway(settings, gateway, collection)
+    url, api_key = gateway_and_key(settings, gateway, collection)
     name = collection or settings.collection
     try:
         changes = load_changes(data)
@@ -208,7 +208,7 @@ def _routes(routes: str) -> list[str]:
     return chosen
 
 
-def _gateway(settings: GatewaySettings, gateway: str | None, collection: str | None) -> tuple[str, str]:
+def gateway_and_key(settings: GatewaySettings, gateway: str | None, collection: str | None) -> tuple[str, str]:
     """The gateway's URL, checked to be on loopback, and a key that reads the collection."""
     url = (gateway or f"http://{settings.gateway_host}:{settings.gateway_port}").rstrip("/")
     try:

@@ -1,5 +1,6 @@
 """`ragft experiment report`: an experiment's arms side by side, from the records the gateway
-keeps of every answer and the feedback on it."""
+keeps of every answer and the feedback on it; `ragft experiment simulate`: users from the eval
+set, to try an experiment before real traffic."""
 
 import re
 from pathlib import Path
@@ -9,9 +10,12 @@ import httpx
 import typer
 
 from gateway.config import GatewaySettings
-from ragft.http import sync_client
+from ragft.http import NotLoopback, sync_client
+from ragft.process import sigterm_as_exit
 from ragft.settings import REPO
-from ragft_cli.app import app, fail, say
+from ragft_cli.app import GatewayOption, MaxTokensOption, StartupTimeoutOption, app, fail, say
+from ragft_cli.evaluate import gateway_and_key
+from ragft_cli.localstack import StackFailed, gateway_up
 
 experiment_app = typer.Typer(help="Live experiments between routes (RAGFT_EXPERIMENT).", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
@@ -71,3 +75,42 @@ def _records(url: str, key: str, name: str | None) -> object:
             message = response.text[:300]
         raise ReportFailed(f"the gateway answered {response.status_code}: {message}")
     return response.json()
+
+
+@experiment_app.command("simulate")
+def simulate(
+    users: Annotated[int, typer.Option(min=1, help="Simulated users, each sticky to its arm.")] = 12,
+    questions: Annotated[int, typer.Option(min=1, help="Questions each user asks.")] = 3,
+    data: Annotated[Path, typer.Option(help="The eval set whose answerable questions the users ask.")] = REPO
+    / "data"
+    / "kb_questions.jsonl",
+    split: Annotated[str, typer.Option(help="Comma-separated splits: heldout, train.")] = "heldout",
+    max_tokens: MaxTokensOption = 64,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests at once.")] = 4,
+    gateway: GatewayOption = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 300,
+    startup_timeout: StartupTimeoutOption = 1200,
+) -> None:
+    """Users from the eval set go through the running experiment: each asks its questions without
+    a route header (the gateway assigns the arm), then posts the scorer's feedback: up when the
+    answer states the question's facts, down when not. The scorer stands in for people: it tries
+    the experiment's whole path, and its report measures fact accuracy, not what users think.
+    Uses the gateway when it answers; otherwise runs `ragft up` meanwhile (with RAGFT_EXPERIMENT
+    and RAGFT_STORE_URL set, and the store running). Then: `ragft experiment report`."""
+    from evals.dataset import BadEvalSet, load_questions
+    from evals.simulate import SimulationFailed, simulate_users, summary, visits
+
+    url, api_key = gateway_and_key(GatewaySettings(), gateway, None)
+    try:
+        planned = visits(load_questions(data, [s.strip() for s in split.split(",") if s.strip()]), users, questions)
+        say(f"{users} users x {questions} questions through the experiment at {url}")
+        log = REPO / "var" / "experiment-simulate-stack.log"
+        with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=log, say=say):
+            outcomes = simulate_users(
+                url, planned, api_key=api_key, max_tokens=max_tokens, concurrency=concurrency, timeout_s=timeout
+            )
+    except (BadEvalSet, SimulationFailed, NotLoopback, StackFailed) as exc:
+        fail(exc)
+    say(summary(outcomes))
+    if any(outcome.error for outcome in outcomes):
+        raise typer.Exit(1)

@@ -18,7 +18,7 @@ from gateway.experiments import Experiment, arm_for
 from ragft.errors import InvalidRequest
 from tests.conftest import Processes, embedded_env, redis_server
 from tests.gateway.conftest import GatewayStarter
-from tests.gateway.scripted_vllm import ScriptedVllm, scripted_vllm
+from tests.gateway.scripted_vllm import Answer, ScriptedVllm, scripted_vllm
 
 KEY_A = "tenant-a-key-51d0"
 KEY_B = "tenant-b-key-93ce"
@@ -249,3 +249,31 @@ def test_the_report_of_a_real_stack_experiment_counts_what_was_sent(
         assert rows[arm][4].startswith(f"{scored}/{len(mine)} ") if mine else rows[arm][4] == "n/a"
         assert rows[arm][-2:] == ["0", "0"]  # no errors, none unfinished
     assert (tmp_path / "report" / "report.png").stat().st_size > 10_000
+
+
+def test_simulated_users_go_through_the_experiment_and_post_the_scorers_feedback(
+    processes: Processes, retrieval_url: str, keys_file: Path, tmp_path: Path
+) -> None:
+    """`ragft experiment simulate` against a gateway whose vLLM echoes its prompt (a rag answer
+    then holds its passages, so the scorer finds facts in some answers and not in others)."""
+    with redis_server(tmp_path) as (store_url, _), scripted_vllm(Answer(echo=True)) as vllm:
+        split = "rag:1,finetuned:1"
+        settings = _settings(retrieval_url, vllm, keys_file, RAGFT_STORE_URL=store_url, RAGFT_EXPERIMENT=split)
+        with processes.gateway(tmp_path, None, **settings) as (url, _):
+            env = embedded_env(tmp_path, RAGFT_API_KEYS=KEY_A)
+            simulated = processes.run(
+                "experiment", "simulate", "--users", "3", "--questions", "2", "--gateway", url, env=env, timeout=120
+            )
+            listed = httpx.get(f"{url}/v1/ragft/experiment", headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30)
+    assert simulated.returncode == 0, simulated.stderr
+    records = listed.json()["records"]
+    assert len(records) == 6 and len({record["user"] for record in records}) == 3
+    assert all(record["score"] in (1.0, -1.0) and record["comment"].startswith("scorer: ") for record in records)
+    for user in {record["user"] for record in records}:
+        assert len({record["arm"] for record in records if record["user"] == user}) == 1
+    printed = simulated.stdout + simulated.stderr
+    for arm in {record["arm"] for record in records}:
+        mine = [record for record in records if record["arm"] == arm]
+        up = sum(1 for record in mine if record["score"] == 1.0)
+        assert f"{arm}: {len(mine)} answers, {up} stated the facts (feedback up), {len(mine) - up} did not" in printed
+    assert any(record["score"] == 1.0 for record in records), "the echoed passages state some facts"
