@@ -5,7 +5,6 @@ from the recorded answers."""
 
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -18,7 +17,7 @@ import requests
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from evals.dataset import Question
-from gateway.client import AnswerFailed, chat_body, check_completion, check_response, headers, server_timing
+from gateway.client import AnswerFailed, Sessions, chat_body, check_completion, check_response, headers, server_timing
 from gateway.contract import ADAPTER_HEADER, COLLECTION_HEADER, ROUTE_HEADER
 from ragft.http import check_loopback
 
@@ -118,14 +117,7 @@ class Asker:
         self.sampling = config.sampling
         self.timeout_s = timeout_s
         self.passages = passages
-        self.local = threading.local()
-
-    def _session(self) -> requests.Session:
-        if not hasattr(self.local, "session"):
-            self.local.session = requests.Session()
-            self.local.session.trust_env = False  # loopback: no proxy from the environment
-        session: requests.Session = self.local.session
-        return session
+        self.sessions = Sessions()
 
     def __call__(self, question: Question, route: str) -> dict[str, Any]:
         record: dict[str, Any] = {"id": question.id, "route": route, "question": question.question}
@@ -133,7 +125,7 @@ class Asker:
         started = time.perf_counter()
         response = None
         try:
-            response = self._session().post(
+            response = self.sessions.get().post(
                 self.url, json=body, headers=self.headers | {ROUTE_HEADER: route}, timeout=self.timeout_s
             )
             check_response(response, route)

@@ -1,11 +1,11 @@
 """Simulated users for a live experiment (`ragft experiment simulate`): the experiment's whole path
 (arms by user, the answers' records, feedback, the report) tried on the eval set before real
-traffic reaches it. Each user asks its share of the answerable questions without a route header,
-so the gateway assigns the arm, and posts the feedback the scorer decides: up when the answer
-states the question's facts, down when it does not. The scorer stands in for people, so a report
+traffic reaches it. Each user asks its share of the answerable questions with `X-Ragft-Route:
+experiment`, so the gateway assigns the arm, and posts the feedback the scorer decides: up when
+the answer states the question's facts, down when it does not. The scorer stands in for people, so a report
 of a simulation measures the arms' fact accuracy, not what users think of them."""
 
-import threading
+import re
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -17,9 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from evals.dataset import Question, in_run_order
 from evals.scoring import states_facts
-from gateway.client import AnswerFailed, chat_body, check_completion, headers
-from gateway.contract import ROUTE_HEADER
+from gateway.client import AnswerFailed, Sessions, chat_body, check_completion, headers
+from gateway.contract import EXPERIMENT, EXPERIMENT_HEADER
 from ragft.http import check_loopback
+
+ARM = re.compile(r"\barm=([a-z]+)")
 
 
 class SimulationFailed(Exception):
@@ -34,7 +36,7 @@ class Visit:
 
 @dataclass(frozen=True)
 class Outcome:
-    arm: str  # the route the gateway assigned; "" when no answer came
+    arm: str  # the arm the gateway assigned (X-Ragft-Experiment); "" when no answer came
     score: float | None  # the feedback posted; None when there was no answer to score
     error: str = ""
 
@@ -56,41 +58,43 @@ class Visitor:
 
     def __init__(self, gateway: str, api_key: str, max_tokens: int, timeout_s: float) -> None:
         self.gateway = gateway
-        self.headers = headers("experiment", api_key)
+        self.headers = headers(EXPERIMENT, api_key)
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
-        self.local = threading.local()
-
-    def _session(self) -> requests.Session:
-        if not hasattr(self.local, "session"):
-            self.local.session = requests.Session()
-            self.local.session.trust_env = False  # loopback: no proxy from the environment
-        session: requests.Session = self.local.session
-        return session
+        self.sessions = Sessions()
 
     def __call__(self, visit: Visit) -> Outcome:
         body = chat_body(visit.question.question, max_tokens=self.max_tokens, stream=False) | {"user": visit.user}
-        session = self._session()
         try:
-            response = session.post(
-                f"{self.gateway}/v1/chat/completions", json=body, headers=self.headers, timeout=self.timeout_s
-            )
-        except requests.ConnectionError as exc:
-            raise SimulationFailed(f"the gateway at {self.gateway} does not answer: {exc}") from None
+            response = self._post("/v1/chat/completions", body, self.timeout_s)
+        except requests.RequestException as exc:
+            return Outcome("", None, f"no answer: {exc}")
         if response.status_code != 200:
             return Outcome("", None, f"HTTP {response.status_code}: {response.text[:200]}")
+        arm = ARM.search(response.headers.get(EXPERIMENT_HEADER, ""))
+        if arm is None:
+            raise SimulationFailed(f"the answer names no experiment arm ({EXPERIMENT_HEADER}): is one running?")
         try:
             completion = response.json()
             check_completion(completion)
         except (AnswerFailed, ValueError) as exc:
             return Outcome("", None, str(exc))
-        score = 1.0 if states_facts(visit.question, completion["choices"][0]["message"].get("content") or "") else -1.0
-        request_id = response.headers["X-Request-ID"]
-        feedback: dict[str, Any] = {"id": request_id, "score": score, "comment": f"scorer: {visit.question.id}"}
-        posted = session.post(f"{self.gateway}/v1/feedback", json=feedback, headers=self.headers, timeout=60)
+        answer = completion["choices"][0]["message"].get("content") or ""
+        score = 1.0 if states_facts(visit.question, answer) else -1.0
+        feedback = {"id": response.headers["X-Request-ID"], "score": score, "comment": f"scorer: {visit.question.id}"}
+        try:
+            posted = self._post("/v1/feedback", feedback, 60)
+        except requests.RequestException as exc:
+            raise SimulationFailed(f"feedback was not posted: {exc}") from None
         if posted.status_code != 200:
             raise SimulationFailed(f"feedback was refused: HTTP {posted.status_code}: {posted.text[:200]}")
-        return Outcome(response.headers[ROUTE_HEADER], score)
+        return Outcome(arm.group(1), score)
+
+    def _post(self, path: str, body: dict[str, Any], timeout_s: float) -> requests.Response:
+        try:
+            return self.sessions.get().post(f"{self.gateway}{path}", json=body, headers=self.headers, timeout=timeout_s)
+        except requests.ConnectionError as exc:
+            raise SimulationFailed(f"the gateway at {self.gateway} does not answer: {exc}") from None
 
 
 def simulate_users(

@@ -33,10 +33,10 @@ class Budget:
     @classmethod
     def parse(cls, field: str) -> "Budget":
         """`tokens-per-day=200000` or `tokens-per-minute=5000`."""
-        name, equals, value = field.partition("=")
+        name, _, value = field.partition("=")
         window = name.removeprefix(FIELD_PREFIX)
-        if not name.startswith(FIELD_PREFIX) or window not in WINDOW_SECONDS or not equals:
-            raise ValueError(f"expected admin, tokens-per-day=N or tokens-per-minute=N, found {name!r}")
+        if window not in WINDOW_SECONDS:
+            raise ValueError(f"a budget is tokens-per-day=N or tokens-per-minute=N, not {name!r}")
         if not value.isdigit() or int(value) == 0:
             raise ValueError(f"{name} must be a whole number of tokens above 0")
         return cls(int(value), "day" if window == "day" else "minute")

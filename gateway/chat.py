@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import anyio
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 from fastapi.responses import Response, StreamingResponse
@@ -74,6 +75,8 @@ REQUEST_TOKENS = Histogram(
 log = get_logger(__name__)
 
 COMPLETIONS = "/v1/chat/completions"
+# How long a stream's end may take to close the upstream and write its record, whatever cancels it.
+FINAL_WRITES_S = 10
 USAGE_CHUNK = re.compile(rb'"usage":\s*\{')
 
 
@@ -137,9 +140,10 @@ class AnswerRecord:
         ended = _asked(plan) | self._ended(outcome, usage)
         await self._kept(self.store.opened(self.tenant, self.request_id, ended, self._charge(usage)))
 
-    async def finished(self, outcome: str, usage: dict[str, int], ttft_ms: float | None) -> None:
+    async def finished(self, outcome: str, usage: dict[str, int], ttft_ms: float | None, spent: dict[str, int]) -> None:
+        """A stream's end: its usage chunk's counts, if it came, and what it `spent` for the budgets."""
         ended = self._ended(outcome, usage) | ({"ttft_ms": ttft_ms} if ttft_ms is not None else {})
-        await self._kept(self.store.finished(self.tenant, self.request_id, ended, self._charge(usage)))
+        await self._kept(self.store.finished(self.tenant, self.request_id, ended, self._charge(spent)))
 
     def _charge(self, usage: dict[str, int]) -> Charge | None:
         return Charge(self.budgets, sum(usage.values())) if self.budgets else None
@@ -400,11 +404,13 @@ class _Relay:
             CHAT_REQUESTS.labels(self.plan.asked, outcome).inc()
             if outcome != "ok":
                 self.response.close()  # so vLLM sees the disconnect and stops generating
-            await streaming.held.aclose()
-            if streaming.record:
-                if not usage and streaming.record.budgets:
-                    usage = count_tokens(self.plan.route, _usage(event, running=True))
-                await streaming.record.finished(outcome, usage, timing.ms.get("ttft"))
+            # Shielded: a client that leaves cancels the response's task, and with it every await here.
+            with anyio.move_on_after(FINAL_WRITES_S, shield=True):
+                await streaming.held.aclose()
+                if streaming.record:
+                    # A stream cut before vLLM's usage chunk is charged the usage its last chunk reported.
+                    spent = usage or token_counts(_usage(event, running=True))
+                    await streaming.record.finished(outcome, usage, timing.ms.get("ttft"), spent)
 
 
 async def _next_event(response: aiohttp.ClientResponse) -> bytes:
@@ -419,14 +425,21 @@ async def _next_event(response: aiohttp.ClientResponse) -> bytes:
 
 def count_tokens(route: Route, usage: Any) -> dict[str, int]:
     """Records vLLM's usage for the route; returns the prompt and completion counts it held."""
-    counted = {}
-    for kind in ("prompt", "completion"):
-        tokens = usage.get(f"{kind}_tokens") if isinstance(usage, dict) else None
-        if isinstance(tokens, int):
-            TOKENS.labels(route.value, kind).inc(tokens)
-            REQUEST_TOKENS.labels(route.value, kind).observe(tokens)
-            counted[f"{kind}_tokens"] = tokens
+    counted = token_counts(usage)
+    for name, tokens in counted.items():
+        kind = name.removesuffix("_tokens")
+        TOKENS.labels(route.value, kind).inc(tokens)
+        REQUEST_TOKENS.labels(route.value, kind).observe(tokens)
     return counted
+
+
+def token_counts(usage: Any) -> dict[str, int]:
+    """The prompt and completion counts of vLLM's `usage`, those it holds."""
+    if not isinstance(usage, dict):
+        return {}
+    return {
+        name: tokens for name in ("prompt_tokens", "completion_tokens") if isinstance(tokens := usage.get(name), int)
+    }
 
 
 def _usage(event: bytes, *, running: bool = False) -> Any:

@@ -4,6 +4,7 @@ nothing of the gateway's server."""
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,20 @@ SERVER_TIMING = re.compile(r"([A-Za-z0-9_-]+)\s*;\s*dur=([0-9.]+)")
 
 class AnswerFailed(Exception):
     """The gateway answered, but not with a complete answer from the route that was asked for."""
+
+
+class Sessions:
+    """One `requests.Session` per thread, since a Session is not safe to share between threads."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def get(self) -> requests.Session:
+        if not hasattr(self.local, "session"):
+            self.local.session = requests.Session()
+            self.local.session.trust_env = False  # loopback: no proxy from the environment
+        session: requests.Session = self.local.session
+        return session
 
 
 def chat_body(question: str, *, max_tokens: int, stream: bool) -> dict[str, Any]:

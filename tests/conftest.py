@@ -1,6 +1,7 @@
 """Shared fixtures, and the tier of every test, assigned from the fixtures it uses:
 
-- unit: in-process (the real embedder, Qdrant Edge, qdrant-client's in-memory mode, stand-ins);
+- unit: in-process (the real embedder, Qdrant Edge, qdrant-client's in-memory mode, stand-ins;
+  one real redis-server for the store's own test);
 - services: real ragft processes on loopback (it uses `processes`), no vLLM;
 - stack: real vLLM on the CPU (it uses `generation_url` or `generation_env`).
 

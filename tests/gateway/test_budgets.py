@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from gateway.access import KeyRing
 from gateway.budgets import Budget, BudgetSpent
@@ -25,13 +26,15 @@ NEIGHBOUR = "neighbour-key-77a0"
 ROOT = "root-key-0c3d"
 BUDGET = 20_000
 DAY = 86_400
+MINUTE = 60
 
 
-def _away_from_midnight() -> None:
-    """The day's window turns at midnight UTC: a test that counts across it would count twice."""
-    left = DAY - time.time() % DAY
-    if left < 60:
-        time.sleep(left + 1)
+def _away_from_the_turn(window_s: int, needed_s: float) -> None:
+    """A window turns at its edge (a day's at midnight UTC): a test that counts across it would
+    start counting again, so it waits for the next window when fewer than `needed_s` are left."""
+    left = window_s - time.time() % window_s
+    if left < needed_s:
+        time.sleep(left + 0.1)
 
 
 def test_a_budget_reads_its_tokens_and_window_from_the_keys_file(tmp_path: Path) -> None:
@@ -60,11 +63,14 @@ def test_a_spent_budget_says_which_budget_and_when_it_renews() -> None:
 
 
 def test_the_store_refuses_exactly_at_the_limit_and_per_key(redis_url: str) -> None:
-    """In a real Redis: 99 of 100 tokens spent still answers; the 100th refuses."""
-    _away_from_midnight()
+    """In a real Redis: 99 of 100 tokens spent still answers; the 100th refuses. A minute's budget
+    beside a day's refuses by its own count and renews within the minute."""
+    _away_from_the_turn(MINUTE, needed_s=10)
+    _away_from_the_turn(DAY, needed_s=10)
     day, spender, neighbour = Budget(100, "day"), uuid.uuid4().hex, uuid.uuid4().hex
+    both = (Budget(1_000, "day"), Budget(30, "minute"))
 
-    async def spend() -> BudgetSpent:
+    async def spend() -> tuple[BudgetSpent, BudgetSpent]:
         store = Store(redis_url, retention_s=60)
         try:
             await store.check_budgets(spender, (day,))
@@ -76,13 +82,20 @@ def test_the_store_refuses_exactly_at_the_limit_and_per_key(redis_url: str) -> N
             await store.check_budgets(neighbour, (day,))  # another key's count is its own
             with pytest.raises(BudgetSpent) as refused:
                 await store.check_budgets(spender, (day,))
-            return refused.value
+            await store.opened(neighbour, "second", {"route": "rag"}, Charge(both, 30))
+            with pytest.raises(BudgetSpent) as by_the_minute:
+                await store.check_budgets(neighbour, both)
+            return refused.value, by_the_minute.value
         finally:
             await store.close()
 
-    refused = asyncio.run(spend())
+    refused, by_the_minute = asyncio.run(spend())
     assert "budget of 100 tokens per day (UTC) (100 used)" in refused.message
     assert abs(refused.retry_after - (DAY - time.time() % DAY)) < 5
+    assert "budget of 30 tokens per minute (30 used)" in by_the_minute.message
+    assert (
+        0 < by_the_minute.retry_after <= MINUTE and abs(by_the_minute.retry_after - (MINUTE - time.time() % MINUTE)) < 3
+    )
 
 
 def test_a_budget_needs_a_store_to_start(processes: Processes, tmp_path: Path) -> None:
@@ -129,10 +142,20 @@ def _cut_stream(url: str, key: str) -> None:
                 break
 
 
+def _wait_for_a_record(store_url: str, outcome: str) -> None:
+    """Until the store holds an answer's record with this outcome (its layout: gateway/store.py)."""
+    client = redis.Redis.from_url(store_url, decode_responses=True)
+    for _ in range(100):
+        if any(client.hget(key, "outcome") == outcome for key in client.scan_iter("ragft:answer:*")):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no record with outcome {outcome!r} after 10 s")
+
+
 def test_replicas_share_a_budget_that_counts_every_answer_and_refuses_once_spent(
     processes: Processes, retrieval_url: str, tmp_path: Path
 ) -> None:
-    _away_from_midnight()
+    _away_from_the_turn(DAY, needed_s=60)
     keys_file = tmp_path / "keys.txt"
     keys_file.write_text(
         f"{SPENDER} help-center tokens-per-day={BUDGET}\n{NEIGHBOUR} help-center tokens-per-day={BUDGET}\n"
@@ -159,7 +182,7 @@ def test_replicas_share_a_budget_that_counts_every_answer_and_refuses_once_spent
             told += sum(sum(result["usage"].values()) for result in compared.json()["results"])
             vllm.script.append(Answer(tokens=30, token_s=0.05))
             _cut_stream(other, SPENDER)  # charged what vLLM had reported when it was cut
-            time.sleep(0.5)  # the cut stream's record is written as its generator closes
+            _wait_for_a_record(store_url, outcome="client_closed")  # written as the stream's end closes
 
             padded = {"messages": _messages(padding=400)}  # about 3,300 tokens an answer
             answered: list[int] = []
