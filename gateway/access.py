@@ -1,14 +1,16 @@
 """Who may read and change which collections, and spend how many tokens. `RAGFT_API_KEYS` holds
 keys with every right; `RAGFT_API_KEYS_FILE` holds scoped keys, one per line,
-`KEY COLLECTIONS [admin] [tokens-per-day=N] [tokens-per-minute=N]`:
+`KEY COLLECTIONS [admin] [tokens-per-day=N] [tokens-per-minute=N] [experiment=ROUTE:WEIGHT,...]`:
 
-    # support bots read the help center within a daily budget; the docs team also edits it
+    # support bots read the help center within a daily budget; one tries hybrid against rag
     support-bot-key-3f9a   help-center           tokens-per-day=200000
+    support-bot-key-5c21   help-center           experiment=rag:50,hybrid:50
     docs-team-key-81c2     help-center,internal  admin
     ops-key-c77e           *                     admin
 
 A key reads the collections it names (`*`: all of them); `admin` lets it add and delete
-documents in those; a budget bounds the tokens it may spend (gateway/budgets.py). A line whose
+documents in those; a budget bounds the tokens it may spend (gateway/budgets.py); an
+experiment splits its requests between routes instead of RAGFT_EXPERIMENT's. A line whose
 first character is `#` is a comment, so no key starts with one. Messages about a key never
 quote it, so it cannot leak into a log."""
 
@@ -17,13 +19,17 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.budgets import FIELD_PREFIX as BUDGET_PREFIX
 from gateway.budgets import Budget
+from gateway.experiments import Experiment
 from ragft.errors import Forbidden, Unauthorized
 from ragft.settings import COLLECTION_NAME
 
 EVERY_COLLECTION = "*"
 PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
 ADMIN = "admin"
+EXPERIMENT_FIELD = "experiment"
+OPTIONS = "[admin] [tokens-per-day=N] [tokens-per-minute=N] [experiment=ROUTE:WEIGHT,...]"
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class Access:
     collections: frozenset[str] | None
     admin: bool
     budgets: tuple[Budget, ...] = ()
+    experiment: Experiment | None = None  # this key's own, instead of RAGFT_EXPERIMENT
 
     def can_read(self, collection: str) -> bool:
         return self.collections is None or collection in self.collections
@@ -63,6 +70,10 @@ class KeyRing:
     @property
     def budgeted(self) -> bool:
         return any(access.budgets for access in self.keys.values())
+
+    @property
+    def experimenting(self) -> bool:
+        return any(access.experiment for access in self.keys.values())
 
     @classmethod
     def read(cls, full_keys: str, keys_file: Path | None) -> "KeyRing":
@@ -96,8 +107,12 @@ class KeyRing:
         the gateway has no keys."""
         if not self.keys:
             return ""
-        # The narrowest such key: read-only before admin, named collections before `*`.
-        narrowest = {key: (access.admin, access.collections is None) for key, access in self.keys.items()}
+        # The narrowest such key that spends no budget and runs no experiment of its own (a
+        # customer's), before those that do: read-only before admin, named collections before `*`.
+        narrowest = {
+            key: (bool(access.budgets), access.experiment is not None, access.admin, access.collections is None)
+            for key, access in self.keys.items()
+        }
         readers = sorted(
             (key for key, access in self.keys.items() if access.can_read(collection)), key=lambda k: (narrowest[k], k)
         )
@@ -131,26 +146,40 @@ def _scoped_keys(keys_file: Path, taken: set[str]) -> dict[str, Access]:
 
 def _scoped_key(fields: list[str], where: str) -> tuple[str, Access]:
     if len(fields) < 2:
-        raise ValueError(f"{where}: expected KEY COLLECTIONS [admin] [tokens-per-day=N] [tokens-per-minute=N]")
+        raise ValueError(f"{where}: expected KEY COLLECTIONS {OPTIONS}")
     if not PRINTABLE_ASCII.match(fields[0]):
         raise ValueError(f"{where}: a key may hold only printable ASCII characters (what an HTTP header carries)")
-    options = fields[2:]
-    if len(set(options)) < len(options):
-        raise ValueError(f"{where}: a field after the collections appears twice")
     try:
-        budgets = tuple(Budget.parse(option) for option in options if option != ADMIN)
+        admin, budgets, experiment = _options(fields[2:])
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
-    if len({budget.window for budget in budgets}) < len(budgets):
-        raise ValueError(f"{where}: a budget's window appears twice")
-    admin = ADMIN in options
     names = fields[1].split(",")
     if names == [EVERY_COLLECTION]:
-        return fields[0], Access(None, admin, budgets)
+        return fields[0], Access(None, admin, budgets, experiment)
     if not all(re.match(COLLECTION_NAME, name) for name in names):
         # Not quoted: with the columns swapped, the field would be the key.
         raise ValueError(
             f"{where}: the second field must be collection names (letters, digits, _ and -) separated by "
             f"commas, or {EVERY_COLLECTION} alone"
         )
-    return fields[0], Access(frozenset(names), admin, budgets)
+    return fields[0], Access(frozenset(names), admin, budgets, experiment)
+
+
+def _options(fields: list[str]) -> tuple[bool, tuple[Budget, ...], Experiment | None]:
+    """The fields after the collections, each at most once, in any order."""
+    admin, budgets, experiment, seen = False, [], None, set()
+    for number, field_ in enumerate(fields, start=3):
+        name, _, value = field_.partition("=")
+        if field_ != ADMIN and name != EXPERIMENT_FIELD and not name.startswith(BUDGET_PREFIX):
+            # Not quoted: two lines run together would put a key here.
+            raise ValueError(f"field {number} is none of {OPTIONS}")
+        if name in seen:
+            raise ValueError(f"{name!r} appears twice")
+        seen.add(name)
+        if field_ == ADMIN:
+            admin = True
+        elif name == EXPERIMENT_FIELD:
+            experiment = Experiment.parse(value)
+        else:
+            budgets.append(Budget.parse(field_))
+    return admin, tuple(budgets), experiment

@@ -19,7 +19,7 @@ class GatewaySettings(RagftSettings):
     # Comma-separated bearer keys with every right; with neither setting: no authentication.
     api_keys: SecretStr = SecretStr("")
     # Keys scoped to collections, one per line: KEY COLLECTIONS [admin] [tokens-per-day=N]
-    # [tokens-per-minute=N] (gateway/access.py).
+    # [tokens-per-minute=N] [experiment=ROUTE:WEIGHT,...] (gateway/access.py).
     api_keys_file: Path | None = None
     # Whole-request budget: retrieval, generation and (streaming) every read of the stream.
     deadline_s: float = Field(120, gt=0)
@@ -88,8 +88,11 @@ class GatewaySettings(RagftSettings):
     def _read_keys(self) -> Self:
         """Read once, at start: a malformed keys file stops the service, naming the line."""
         self._key_ring = KeyRing.read(self.api_keys.get_secret_value(), self.api_keys_file)
-        if self.experiment and not self.store_url:
-            raise ValueError("RAGFT_EXPERIMENT needs RAGFT_STORE_URL: the arms' records and feedback are kept there")
+        if (self.experiment or self._key_ring.experimenting) and not self.store_url:
+            raise ValueError(
+                "an experiment (RAGFT_EXPERIMENT, or experiment= in RAGFT_API_KEYS_FILE) needs RAGFT_STORE_URL: "
+                "the arms' records and feedback are kept there"
+            )
         if self._key_ring.budgeted and not self.store_url:
             raise ValueError(
                 "a token budget in RAGFT_API_KEYS_FILE needs RAGFT_STORE_URL: the tokens spent are counted there, "

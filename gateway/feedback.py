@@ -86,7 +86,9 @@ async def experiment_records(call: Call, name: str | None) -> dict[str, Any]:
         except ValueError as exc:
             raise NotFound(f"no experiment is named {name!r}: {exc}", param="name") from None
     if experiment is None:
-        raise NotFound("this gateway runs no experiment (RAGFT_EXPERIMENT); name an earlier one", param="name")
+        raise NotFound(
+            "this gateway runs no experiment (RAGFT_EXPERIMENT): name one, as rag:50/hybrid:50", param="name"
+        )
     records = [
         RecordOut.model_validate(
             {**fields, "sticky": bool(fields.get("user")), "comment": fields.get("comment") or None}

@@ -45,7 +45,8 @@ CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME, description="lette
 async def chat_completions(body: ChatRequest, request: Request, call: CallDep) -> Response:
     """An OpenAI chat completion. `X-Ragft-Route` picks rag, finetuned, hybrid or auto; `X-Ragft-Adapter`
     and `X-Ragft-Collection` pick the adapter and the knowledge base."""
-    arm = arm_for(call.gateway.experiment, request.headers, body.user, call.tenant)
+    experiment = call.caller.experiment or call.gateway.experiment  # the key's own first
+    arm = arm_for(experiment, request.headers, body.user, call.tenant)
     plan = Plan.from_headers(request.headers, call.gateway.settings, arm)
     return await chat(body, plan, call)
 

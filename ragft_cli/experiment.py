@@ -91,8 +91,8 @@ def simulate(
     timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 300,
     startup_timeout: StartupTimeoutOption = 1200,
 ) -> None:
-    """Users from the eval set go through the running experiment: each asks its questions without
-    a route header (the gateway assigns the arm), then posts the scorer's feedback: up when the
+    """Users from the eval set go through the running experiment: each asks its questions with
+    X-Ragft-Route: experiment (the gateway assigns the arm), then posts the scorer's feedback: up when the
     answer states the question's facts, down when not. The scorer stands in for people: it tries
     the experiment's whole path, and its report measures fact accuracy, not what users think.
     Uses the gateway when it answers; otherwise runs `ragft up` meanwhile (with RAGFT_EXPERIMENT

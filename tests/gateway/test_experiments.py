@@ -14,6 +14,7 @@ import httpx
 import pytest
 from starlette.datastructures import Headers
 
+from gateway.access import KeyRing
 from gateway.experiments import Experiment, arm_for
 from ragft.errors import InvalidRequest
 from tests.conftest import Processes, embedded_env, redis_server
@@ -148,7 +149,7 @@ def test_feedback_is_kept_per_key_replaced_on_a_second_post_and_never_probed(
 
 def test_an_experiment_needs_a_store_to_start(processes: Processes, tmp_path: Path) -> None:
     started = processes.run("serve", "gateway", env=embedded_env(tmp_path, RAGFT_EXPERIMENT=SPLIT), timeout=60)
-    assert started.returncode != 0 and "RAGFT_EXPERIMENT needs RAGFT_STORE_URL" in started.stderr
+    assert started.returncode != 0 and "RAGFT_API_KEYS_FILE) needs RAGFT_STORE_URL" in started.stderr
 
 
 def test_an_experiment_keeps_users_on_their_arms_and_loses_nothing_to_kill_9(
@@ -277,3 +278,31 @@ def test_simulated_users_go_through_the_experiment_and_post_the_scorers_feedback
         up = sum(1 for record in mine if record["score"] == 1.0)
         assert f"{arm}: {len(mine)} answers, {up} stated the facts (feedback up), {len(mine) - up} did not" in printed
     assert any(record["score"] == 1.0 for record in records), "the echoed passages state some facts"
+
+
+def test_a_key_may_run_its_own_experiment(
+    processes: Processes, retrieval_url: str, redis_url: str, vllm: ScriptedVllm, tmp_path: Path
+) -> None:
+    """`experiment=` in the keys file: that key's requests split its way, every other key's by
+    RAGFT_EXPERIMENT; its records are read by the experiment's name."""
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text(f"{KEY_B}  help-center  experiment=finetuned:1,hybrid:1\n")
+    assert KeyRing.read("", keys_file).keys[KEY_B].experiment == Experiment.parse("finetuned:1,hybrid:1")
+    settings = _settings(retrieval_url, vllm, keys_file, RAGFT_STORE_URL=redis_url, RAGFT_EXPERIMENT=SPLIT)
+    with processes.gateway(tmp_path, None, **settings) as (url, _):
+        own = [_ask(url, KEY_B, user=f"own-{n}") for n in range(6)]
+        shared = [_ask(url, KEY_A, user=f"shared-{n}") for n in range(6)]
+        listed = httpx.get(
+            f"{url}/v1/ragft/experiment",
+            params={"name": "finetuned:1/hybrid:1"},
+            headers={"Authorization": f"Bearer {KEY_A}"},
+            timeout=30,
+        )
+    assert all(answer.status_code == 200 for answer in own + shared)
+    assert {answer.headers["X-Ragft-Experiment"].split(";")[0] for answer in own} == {"finetuned:1/hybrid:1"}
+    # The arms are a hash of the key and the user, so these six users always split the same way.
+    assert {answer.headers["X-Ragft-Route"] for answer in own} == {"finetuned", "hybrid"}
+    assert {answer.headers["X-Ragft-Experiment"].split(";")[0] for answer in shared} == {"rag:50/hybrid:50"}
+    ids = {record["id"] for record in listed.json()["records"]}
+    assert {answer.headers["X-Request-ID"] for answer in own} <= ids
+    assert not ids & {answer.headers["X-Request-ID"] for answer in shared}
