@@ -47,6 +47,11 @@ KUSTOMIZATIONS = (*(f"overlays/{name}" for name in OVERLAYS), "fill-models")
 KUBERNETES_VERSIONS = ("1.32.0", "1.35.0")
 WORKLOADS = ("Deployment", "StatefulSet")
 CONTRACT_PORTS = {"gateway": 8000, "retrieval": 8001, "generation": 8002}
+# The gateway's Redis (gateway/store.py): not one of ragft's services, so not in the contract.
+STORE = ("store", 6379)
+STORE_URL = "redis://store:6379/0"
+# What makes an acknowledged write survive kill -9 of Redis.
+STORE_DURABILITY = {"appendonly": "yes", "appendfsync": "always"}
 # Where the images and the Kubernetes pods find the base model and the adapters.
 MODEL_DIR = "/var/lib/ragft/models/smollm2-135m-instruct"
 ADAPTER = ("support-voice", "/var/lib/ragft/adapters/support-voice")
@@ -159,6 +164,12 @@ def compose_services() -> dict[str, Doc]:
     return services
 
 
+def redis_options(args: list[str]) -> dict[str, str]:
+    """`redis-server --appendonly yes --appendfsync always` as {"appendonly": "yes", ...}."""
+    assert args[0] == "redis-server", args
+    return {flag.removeprefix("--"): str(value) for flag, value in zip(args[1::2], args[2::2], strict=True)}
+
+
 def generation_service(profile: str) -> tuple[str, Doc]:
     matches = [(n, s) for n, s in compose_services().items() if profile in s.get("profiles", [])]
     assert len(matches) == 1, f"expected one service in profile {profile!r}, found {[n for n, _ in matches]}"
@@ -214,6 +225,9 @@ def test_every_overlay_has_the_same_objects(overlay: str) -> None:
         ("Service", "qdrant"),
         ("Service", "qdrant-headless"),
         ("PodDisruptionBudget", "qdrant"),
+        ("StatefulSet", STORE[0]),
+        ("Service", STORE[0]),
+        ("PodDisruptionBudget", STORE[0]),
         ("PersistentVolumeClaim", "ragft-models"),
         ("ConfigMap", "ragft-config"),
         ("Secret", "ragft-api-keys"),
@@ -424,6 +438,28 @@ def test_kubernetes_ragft_names_are_settings(kustomization: str) -> None:
     assert not unknown, f"not settings any ragft service reads: {sorted(unknown)}"
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_store_fsyncs_every_write_to_its_own_volume(overlay: str) -> None:
+    docs = render(f"overlays/{overlay}")
+    sts = find(docs, "StatefulSet", STORE[0])
+    assert sts["spec"]["replicas"] == 1, "one Redis primary; HA is Sentinel, Cluster or a managed Redis"
+    redis = container(docs, "StatefulSet", STORE[0])
+    assert redis["image"].startswith("redis:")
+    assert redis_options(redis["args"]).items() >= STORE_DURABILITY.items()
+    assert STORE[1] in [p["containerPort"] for p in redis["ports"]]
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert [m["mountPath"] for m in redis["volumeMounts"] if m["name"] == claim["metadata"]["name"]] == ["/data"]
+    (service_port,) = find(docs, "Service", STORE[0])["spec"]["ports"]
+    assert service_port["port"] == STORE[1]
+    assert find(docs, "Service", STORE[0])["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert generated(docs, "ConfigMap", "ragft-config")["data"]["RAGFT_STORE_URL"] == STORE_URL
+    gateway = container(docs, "Deployment", "gateway")
+    assert [r["configMapRef"]["name"] for r in gateway["envFrom"]] == [
+        generated(docs, "ConfigMap", "ragft-config")["metadata"]["name"]
+    ]
+    assert "RAGFT_STORE_URL" not in [e["name"] for e in gateway.get("env", [])]
+
+
 # ---- Docker Compose ----
 
 
@@ -564,3 +600,15 @@ def test_compose_ragft_names_are_settings() -> None:
     unknown = used - setting_names()
     assert not unknown, f"not settings any ragft service reads: {sorted(unknown)}"
     assert "RAGFT_GENERATION_URL" in used and "RAGFT_QDRANT_URL" in used
+
+
+def test_the_compose_store_fsyncs_every_write_to_a_named_volume() -> None:
+    store = compose_services()[STORE[0]]
+    assert store["image"].startswith("redis:")
+    assert redis_options(store["command"]).items() >= STORE_DURABILITY.items()
+    (volume,) = store["volumes"]
+    name, path = str(volume).split(":")
+    assert path == "/data" and name in compose()["volumes"]
+    gateway = compose_services()["gateway"]
+    assert gateway["environment"]["RAGFT_STORE_URL"] == STORE_URL
+    assert gateway["depends_on"][STORE[0]]["condition"] == "service_healthy"
