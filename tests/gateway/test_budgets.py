@@ -1,7 +1,8 @@
 """Token budgets per API key: the keys file's fields and the refusal in-process; the count in a
 real Redis, refused exactly at the limit; then two gateway replicas in front of one real Redis and
 the scripted vLLM (a stand-in: its usage is exact, and a stream can be cut midway on cue),
-counting whole answers, streams, a stream cut by its client and every route of /v1/compare."""
+counting whole answers, streams, a stream cut by its client and every route of /v1/compare; and
+once on the real vLLM, whose usage a budget counts."""
 
 import asyncio
 import json
@@ -18,7 +19,7 @@ from gateway.access import KeyRing
 from gateway.budgets import Budget, BudgetSpent
 from gateway.store import Charge, Store
 from tests.conftest import Processes, embedded_env, redis_server
-from tests.gateway.conftest import metric
+from tests.gateway.conftest import GatewayStarter, metric
 from tests.gateway.scripted_vllm import Answer, scripted_vllm
 
 SPENDER = "spender-key-4b1e"
@@ -117,9 +118,9 @@ def _messages(padding: int = 0) -> list[dict[str, str]]:
     return [{"role": "user", "content": "How much does the Team plan cost?" + " please" * padding}]
 
 
-def _streamed_usage(url: str, key: str) -> int:
+def _streamed_usage(url: str, key: str, **more: Any) -> int:
     """A whole stream that asks for its usage: the tokens its usage chunk reports."""
-    body = {"messages": _messages(), "stream": True, "stream_options": {"include_usage": True}}
+    body = {"messages": _messages(), "stream": True, "stream_options": {"include_usage": True}, **more}
     headers = {"Authorization": f"Bearer {key}", "X-Ragft-Route": "finetuned"}
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers, timeout=60) as response:
         assert response.status_code == 200, response.read()
@@ -221,3 +222,19 @@ def test_replicas_share_a_budget_that_counts_every_answer_and_refuses_once_spent
             assert down.status_code == 503 and "Retry-After" in down.headers, down.text
             assert _post(one, "/v1/chat/completions", ROOT, {"messages": _messages()}).status_code == 200
             assert vllm.calls == calls + 1  # only the unbudgeted key reached vLLM
+
+
+def test_a_budget_counts_the_usage_the_real_vllm_reports(start_gateway: GatewayStarter, tmp_path: Path) -> None:
+    """vLLM accepts `continuous_usage_stats` (a budgeted key's stream carries the running usage on
+    every content chunk), and the refusal that follows counts exactly what vLLM reported."""
+    _away_from_the_turn(DAY, needed_s=120)
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text(f"{SPENDER} help-center tokens-per-day=10\n")
+    with (
+        redis_server(tmp_path) as (store_url, _),
+        start_gateway(RAGFT_STORE_URL=store_url, RAGFT_API_KEYS=ROOT, RAGFT_API_KEYS_FILE=str(keys_file)) as url,
+    ):
+        spent = _streamed_usage(url, SPENDER, max_tokens=8)
+        refused = _post(url, "/v1/chat/completions", SPENDER, {"messages": _messages(), "max_tokens": 8})
+    assert refused.status_code == 429, refused.text
+    assert f"budget of 10 tokens per day (UTC) ({spent:,} used)" in refused.json()["error"]["message"]
