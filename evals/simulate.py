@@ -2,8 +2,8 @@
 (arms by user, the answers' records, feedback, the report) tried on the eval set before real
 traffic reaches it. Each user asks its share of the answerable questions with `X-Ragft-Route:
 experiment`, so the gateway assigns the arm, and posts the feedback the scorer decides: up when
-the answer states the question's facts, down when it does not. The scorer stands in for people, so a report
-of a simulation measures the arms' fact accuracy, not what users think of them."""
+the answer states the question's facts, down when it does not. The scorer stands in for people,
+so a report of a simulation measures the arms' fact accuracy, not what users think of them."""
 
 import re
 from collections import Counter

@@ -78,6 +78,8 @@ COMPLETIONS = "/v1/chat/completions"
 # How long a stream's end may take to close the upstream and write its record, whatever cancels it.
 FINAL_WRITES_S = 10
 USAGE_CHUNK = re.compile(rb'"usage":\s*\{')
+# vLLM's usage chunk has no choices; with continuous_usage_stats every other chunk has a usage too.
+NO_CHOICES = re.compile(rb'"choices":\s*\[\s*\]')
 
 
 @dataclass
@@ -446,7 +448,7 @@ def _usage(event: bytes, *, running: bool = False) -> Any:
     """The usage of vLLM's usage chunk (no choices, `"usage":{...}`), else None; `running`: the
     usage so far that `continuous_usage_stats` puts on every chunk too. Only events with a usage
     object are parsed, and those with content are relayed as they are."""
-    if not USAGE_CHUNK.search(event):
+    if not USAGE_CHUNK.search(event) or not (running or NO_CHOICES.search(event)):
         return None
     try:
         chunk = sse.decode(event)

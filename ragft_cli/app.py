@@ -19,9 +19,15 @@ GatewayOption = Annotated[
 RetrievalOption = Annotated[str | None, typer.Option(help="The retrieval service's URL; default: RAGFT_RETRIEVAL_URL.")]
 AdapterHeaderOption = Annotated[str | None, typer.Option(help="X-Ragft-Adapter; default: the gateway's.")]
 MaxTokensOption = Annotated[int, typer.Option(min=1, help="max_tokens of each answer.")]
+SplitOption = Annotated[str, typer.Option(help="Comma-separated splits of the eval set: heldout, train.")]
 StartupTimeoutOption = Annotated[
     float, typer.Option(help="Seconds to wait for a stack this command starts (the first run sets it up).")
 ]
+
+
+def comma_separated(text: str) -> list[str]:
+    """An option's comma-separated values, stripped, the empty ones left out."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def say(message: str) -> None:

@@ -17,8 +17,10 @@ from ragft_cli.app import (
     GatewayOption,
     MaxTokensOption,
     RetrievalOption,
+    SplitOption,
     StartupTimeoutOption,
     app,
+    comma_separated,
     fail,
     say,
 )
@@ -35,7 +37,7 @@ def evaluate(
     routes: Annotated[
         str, typer.Option(help="Comma-separated routes to compare: rag, finetuned, hybrid, auto.")
     ] = "rag,finetuned,hybrid",
-    split: Annotated[str, typer.Option(help="Comma-separated splits: heldout, train.")] = "heldout,train",
+    split: SplitOption = "heldout,train",
     limit: Annotated[
         int | None, typer.Option(min=1, help="Only the first N questions of the run's fixed shuffle (a fair sample).")
     ] = None,
@@ -89,7 +91,7 @@ def evaluate(
     url, api_key = gateway_and_key(settings, gateway, collection)
     out = out or REPO / "evals" / "results" / data.stem
     try:
-        questions = in_run_order(load_questions(data, [s.strip() for s in split.split(",") if s.strip()]))[:limit]
+        questions = in_run_order(load_questions(data, comma_separated(split)))[:limit]
         unseen: frozenset[str] = frozenset()
         if unseen_docs is not None or UNSEEN_DOCS.exists():  # the default missing: no unseen documents
             unseen = load_unseen_docs(unseen_docs or UNSEEN_DOCS)
@@ -202,7 +204,7 @@ def _sampling(sampling: str) -> dict[str, Any]:
 
 
 def _routes(routes: str) -> list[str]:
-    chosen = list(dict.fromkeys(r.strip().lower() for r in routes.split(",") if r.strip()))
+    chosen = list(dict.fromkeys(route.lower() for route in comma_separated(routes)))
     if not chosen or not set(chosen) <= set(ROUTE_NAMES):
         raise typer.BadParameter(f"--routes {routes!r}: choose from {', '.join(ROUTE_NAMES)}")
     return chosen

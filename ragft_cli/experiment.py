@@ -13,7 +13,16 @@ from gateway.config import GatewaySettings
 from ragft.http import NotLoopback, sync_client
 from ragft.process import sigterm_as_exit
 from ragft.settings import REPO
-from ragft_cli.app import GatewayOption, MaxTokensOption, StartupTimeoutOption, app, fail, say
+from ragft_cli.app import (
+    GatewayOption,
+    MaxTokensOption,
+    SplitOption,
+    StartupTimeoutOption,
+    app,
+    comma_separated,
+    fail,
+    say,
+)
 from ragft_cli.evaluate import gateway_and_key
 from ragft_cli.localstack import StackFailed, gateway_up
 
@@ -84,7 +93,7 @@ def simulate(
     data: Annotated[Path, typer.Option(help="The eval set whose answerable questions the users ask.")] = REPO
     / "data"
     / "kb_questions.jsonl",
-    split: Annotated[str, typer.Option(help="Comma-separated splits: heldout, train.")] = "heldout",
+    split: SplitOption = "heldout",
     max_tokens: MaxTokensOption = 64,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests at once.")] = 4,
     gateway: GatewayOption = None,
@@ -92,8 +101,8 @@ def simulate(
     startup_timeout: StartupTimeoutOption = 1200,
 ) -> None:
     """Users from the eval set go through the running experiment: each asks its questions with
-    X-Ragft-Route: experiment (the gateway assigns the arm), then posts the scorer's feedback: up when the
-    answer states the question's facts, down when not. The scorer stands in for people: it tries
+    X-Ragft-Route: experiment (the gateway assigns the arm), then posts the scorer's feedback: up
+    when the answer states the question's facts, down when not. The scorer stands in for people: it tries
     the experiment's whole path, and its report measures fact accuracy, not what users think.
     Uses the gateway when it answers; otherwise runs `ragft up` meanwhile (with RAGFT_EXPERIMENT
     and RAGFT_STORE_URL set, and the store running). Then: `ragft experiment report`."""
@@ -102,7 +111,7 @@ def simulate(
 
     url, api_key = gateway_and_key(GatewaySettings(), gateway, None)
     try:
-        planned = visits(load_questions(data, [s.strip() for s in split.split(",") if s.strip()]), users, questions)
+        planned = visits(load_questions(data, comma_separated(split)), users, questions)
         say(f"{users} users x {questions} questions through the experiment at {url}")
         log = REPO / "var" / "experiment-simulate-stack.log"
         with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=log, say=say):

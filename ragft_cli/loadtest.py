@@ -8,7 +8,7 @@ import typer
 from gateway.config import GatewaySettings
 from ragft.http import NotLoopback
 from ragft.process import sigterm_as_exit
-from ragft_cli.app import GatewayOption, StartupTimeoutOption, app, fail, say
+from ragft_cli.app import GatewayOption, StartupTimeoutOption, app, comma_separated, fail, say
 from ragft_cli.localstack import StackFailed, gateway_up
 
 STEP_USERS = "1,4,16,64"
@@ -53,7 +53,7 @@ def loadtest(
 
     settings = GatewaySettings()
     url = gateway or f"http://{settings.gateway_host}:{settings.gateway_port}"
-    labels = [label.strip() for label in routes.split(",") if label.strip()]
+    labels = comma_separated(routes)
     if not labels or not set(labels) <= set(USER_CLASSES):
         raise typer.BadParameter(f"--routes {routes!r}: choose from {', '.join(USER_CLASSES)}")
     if stream not in STREAM_MODES:

@@ -11,7 +11,7 @@ import typer
 from gateway.config import GatewaySettings
 from gateway.contract import Route
 from ragft.settings import REPO
-from ragft_cli.app import app, say
+from ragft_cli.app import app, comma_separated, say
 from ragft_cli.generation import ensure_base_model, ensure_default_adapter
 from ragft_cli.retrieval import ensure_knowledge_base
 from services.generation.config import GenerationSettings
@@ -41,7 +41,7 @@ def up(
     missing, then runs retrieval (:8001), generation (:8002) and the gateway (:8000)
     under honcho; Ctrl-C or SIGTERM stops them all.
     """
-    chosen = [s.strip() for s in services.split(",") if s.strip()]
+    chosen = comma_separated(services)
     if unknown := set(chosen) - set(SERVICES):
         raise typer.BadParameter(f"unknown service(s) {', '.join(sorted(unknown))}; choose from {', '.join(SERVICES)}")
     import honcho.manager  # here: the gateway image runs `ragft serve gateway` without honcho
