@@ -12,7 +12,7 @@ from typing import Any
 
 import requests
 
-from gateway.contract import AUTO, ROUTE_HEADER, Route
+from gateway.contract import AUTO, ROUTE_HEADER, Route, token_counts
 from ragft import sse
 
 SERVER_TIMING = re.compile(r"([A-Za-z0-9_-]+)\s*;\s*dur=([0-9.]+)")
@@ -139,7 +139,4 @@ def read_stream(lines: Iterable[bytes], started: float, clock: Callable[[], floa
 
 def token_usage(body: Any) -> dict[str, int]:
     """The prompt and completion token counts of a completion's or a usage chunk's `usage`."""
-    usage = body.get("usage") if isinstance(body, dict) else None
-    if not isinstance(usage, dict):
-        return {}
-    return {kind: int(usage[kind]) for kind in ("prompt_tokens", "completion_tokens") if kind in usage}
+    return token_counts(body.get("usage") if isinstance(body, dict) else None)

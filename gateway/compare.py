@@ -11,12 +11,15 @@ from fastapi.responses import Response
 from pydantic import Field
 from starlette.datastructures import Headers
 
-from gateway.chat import Completed, EventStream, Streamed, answer_id, check_limits, recorded_answer
+from gateway.chat import Completed, recorded_answer
 from gateway.contract import ROUTE_HEADER, ROUTE_NAMES, Route
 from gateway.deps import Call
+from gateway.limits import check_limits
 from gateway.plan import ROUTES, Plan
+from gateway.record import answer_id
 from gateway.runtime import Gateway
 from gateway.schemas import ChatRequest
+from gateway.stream import EventStream, Streamed
 from ragft import sse
 from ragft.errors import InvalidRequest, RagftError, UnknownRoute, UpstreamFailed, error_body
 from ragft.web import FastJSONResponse

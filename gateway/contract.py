@@ -1,8 +1,9 @@
-"""The gateway's published contract: the routes a request may ask for and the headers that carry
-them. Tools that call the gateway over HTTP import this module and `gateway.client`, nothing else
-of the gateway."""
+"""The gateway's published contract: the routes a request may ask for, the headers that carry
+them, and the token counts of an answer's usage. Tools that call the gateway over HTTP import
+this module and `gateway.client`, nothing else of the gateway."""
 
 from enum import StrEnum
+from typing import Any
 
 
 class Route(StrEnum):
@@ -33,3 +34,13 @@ DEGRADED_HEADER = "X-Ragft-Degraded"
 USER_HEADER = "X-Ragft-User"
 # On an answer from an experiment: `NAME; arm=ROUTE; assigned=sticky|per-request`.
 EXPERIMENT_HEADER = "X-Ragft-Experiment"
+
+
+def token_counts(usage: Any) -> dict[str, int]:
+    """The prompt and completion counts of OpenAI's `usage` object (a completion's or a usage
+    chunk's), those it holds."""
+    if not isinstance(usage, dict):
+        return {}
+    return {
+        name: tokens for name in ("prompt_tokens", "completion_tokens") if isinstance(tokens := usage.get(name), int)
+    }

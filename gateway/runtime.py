@@ -2,6 +2,8 @@
 control, the rate limiter, and the store and experiment when it has them."""
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -16,6 +18,7 @@ from ragft.errors import NotFound
 from services.retrieval.schemas import SearchResponse
 
 READINESS_S = 3.0
+COMPLETIONS = "/v1/chat/completions"
 
 
 @dataclass
@@ -85,3 +88,14 @@ def adapter_not_found(adapter: str) -> NotFound:
         f"adapter {adapter!r} is not served by the generation service; GET /v1/models lists those that are",
         param=ADAPTER_HEADER,
     )
+
+
+@contextmanager
+def adapter_named(adapter: str | None) -> Iterator[None]:
+    """vLLM's 404 for an unknown model, told in the terms of the request's header."""
+    try:
+        yield
+    except NotFound as exc:
+        if adapter is None:
+            raise
+        raise adapter_not_found(adapter) from exc
