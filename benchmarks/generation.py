@@ -20,11 +20,12 @@ import httpx
 
 from ragft import sse
 from ragft.process import free_port, spawn_ragft, stop_process, wait_until_ready
+from ragft.sample_data import EVAL_SET, TINY_FINETUNE_SET
 from ragft.settings import REPO
 
 CONCURRENCY = (1, 8, 32)
 MAX_TOKENS = 64
-PROMPTS = [json.loads(line)["question"] for line in (REPO / "data" / "kb_questions.jsonl").read_text().splitlines()]
+PROMPTS = [json.loads(line)["question"] for line in EVAL_SET.read_text().splitlines()]
 
 
 @dataclass
@@ -113,7 +114,7 @@ def main() -> None:
         env = {**os.environ, "RAGFT_DATA_DIR": str(data), "RAGFT_ADAPTERS_DIR": str(data / "adapters")}
         base = data / "models" / "smollm2-135m-instruct"
         adapter = data / "adapters" / "voice"
-        ragft("finetune", "--data", str(REPO / "data" / "finetune" / "tiny.jsonl"), "--out", str(adapter), env=env)
+        ragft("finetune", "--data", str(TINY_FINETUNE_SET), "--out", str(adapter), env=env)
         merged = merge_adapter(str(base), adapter, data / "models" / "voice-merged")
         rows: list[tuple[str, float, int, Result]] = []
 

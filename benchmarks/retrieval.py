@@ -24,6 +24,7 @@ from prometheus_client import Histogram
 from benchmarks.corpus import docstring_corpus
 from evals.dataset import load_questions
 from ragft.process import free_port, spawn_ragft, wait_until_ready
+from ragft.sample_data import EVAL_SET, SAMPLE_KB
 from ragft.settings import REPO
 from services.retrieval.chunking import Chunk
 from services.retrieval.config import Backend, RetrievalSettings
@@ -108,7 +109,7 @@ def recall_at_10(retrieval: Retrieval, collection: str, queries: list[str]) -> f
 
 
 def hit_rate(retrieval: Retrieval, collection: str, mode: SearchMode, k: int) -> float:
-    questions = load_questions(REPO / "data" / "kb_questions.jsonl", ["heldout"])
+    questions = load_questions(EVAL_SET, ["heldout"])
     answerable = [q for q in questions if q.answerable]
     hits = 0
     for q in answerable:
@@ -159,7 +160,7 @@ def tuned_hit_rates(tuned: Path) -> None:
     """Only the hit-rate table: the sample knowledge base embedded by the base model, then
     re-embedded by `tuned` as `ragft reindex` does, searched side by side."""
     print(f"# bench-retrieval --tuned {tuned} on {os.cpu_count()} CPU cores\n")
-    kb = load_documents([REPO / "data" / "kb"])
+    kb = load_documents([SAMPLE_KB])
     with tempfile.TemporaryDirectory(prefix="ragft-bench-") as data_dir:
         retrieval = Retrieval.open(RetrievalSettings(data_dir=Path(data_dir)))
         ingest_batched(retrieval, "kb", kb)
@@ -194,7 +195,7 @@ def main() -> None:
         tuned_hit_rates(tuned)
         return
     print(f"# bench-retrieval on {os.cpu_count()} CPU cores, Python {sys.version.split()[0]}\n")
-    kb = load_documents([REPO / "data" / "kb"])
+    kb = load_documents([SAMPLE_KB])
     corpus = docstring_corpus()
     subset = corpus[:40]
     rows, hits, embedding_ms, embedding_share = [], {}, {}, {}

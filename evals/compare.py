@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from evals.dataset import BadEvalSet
-from evals.report import RouteSummary, paired_tables, sampling_label, summarize
+from evals.report_markdown import paired_tables, sampling_label
+from evals.report_summary import RouteSummary, summarize
 from evals.run import EvalFailed
 
 

@@ -9,6 +9,8 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from ragft.errors import UserFacingError
+
 SPLITS = ("heldout", "train")
 
 
@@ -54,7 +56,7 @@ def compiled(facts: tuple[str, ...]) -> tuple[str, ...]:
     return facts
 
 
-class BadEvalSet(Exception):
+class BadEvalSet(UserFacingError):
     pass
 
 

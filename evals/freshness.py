@@ -17,11 +17,11 @@ from urllib.parse import quote
 
 import requests
 from pydantic import field_validator
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evals.dataset import BadEvalSet, Entry, Question, compiled, read_records
 from evals.run import Asker, EvalConfig, EvalFailed
 from evals.scoring import states
+from ragft.progress import progress_bar
 from services.retrieval.loaders import SUPPORTED_SUFFIXES, UnreadableFile, load_document
 from services.retrieval.schemas import DocumentIn
 
@@ -197,8 +197,7 @@ def run_freshness(
     ask = Asker(config, api_key=api_key, timeout_s=timeout_s, passages=True)
     records: list[dict[str, Any]] = []
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns) as progress, (out_dir / RESULTS).open("w", encoding="utf-8") as results:
+    with progress_bar() as progress, (out_dir / RESULTS).open("w", encoding="utf-8") as results:
         task = progress.add_task("before the updates", total=2 * len(changes) * len(config.routes))
 
         def keep(record: dict[str, Any]) -> None:

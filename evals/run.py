@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import TimeRemainingColumn
 
 from evals.dataset import Question
 from gateway.client import AnswerFailed, Sessions, chat_body, check_completion, check_response, headers, server_timing
 from gateway.contract import ADAPTER_HEADER, COLLECTION_HEADER, ROUTE_HEADER
+from ragft.errors import UserFacingError
 from ragft.http import check_loopback
+from ragft.progress import progress_bar
 
 RESULTS = "results.jsonl"
 CONFIG = "run.json"
@@ -28,7 +30,7 @@ MAX_FAILURES_IN_A_ROW = 5
 FATAL_STATUSES = {400, 401, 403, 404, 413, 422}
 
 
-class EvalFailed(Exception):
+class EvalFailed(UserFacingError):
     pass
 
 
@@ -179,11 +181,10 @@ def run_eval(
         say(f"Resuming {out_dir}: {len(done)} answers recorded, {len(todo)} to ask")
     ask = Asker(config, api_key=api_key, timeout_s=timeout_s)
     failures = failures_in_a_row = 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with (
         (out_dir / RESULTS).open("a", encoding="utf-8") as results,
         ThreadPoolExecutor(concurrency) as pool,
-        Progress(*columns, TimeRemainingColumn()) as progress,
+        progress_bar(TimeRemainingColumn()) as progress,
     ):
         task = progress.add_task("answers", total=len(todo))
         if results.tell() and _last_byte(out_dir / RESULTS) != b"\n":

@@ -13,18 +13,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evals.dataset import Question, in_run_order
 from evals.scoring import states_facts
 from gateway.client import AnswerFailed, Sessions, chat_body, check_completion, headers
 from gateway.contract import EXPERIMENT, EXPERIMENT_HEADER
+from ragft.errors import UserFacingError
 from ragft.http import check_loopback
+from ragft.progress import progress_bar
 
 ARM = re.compile(r"\barm=([a-z]+)")
 
 
-class SimulationFailed(Exception):
+class SimulationFailed(UserFacingError):
     pass
 
 
@@ -109,9 +110,8 @@ def simulate_users(
     """Every visit, `concurrency` at a time, with a progress bar; the outcomes in the order they ended."""
     check_loopback(gateway)
     visitor = Visitor(gateway.rstrip("/"), api_key, max_tokens, timeout_s)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     outcomes: list[Outcome] = []
-    with ThreadPoolExecutor(concurrency) as pool, Progress(*columns) as progress:
+    with ThreadPoolExecutor(concurrency) as pool, progress_bar() as progress:
         task = progress.add_task("simulated visits", total=len(planned))
         for future in as_completed([pool.submit(visitor, visit) for visit in planned]):
             outcomes.append(future.result())

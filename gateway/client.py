@@ -14,6 +14,7 @@ import requests
 
 from gateway.contract import AUTO, ROUTE_HEADER, Route, token_counts
 from ragft import sse
+from ragft.errors import error_message
 
 SERVER_TIMING = re.compile(r"([A-Za-z0-9_-]+)\s*;\s*dur=([0-9.]+)")
 
@@ -60,11 +61,7 @@ def check_response(response: requests.Response, route: str) -> None:
     """A 200 from the route that was asked for (auto: any route it may choose), or AnswerFailed
     saying what came instead."""
     if response.status_code != 200:
-        try:
-            error = response.json()["error"]
-            detail = f"{error.get('type')}: {error.get('message')}"
-        except (ValueError, KeyError, TypeError, AttributeError):
-            detail = response.text[:200]
+        detail = error_message(response.content, typed=True) or response.text[:200]
         raise AnswerFailed(f"HTTP {response.status_code}: {detail}")
     answered = response.headers.get(ROUTE_HEADER)
     if answered not in (list(Route) if route == AUTO else [route]):

@@ -1,11 +1,12 @@
 """`POST /v1/feedback`, a score on an answer by its id, from the API key that got it; and
 `GET /v1/ragft/experiment`, the experiment's records, which `ragft experiment report` reads."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.contract import ExperimentArms, ExperimentRecord, ExperimentRecords
 from gateway.deps import Call
 from gateway.experiments import Experiment
 from gateway.store import Store
@@ -57,24 +58,7 @@ async def post_feedback(body: FeedbackIn, call: Call) -> FeedbackOut:
     return FeedbackOut(id=body.id, score=body.value, replaced=kept.replaced)
 
 
-class RecordOut(BaseModel):
-    """One answer of the experiment, as its report reads it; the user is an opaque hash."""
-
-    id: str
-    arm: str
-    user: str = ""
-    sticky: bool = False
-    created: float
-    outcome: str = ""  # "" : the answer never finished (the gateway stopped mid-stream)
-    latency_ms: float | None = None
-    ttft_ms: float | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    score: float | None = None
-    comment: str | None = None
-
-
-async def experiment_records(call: Call, name: str | None) -> dict[str, Any]:
+async def experiment_records(call: Call, name: str | None) -> ExperimentRecords:
     """The records of the running experiment, or of an earlier one by name, for keys with every right."""
     if call.caller.collections is not None or not call.caller.admin:
         raise Forbidden("an experiment's records are for API keys with every right (RAGFT_API_KEYS)")
@@ -90,15 +74,14 @@ async def experiment_records(call: Call, name: str | None) -> dict[str, Any]:
             "this gateway runs no experiment (RAGFT_EXPERIMENT): name one, as rag:50/hybrid:50", param="name"
         )
     records = [
-        RecordOut.model_validate(
+        ExperimentRecord.model_validate(
             {**fields, "sticky": bool(fields.get("user")), "comment": fields.get("comment") or None}
         )
         for fields in await store.records(experiment.name)
     ]
-    return {
-        "experiment": {"name": experiment.name, "arms": dict(experiment.arms)},
-        "records": [record.model_dump() for record in records],
-    }
+    return ExperimentRecords(
+        experiment=ExperimentArms(name=experiment.name, arms=dict(experiment.arms)), records=records
+    )
 
 
 def _store(call: Call) -> Store:

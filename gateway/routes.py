@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, Response
 
 from gateway.chat import chat
 from gateway.compare import CompareRequest, compare
+from gateway.contract import ExperimentRecords
 from gateway.deps import CallDep
 from gateway.experiments import arm_for
 from gateway.feedback import FeedbackIn, FeedbackOut, experiment_records, post_feedback
@@ -68,7 +69,7 @@ async def feedback(body: FeedbackIn, call: CallDep) -> FeedbackOut:
 
 
 @experiments.get("")
-async def experiment(call: CallDep, name: Annotated[str | None, Query(max_length=200)] = None) -> Any:
+async def experiment(call: CallDep, name: Annotated[str | None, Query(max_length=200)] = None) -> ExperimentRecords:
     """The running experiment's records (or an earlier one's, by `name`, as `rag:50/hybrid:50`),
     with their feedback: what `ragft experiment report` reads. For keys with every right."""
     return await experiment_records(call, name)

@@ -8,7 +8,6 @@ any byte of the answer, within the retry budget), and every failure leaves here 
 ragft's errors."""
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -27,6 +26,7 @@ from ragft.errors import (
     UpstreamFailed,
     UpstreamTimeout,
     UpstreamUnavailable,
+    error_message,
 )
 from ragft.http import request_id_headers
 
@@ -190,7 +190,7 @@ class Upstream:
     def _status_error(self, status: int, payload: bytes) -> RagftError:
         if status < 400:  # a redirect: no ragft service sends one
             return UpstreamFailed(f"the {self.name} service answered with HTTP {status}")
-        message = _error_message(payload) or f"HTTP {status}"
+        message = error_message(payload) or payload.decode(errors="replace").strip()[:500] or f"HTTP {status}"
         if status == 404:
             return NotFound(message)
         if status == 413:
@@ -204,16 +204,3 @@ class Upstream:
     def _count(self, error: RagftError, kind: str | None = None) -> RagftError:
         UPSTREAM_ERRORS.labels(self.name, kind or error.type).inc()
         return error
-
-
-def _error_message(payload: bytes) -> str:
-    """The message of ragft's error shape, of vLLM's (two generations of it), or the raw text."""
-    try:
-        body = json.loads(payload)
-    except ValueError:
-        return payload.decode(errors="replace").strip()[:500]
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-    return str(body)[:500]

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.contract import ROUTE_NAMES, Route
+from ragft.sample_data import EVAL_SET
 
 STREAM_MODES = ("0", "1", "mixed")
-QUESTIONS = Path(__file__).resolve().parent.parent / "data" / "kb_questions.jsonl"
 
 
 def parse_weights(text: str) -> dict[str, float]:
@@ -55,7 +55,7 @@ class Options:
         if stream not in STREAM_MODES:
             raise ValueError(f"LOADTEST_STREAM={stream!r}: choose from {', '.join(STREAM_MODES)}")
         return cls(
-            questions=load_questions(Path(env.get("LOADTEST_QUESTIONS") or QUESTIONS)),
+            questions=load_questions(Path(env.get("LOADTEST_QUESTIONS") or EVAL_SET)),
             max_tokens=int(env.get("LOADTEST_MAX_TOKENS", "64")),
             stream=stream,
             weights=parse_weights(env.get("LOADTEST_WEIGHTS", "rag=1,finetuned=1,hybrid=1")),

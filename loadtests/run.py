@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
+from ragft.errors import UserFacingError
 from ragft.http import check_loopback
 from ragft.settings import REPO
 
@@ -26,7 +27,7 @@ USER_CLASSES = {
 }
 
 
-class LoadTestFailed(Exception):
+class LoadTestFailed(UserFacingError):
     """Locust did not stop by itself, or exited with an error."""
 
 

@@ -20,9 +20,14 @@ OpenAI's `Error` (which requires `code`, a string or null; ragft sends null).
 
 Handlers below turn these and FastAPI's validation errors into that shape; anything
 unexpected becomes a 500 in the same shape in `ragft.web.RequestContextMiddleware`, so no
-caller ever sees a stack trace.
+caller ever sees a stack trace. `error_message` reads the shape back, as clients meet it.
+
+The command line has its own base, `UserFacingError`: every layer's errors that a command
+reports (a bad eval set, a stack that did not start, an adapter refused) subclass it, and the
+`ragft` app prints their message and exits 1 (ragft_cli/app.py).
 """
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,6 +38,10 @@ from starlette.exceptions import HTTPException
 from ragft.logging import get_logger
 
 log = get_logger(__name__)
+
+
+class UserFacingError(Exception):
+    """An error whose message is written for the person who ran the command: said as it is, no traceback."""
 
 
 class RagftError(Exception):
@@ -138,6 +147,21 @@ class UpstreamTimeout(RagftError):
 
 def error_body(type_: str, message: str, param: str | None = None) -> dict[str, Any]:
     return {"error": {"type": type_, "message": message, "param": param, "code": None}}
+
+
+def error_message(body: str | bytes, *, typed: bool = False) -> str | None:
+    """The message of an error body: ragft's shape, which is OpenAI's and newer vLLM's
+    (`{"error": {"type", "message"}}`), or older vLLM's (`{"type", "message"}` at the top); with
+    `typed`, after its type (`not_found: ...`). None for any other body: the caller says what
+    it shows instead."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    error = parsed.get("error", parsed) if isinstance(parsed, dict) else None
+    if not isinstance(error, dict) or not error.get("message"):
+        return None
+    return f"{error.get('type')}: {error['message']}" if typed else str(error["message"])
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
+from ragft.errors import UserFacingError
 from ragft.web import REQUEST_ID_HEADER
 
 
@@ -31,7 +32,7 @@ def sync_client(base_url: str, *, timeout: float = 120.0) -> httpx.Client:
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-class NotLoopback(ValueError):
+class NotLoopback(UserFacingError, ValueError):
     pass
 
 

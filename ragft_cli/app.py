@@ -1,16 +1,42 @@
-"""The `ragft` Typer app and what its command modules share."""
+"""The `ragft` Typer app and what its command modules share; its edge, where every command's
+errors end, is `Commands.invoke`."""
 
-from typing import Annotated, NoReturn
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
-app = typer.Typer(help="ragft: RAG, fine-tuned and hybrid answers, measured side by side.", no_args_is_help=True)
-serve_app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
-app.add_typer(serve_app, name="serve")
+from ragft.errors import UserFacingError
+from ragft.settings import settings_errors
 
 console = Console(stderr=True)
+
+
+class Commands(TyperGroup):
+    """Every command runs inside `invoke`: ragft's own errors (`UserFacingError`, from any
+    layer) end it with their message and status 1, and a `RAGFT_` setting that fails validation
+    with one line per setting, never its value (it may be a key); never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # ctx: a Context of the click that typer vendors (typer._click)
+        try:
+            return super().invoke(ctx)
+        except UserFacingError as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(1) from exc
+        except ValidationError as exc:
+            for line in settings_errors(exc):
+                say(line)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=Commands, help="ragft: RAG, fine-tuned and hybrid answers, measured side by side.", no_args_is_help=True
+)
+serve_app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
 
 # Options that several commands take, declared once.
 GatewayOption = Annotated[
@@ -44,9 +70,3 @@ def serve(factory: str, host: str, port: int) -> None:
     from ragft.web import run_service
 
     run_service(import_from_string(factory)(), host, port)
-
-
-def fail(exc: Exception) -> NoReturn:
-    """The package's own errors end the command with their message and status 1, no traceback."""
-    console.print(f"[red]error:[/red] {escape(str(exc))}")
-    raise typer.Exit(1) from exc

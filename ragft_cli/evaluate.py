@@ -9,8 +9,10 @@ import typer
 
 from gateway.config import GatewaySettings
 from gateway.contract import ROUTE_NAMES
-from ragft.http import NotLoopback, check_loopback
+from ragft.errors import UserFacingError
+from ragft.http import check_loopback
 from ragft.process import sigterm_as_exit
+from ragft.sample_data import EVAL_SET, FRESHNESS_SET, SAMPLE_KB
 from ragft.settings import REPO
 from ragft_cli.app import (
     AdapterHeaderOption,
@@ -21,19 +23,14 @@ from ragft_cli.app import (
     StartupTimeoutOption,
     app,
     comma_separated,
-    fail,
     say,
 )
-from ragft_cli.localstack import StackFailed, gateway_up
-
-UNSEEN_DOCS = REPO / "data" / "unseen_docs.txt"
+from ragft_cli.localstack import gateway_up
 
 
 @app.command("eval")
 def evaluate(
-    data: Annotated[Path, typer.Option(help="The eval set (JSONL; data/README.md has the format).")] = REPO
-    / "data"
-    / "kb_questions.jsonl",
+    data: Annotated[Path, typer.Option(help="The eval set (JSONL; data/README.md has the format).")] = EVAL_SET,
     routes: Annotated[
         str, typer.Option(help="Comma-separated routes to compare: rag, finetuned, hybrid, auto.")
     ] = "rag,finetuned,hybrid",
@@ -82,58 +79,44 @@ def evaluate(
     retries failed requests. Uses the gateway when it answers; otherwise runs `ragft up` meanwhile.
     """
     # Imported here: only this command needs the evals package (and matplotlib, for its chart).
-    from evals.dataset import BadEvalSet, in_run_order, load_questions, load_unseen_docs
-    from evals.report import build_report
-    from evals.run import EvalConfig, EvalFailed, run_eval
+    from evals.evaluation import evaluate_routes, questions_to_ask, unseen_documents
+    from evals.run import EvalConfig
 
     chosen = _routes(routes)
     settings = GatewaySettings()
     url, api_key = gateway_and_key(settings, gateway, collection)
     out = out or REPO / "evals" / "results" / data.stem
-    try:
-        questions = in_run_order(load_questions(data, comma_separated(split)))[:limit]
-        unseen: frozenset[str] = frozenset()
-        if unseen_docs is not None or UNSEEN_DOCS.exists():  # the default missing: no unseen documents
-            unseen = load_unseen_docs(unseen_docs or UNSEEN_DOCS)
-        config = EvalConfig(
-            gateway=url,
-            data=str(data.resolve()),
-            routes=tuple(chosen),
-            max_tokens=max_tokens,
-            adapter=adapter,
-            collection=collection,
-            unseen_docs=tuple(sorted(unseen)),
-            sampling=_sampling(sampling),
-        )
-        out.mkdir(parents=True, exist_ok=True)
-        config.check_resumable(out)  # before starting a stack for a run that cannot go on
-        say(f"{len(questions)} questions x {len(chosen)} routes; answers recorded in {out}")
-        # SIGTERM stops the run as Ctrl-C does, keeping the answers already on their way.
-        with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say):
-            failed = run_eval(
-                config,
-                questions,
-                out,
-                concurrency=concurrency,
-                api_key=api_key,
-                timeout_s=timeout,
-                say=say,
-            )
-        report, chart = build_report(out)
-    except (BadEvalSet, EvalFailed, NotLoopback, StackFailed) as exc:
-        fail(exc)
-    say(f"Report: {report}\nChart:  {chart}")
-    if failed:
-        say(f"{failed} requests failed; the same command retries them")
+    questions = questions_to_ask(data, comma_separated(split), limit)
+    config = EvalConfig(
+        gateway=url,
+        data=str(data.resolve()),
+        routes=tuple(chosen),
+        max_tokens=max_tokens,
+        adapter=adapter,
+        collection=collection,
+        unseen_docs=tuple(sorted(unseen_documents(unseen_docs))),
+        sampling=_sampling(sampling),
+    )
+    done = evaluate_routes(
+        config,
+        questions,
+        out,
+        gateway=gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say),
+        concurrency=concurrency,
+        api_key=api_key,
+        timeout_s=timeout,
+        say=say,
+    )
+    say(f"Report: {done.report}\nChart:  {done.chart}")
+    if done.failed:
+        say(f"{done.failed} requests failed; the same command retries them")
         raise typer.Exit(1)
 
 
 @app.command("freshness")
 def freshness(
-    data: Annotated[Path, typer.Option(help="The changes (JSONL; data/README.md has the format).")] = REPO
-    / "data"
-    / "freshness.jsonl",
-    kb: Annotated[Path, typer.Option(help="The folder the collection was ingested from.")] = REPO / "data" / "kb",
+    data: Annotated[Path, typer.Option(help="The changes (JSONL; data/README.md has the format).")] = FRESHNESS_SET,
+    kb: Annotated[Path, typer.Option(help="The folder the collection was ingested from.")] = SAMPLE_KB,
     routes: Annotated[str, typer.Option(help="Comma-separated routes: rag, finetuned, hybrid, auto.")] = (
         "rag,finetuned,hybrid"
     ),
@@ -154,25 +137,21 @@ def freshness(
     acknowledged update to the answer). The documents are written back from --kb at the end,
     however the run ends. Uses the gateway when it answers; otherwise runs `ragft up` meanwhile.
     """
-    from evals.dataset import BadEvalSet
     from evals.freshness import REPORT, KnowledgeBase, freshness_report, load_changes, run_freshness
-    from evals.run import EvalConfig, EvalFailed
+    from evals.run import EvalConfig
 
     chosen = _routes(routes)
     settings = GatewaySettings()
     url, api_key = gateway_and_key(settings, gateway, collection)
     name = collection or settings.collection
-    try:
-        changes = load_changes(data)
-        config = EvalConfig(url, str(data.resolve()), tuple(chosen), max_tokens, adapter, name)  # the one changed
-        knowledge = KnowledgeBase(retrieval or settings.retrieval_url, name, kb, timeout_s=timeout)
-        check_loopback(knowledge.url)
-        out.mkdir(parents=True, exist_ok=True)
-        say(f"{len(changes)} facts to change in {name!r} x {len(chosen)} routes; answers recorded in {out}")
-        with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say):
-            records = run_freshness(changes, config, knowledge, out, api_key=api_key, timeout_s=timeout, say=say)
-    except (BadEvalSet, EvalFailed, NotLoopback, StackFailed) as exc:
-        fail(exc)
+    changes = load_changes(data)
+    config = EvalConfig(url, str(data.resolve()), tuple(chosen), max_tokens, adapter, name)  # the one changed
+    knowledge = KnowledgeBase(retrieval or settings.retrieval_url, name, kb, timeout_s=timeout)
+    check_loopback(knowledge.url)
+    out.mkdir(parents=True, exist_ok=True)
+    say(f"{len(changes)} facts to change in {name!r} x {len(chosen)} routes; answers recorded in {out}")
+    with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say):
+        records = run_freshness(changes, config, knowledge, out, api_key=api_key, timeout_s=timeout, say=say)
     report = freshness_report(records, changes, config.routes)
     (out / REPORT).write_text(report)
     say(report)
@@ -213,8 +192,8 @@ def _routes(routes: str) -> list[str]:
 def gateway_and_key(settings: GatewaySettings, gateway: str | None, collection: str | None) -> tuple[str, str]:
     """The gateway's URL, checked to be on loopback, and a key that reads the collection."""
     url = (gateway or f"http://{settings.gateway_host}:{settings.gateway_port}").rstrip("/")
+    check_loopback(url)
     try:
-        check_loopback(url)
         return url, settings.key_ring.key_for(collection or settings.collection)
-    except ValueError as exc:
-        fail(exc)
+    except ValueError as exc:  # no key reads the collection
+        raise UserFacingError(str(exc)) from exc

@@ -10,8 +10,10 @@ import httpx
 import typer
 
 from gateway.config import GatewaySettings
-from ragft.http import NotLoopback, sync_client
+from ragft.errors import UserFacingError, error_message
+from ragft.http import sync_client
 from ragft.process import sigterm_as_exit
+from ragft.sample_data import EVAL_SET
 from ragft.settings import REPO
 from ragft_cli.app import (
     GatewayOption,
@@ -20,17 +22,16 @@ from ragft_cli.app import (
     StartupTimeoutOption,
     app,
     comma_separated,
-    fail,
     say,
 )
 from ragft_cli.evaluate import gateway_and_key
-from ragft_cli.localstack import StackFailed, gateway_up
+from ragft_cli.localstack import gateway_up
 
 experiment_app = typer.Typer(help="Live experiments between routes (RAGFT_EXPERIMENT).", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 
 
-class ReportFailed(Exception):
+class ReportFailed(UserFacingError):
     pass
 
 
@@ -55,15 +56,13 @@ def report(
     to detect a difference of --detect. Writes report.md, report.png and records.json. Reads
     GET /v1/ragft/experiment with the first key of RAGFT_API_KEYS (a key with every right)."""
     # Imported here: only this command needs the evals package (and matplotlib, for its chart).
-    from evals.experiment import ExperimentRecords, build_report
+    from evals.experiment import build_report
+    from gateway.contract import ExperimentRecords
 
     settings = GatewaySettings()
     url = (gateway or f"http://{settings.gateway_host}:{settings.gateway_port}").rstrip("/")
     key = settings.api_keys.get_secret_value().split(",")[0].strip()
-    try:
-        payload = ExperimentRecords.model_validate(_records(url, key, name))
-    except ReportFailed as exc:
-        fail(exc)
+    payload = ExperimentRecords.model_validate(_records(url, key, name))
     folder = out or REPO / "evals" / "results" / f"experiment-{re.sub(r'[^a-z0-9]+', '-', payload.experiment.name)}"
     report_md, chart = build_report(payload, folder, detect=detect)
     say(report_md.read_text())
@@ -78,10 +77,7 @@ def _records(url: str, key: str, name: str | None) -> object:
     except httpx.HTTPError as exc:
         raise ReportFailed(f"the gateway at {url} does not answer: {exc}") from None
     if response.status_code != 200:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:300]
+        message = error_message(response.content) or response.text[:300]
         raise ReportFailed(f"the gateway answered {response.status_code}: {message}")
     return response.json()
 
@@ -90,9 +86,7 @@ def _records(url: str, key: str, name: str | None) -> object:
 def simulate(
     users: Annotated[int, typer.Option(min=1, help="Simulated users, each sticky to its arm.")] = 12,
     questions: Annotated[int, typer.Option(min=1, help="Questions each user asks.")] = 3,
-    data: Annotated[Path, typer.Option(help="The eval set whose answerable questions the users ask.")] = REPO
-    / "data"
-    / "kb_questions.jsonl",
+    data: Annotated[Path, typer.Option(help="The eval set whose answerable questions the users ask.")] = EVAL_SET,
     split: SplitOption = "heldout",
     max_tokens: MaxTokensOption = 64,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests at once.")] = 4,
@@ -106,20 +100,17 @@ def simulate(
     the experiment's whole path, and its report measures fact accuracy, not what users think.
     Uses the gateway when it answers; otherwise runs `ragft up` meanwhile (with RAGFT_EXPERIMENT
     and RAGFT_STORE_URL set, and the store running). Then: `ragft experiment report`."""
-    from evals.dataset import BadEvalSet, load_questions
-    from evals.simulate import SimulationFailed, simulate_users, summary, visits
+    from evals.dataset import load_questions
+    from evals.simulate import simulate_users, summary, visits
 
     url, api_key = gateway_and_key(GatewaySettings(), gateway, None)
-    try:
-        planned = visits(load_questions(data, comma_separated(split)), users, questions)
-        say(f"{users} users x {questions} questions through the experiment at {url}")
-        log = REPO / "var" / "experiment-simulate-stack.log"
-        with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=log, say=say):
-            outcomes = simulate_users(
-                url, planned, api_key=api_key, max_tokens=max_tokens, concurrency=concurrency, timeout_s=timeout
-            )
-    except (BadEvalSet, SimulationFailed, NotLoopback, StackFailed) as exc:
-        fail(exc)
+    planned = visits(load_questions(data, comma_separated(split)), users, questions)
+    say(f"{users} users x {questions} questions through the experiment at {url}")
+    log = REPO / "var" / "experiment-simulate-stack.log"
+    with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=log, say=say):
+        outcomes = simulate_users(
+            url, planned, api_key=api_key, max_tokens=max_tokens, concurrency=concurrency, timeout_s=timeout
+        )
     say(summary(outcomes))
     if any(outcome.error for outcome in outcomes):
         raise typer.Exit(1)

@@ -2,28 +2,29 @@
 
 import subprocess
 import sys
-from collections import Counter
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
+from ragft.errors import UserFacingError
 from ragft.process import die_with_parent_preexec
-from ragft.settings import REPO, RagftSettings
-from ragft_cli.app import app, console, fail, say, serve_app
+from ragft.sample_data import EVAL_SET, SHIPPED_ADAPTER, UNSEEN_DOCS
+from ragft.settings import RagftSettings
+from ragft_cli.app import app, console, say, serve_app
 from services.generation.adapters import AdapterClient
 from services.generation.config import GenerationSettings
 from training.grounded import Grounding
 from training.lora import TrainOptions
 
 if TYPE_CHECKING:
-    from training.grounded import Example
+    import httpx
 
-# Trained by `make adapter` from data/finetune/train.jsonl: `ragft finetune --grounded` with
-# SHIPPED_OPTIONS, on the sample collection with the gateway's default settings.
-SHIPPED_ADAPTER = REPO / "data" / "adapters" / "support-voice"
+# SHIPPED_ADAPTER is trained by `make adapter` from data/finetune/train.jsonl: `ragft finetune
+# --grounded` with SHIPPED_OPTIONS, on the sample collection with the gateway's default settings.
 SHIPPED_OPTIONS = TrainOptions(epochs=1)
 SHIPPED_COLLECTION = "help-center"
 
@@ -40,8 +41,7 @@ def serve_generation(
     ] = None,
 ) -> None:
     """vLLM's OpenAI server on :8002: the base model and every adapter in RAGFT_ADAPTERS_DIR."""
-    from services.generation.adapters import AdapterError
-    from services.generation.launcher import LaunchError, run
+    from services.generation.launcher import run
 
     settings = GenerationSettings()
     if device:
@@ -49,22 +49,20 @@ def serve_generation(
             raise typer.BadParameter(f"{device!r}: choose auto, cpu or gpu", param_hint="--device")
         settings = settings.model_copy(update={"generation_device": device})
     ensure_base_model(settings)
-    try:
-        status = run(settings, say)
-    except (LaunchError, AdapterError) as exc:
-        fail(exc)
+    status = run(settings, say)
     raise typer.Exit(status if status >= 0 else 128 - status)
 
 
-def ensure_base_model(settings: GenerationSettings) -> None:
-    """Prepare the default base model when it is missing, in a process of its own: the commands
-    that call this go on to supervise services, and should not keep torch's memory."""
+def ensure_base_model(settings: GenerationSettings) -> str:
+    """The base model's path (or hub name), after preparing the default one when it is missing,
+    in a process of its own: the commands that call this go on to supervise services or train,
+    and should not keep the preparation's memory."""
     from services.generation.model import is_prepared
 
-    if settings.base_model:  # the user's own model folder or hub name: theirs to provide
-        return
-    if not is_prepared(Path(settings.base_model_path)):
+    # The user's own model folder or hub name is theirs to provide.
+    if not settings.base_model and not is_prepared(Path(settings.base_model_path)):
         run_own_process("model", "prepare")
+    return settings.base_model_path
 
 
 def run_own_process(*args: str) -> None:
@@ -79,20 +77,17 @@ def run_own_process(*args: str) -> None:
 @model_app.command("prepare")
 def model_prepare() -> None:
     """Convert the packaged SmolLM2-135M-Instruct GGUF into the default base model folder."""
-    from services.generation.model import ModelError, is_prepared, prepare_base_model
+    from services.generation.model import is_prepared, prepare_base_model
 
     settings = GenerationSettings()
     out = Path(settings.base_model_path)
     if settings.base_model:
-        fail(ValueError(f"RAGFT_BASE_MODEL is set ({settings.base_model}): there is nothing to prepare"))
+        raise UserFacingError(f"RAGFT_BASE_MODEL is set ({settings.base_model}): there is nothing to prepare")
     if is_prepared(out):
         console.print(f"The base model is already prepared in {out}: nothing to do.")
         return
     console.print(f"Preparing the base model in {out} (once) ...")
-    try:
-        prepare_base_model(out)
-    except ModelError as exc:
-        fail(exc)
+    prepare_base_model(out)
     console.print(f"Base model ready in {out}")
 
 
@@ -107,12 +102,7 @@ UrlOption = Annotated[str | None, typer.Option(envvar="RAGFT_GENERATION_URL", he
 @adapters_app.command("list")
 def adapters_list(url: UrlOption = None) -> None:
     """The base model and the adapters being served."""
-    from services.generation.adapters import AdapterError
-
-    try:
-        models = _adapter_client(url).models()
-    except AdapterError as exc:
-        fail(exc)
+    models = _adapter_client(url).models()
     table = Table("name", "kind", "path")
     for model in models:
         kind = "adapter" if model["parent"] else "base model"
@@ -127,15 +117,12 @@ def adapters_load(
     url: UrlOption = None,
 ) -> None:
     """Serve another adapter without restarting (checked against the served base model first)."""
-    from services.generation.adapters import AdapterError, check_base_model, read_adapter
+    from services.generation.adapters import check_base_model, read_adapter
 
     client = _adapter_client(url)
-    try:
-        adapter = read_adapter(name, path)
-        check_base_model(adapter, client.models())
-        client.load(name, path)
-    except AdapterError as exc:
-        fail(exc)
+    adapter = read_adapter(name, path)
+    check_base_model(adapter, client.models())
+    client.load(name, path)
     console.print(f"Adapter {name!r} is served from {adapter.path}")
 
 
@@ -144,17 +131,8 @@ def adapters_unload(
     name: Annotated[str, typer.Argument(help="Adapter to stop serving.")], url: UrlOption = None
 ) -> None:
     """Stop serving an adapter; the others keep working."""
-    from services.generation.adapters import AdapterError
-
-    try:
-        _adapter_client(url).unload(name)
-    except AdapterError as exc:
-        fail(exc)
+    _adapter_client(url).unload(name)
     console.print(f"Adapter {name!r} is no longer served")
-
-
-DATA = REPO / "data"
-UNSEEN_DOCS = DATA / "unseen_docs.txt"
 
 
 @app.command()
@@ -188,46 +166,41 @@ def finetune(
     ] = None,
     eval_set: Annotated[
         Path, typer.Option(help="Refuse questions worded like this eval set's held-out ones (Jaccard >= 0.6).")
-    ] = DATA / "kb_questions.jsonl",
+    ] = EVAL_SET,
     unseen_docs: Annotated[
         Path, typer.Option(help="Documents no example may ask about or show as a passage.")
     ] = UNSEEN_DOCS,
 ) -> None:
     """Train a LoRA adapter with peft (loss on the assistant turns only), on CPU or GPU. Every
     example is checked against the eval set's held-out questions and unseen documents first."""
-    from evals.dataset import BadEvalSet, load_questions, load_unseen_docs
     from gateway.config import GatewaySettings
-    from ragft.http import NotLoopback
-    from ragft_cli.localstack import StackFailed
-    from training.grounded import GroundingError, bare_records, check_held_out, read_examples
-    from training.lora import DataError, load_conversations, train
+    from ragft.progress import progress_bar
+    from training.finetune import finetune_adapter
 
     settings = GenerationSettings()
     options = TrainOptions(
         epochs=epochs, learning_rate=learning_rate, rank=rank, alpha=2 * rank, batch_size=batch_size,
         max_tokens=max_tokens, merge=merge,
     )  # fmt: skip
-    try:
-        examples = read_examples(data, load_conversations(data))
-        unseen = load_unseen_docs(unseen_docs)
-        check_held_out(examples, load_questions(eval_set), unseen)
-        say(
-            f"Checked {len(examples)} examples against the held-out questions of {eval_set} "
-            f"and {len(unseen)} unseen documents"
-        )
-        grounding, records = None, bare_records(examples)
-        if grounded:
-            gateway = GatewaySettings()
-            made = Grounding(
-                collection=collection or gateway.collection, top_k=gateway.top_k,
-                max_query_chars=gateway.max_query_chars, distractor_share=distractor_share, seed=options.seed,
-            )  # fmt: skip
-            grounding = grounding_record(made, unseen)
-            records = _grounded_records(examples, made, unseen, retrieval)
-        ensure_base_model(settings)
-        report = train(settings.base_model_path, data, out, options, examples=records, grounding=grounding)
-    except (DataError, BadEvalSet, GroundingError, NotLoopback, StackFailed, FileNotFoundError) as exc:
-        fail(exc)
+    grounding = None
+    if grounded:
+        gateway = GatewaySettings()
+        grounding = Grounding(
+            collection=collection or gateway.collection, top_k=gateway.top_k,
+            max_query_chars=gateway.max_query_chars, distractor_share=distractor_share, seed=options.seed,
+        )  # fmt: skip
+    report = finetune_adapter(
+        data,
+        out,
+        options,
+        eval_set=eval_set,
+        unseen_docs=unseen_docs,
+        base_model=lambda: ensure_base_model(settings),
+        grounding=grounding,
+        retrieval=lambda: _retrieval_client(retrieval),
+        progress=lambda: progress_bar(console=console),
+        say=say,
+    )
     kind = "merged model" if merge else "adapter"
     console.print(
         f"Wrote the {kind} to {out}: {report.examples} examples, {report.steps} steps, "
@@ -235,38 +208,18 @@ def finetune(
     )
 
 
-def grounding_record(grounding: Grounding, unseen: frozenset[str]) -> dict[str, Any]:
-    """How `--grounded` makes its examples, as the adapter's ragft.json records it."""
-    return asdict(grounding) | {"unseen_docs": sorted(unseen)}
-
-
-def _grounded_records(
-    examples: list["Example"], grounding: Grounding, unseen: frozenset[str], retrieval: str | None
-) -> list[dict[str, Any]]:
-    """The mix to train on (every example bare, then grounded copies), built by searching the
-    collection of `grounding`."""
-    from rich.progress import Progress
-
+@contextmanager
+def _retrieval_client(url: str | None) -> Iterator["httpx.Client"]:
+    """A client of the retrieval service at `url`: the one up, or `ragft up --services retrieval`
+    started until the block ends."""
     from ragft.http import sync_client
     from ragft_cli.localstack import service_up
-    from training.grounded import Searcher, grounded_mix
 
-    url = retrieval or RagftSettings().retrieval_url
+    url = url or RagftSettings().retrieval_url
     log = GenerationSettings().data_dir / "finetune-retrieval.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        service_up("retrieval", url, timeout_s=600, log=log, say=say),
-        sync_client(url) as client,
-        Progress(console=console) as progress,
-    ):
-        task = progress.add_task("grounded examples", total=sum(e.single_turn for e in examples))
-        records = grounded_mix(examples, Searcher(client, grounding, unseen), lambda: progress.advance(task))
-    kinds = Counter(r["kind"] for r in records)
-    say(
-        f"Built {len(records)} examples from {grounding.collection!r}: "
-        + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-    )
-    return records
+    with service_up("retrieval", url, timeout_s=600, log=log, say=say), sync_client(url) as client:
+        yield client
 
 
 def ensure_default_adapter(settings: GenerationSettings, data: Path) -> None:
@@ -274,20 +227,15 @@ def ensure_default_adapter(settings: GenerationSettings, data: Path) -> None:
     it from `data` as it reads now, for the default base model and these settings; otherwise a
     voice adapter trained by `ragft finetune` on `data`'s bare examples, in a process of its own
     (the caller does not keep its memory, and no retrieval service is needed)."""
-    from evals.dataset import BadEvalSet, load_unseen_docs
-    from services.generation.adapters import AdapterError, discover, install_adapter
+    from evals.dataset import load_unseen_docs
+    from services.generation.adapters import discover, install_adapter
+    from training.finetune import grounding_record
     from training.lora import trained_from
 
-    try:
-        if discover(settings.adapters_dir):
-            return
-    except AdapterError as exc:
-        fail(exc)
+    if discover(settings.adapters_dir):
+        return
     out = settings.adapters_dir / settings.default_adapter
-    try:
-        grounding = grounding_record(Grounding(SHIPPED_COLLECTION), load_unseen_docs(UNSEEN_DOCS))
-    except BadEvalSet as exc:
-        fail(exc)
+    grounding = grounding_record(Grounding(SHIPPED_COLLECTION), load_unseen_docs(UNSEEN_DOCS))
     if not settings.base_model and trained_from(SHIPPED_ADAPTER, data, SHIPPED_OPTIONS, grounding):
         install_adapter(SHIPPED_ADAPTER, out, settings.base_model_path)
         console.print(

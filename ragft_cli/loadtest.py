@@ -6,10 +6,9 @@ from typing import Annotated
 import typer
 
 from gateway.config import GatewaySettings
-from ragft.http import NotLoopback
 from ragft.process import sigterm_as_exit
-from ragft_cli.app import GatewayOption, StartupTimeoutOption, app, comma_separated, fail, say
-from ragft_cli.localstack import StackFailed, gateway_up
+from ragft_cli.app import GatewayOption, StartupTimeoutOption, app, comma_separated, say
+from ragft_cli.localstack import gateway_up
 
 STEP_USERS = "1,4,16,64"
 
@@ -49,7 +48,7 @@ def loadtest(
     """
     # Imported here: the loadtests package lives in the checkout beside ragft, and only this command needs it.
     from loadtests.options import STREAM_MODES, parse_weights
-    from loadtests.run import USER_CLASSES, LoadTestFailed, parse_duration, results_folder, run_load_test
+    from loadtests.run import USER_CLASSES, parse_duration, results_folder, run_load_test
 
     settings = GatewaySettings()
     url = gateway or f"http://{settings.gateway_host}:{settings.gateway_port}"
@@ -70,18 +69,15 @@ def loadtest(
     chosen_steps = _users(STEP_USERS if step else users)
     out = out or results_folder()
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say):
-            report, chart = run_load_test(
-                url,
-                labels=labels,
-                steps=chosen_steps,
-                duration_s=seconds,
-                out_dir=out,
-                env=env,
-                stop_timeout_s=stop_timeout,
-                say=say,
-            )
-    except (NotLoopback, StackFailed, LoadTestFailed) as exc:
-        fail(exc)
+    with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say):
+        report, chart = run_load_test(
+            url,
+            labels=labels,
+            steps=chosen_steps,
+            duration_s=seconds,
+            out_dir=out,
+            env=env,
+            stop_timeout_s=stop_timeout,
+            say=say,
+        )
     say(f"Report: {report}\nChart:  {chart}")

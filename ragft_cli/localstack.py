@@ -10,12 +10,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ragft.errors import UserFacingError
 from ragft.http import check_loopback
 from ragft.process import NotReady, spawn_ragft, stop_process, wait_until_ready
 from ragft.settings import REPO
 
 
-class StackFailed(Exception):
+class StackFailed(UserFacingError):
     pass
 
 

@@ -5,10 +5,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ragft.settings import REPO
-from ragft_cli.app import RetrievalOption, app, console, fail, say, serve, serve_app
+from ragft.progress import progress_bar
+from ragft.sample_data import EVAL_SET
+from ragft_cli.app import RetrievalOption, app, console, say, serve, serve_app
 
 if TYPE_CHECKING:
     from services.retrieval.runtime import Retrieval
@@ -26,18 +26,9 @@ def serve_retrieval(
 
 def _load(paths: list[Path]) -> "list[DocumentIn]":
     """Every file is read before anything is written, so one bad file stops the run early."""
-    from services.retrieval.ingest import IngestError, load_documents
-    from services.retrieval.loaders import UnreadableFile
+    from services.retrieval.ingest import load_documents
 
-    try:
-        return load_documents(paths)
-    except (UnreadableFile, IngestError) as exc:
-        fail(exc)
-
-
-def _progress() -> Progress:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=console)
+    return load_documents(paths)
 
 
 def _ingest(
@@ -49,25 +40,21 @@ def _ingest(
     batch_size: int = 64,
 ) -> None:
     """Through the service at `url`, or straight into `retrieval`'s store when given."""
-    from services.retrieval.ingest import IngestError, ingest_direct, ingest_http
+    from services.retrieval.ingest import ingest_direct, ingest_http
 
     target = "the embedded store (direct)" if retrieval else url
     console.print(f"Ingesting {len(documents)} documents into {collection!r} through {target}")
-    progress = _progress()
-    try:
-        with progress:
-            task = progress.add_task("documents", total=len(documents))
+    with progress_bar(console=console) as progress:
+        task = progress.add_task("documents", total=len(documents))
 
-            def advance(n: int) -> None:
-                progress.advance(task, n)
+        def advance(n: int) -> None:
+            progress.advance(task, n)
 
-            if retrieval:
-                summary = ingest_direct(retrieval, collection, documents, batch_size, advance)
-            else:
-                assert url is not None
-                summary = ingest_http(url, collection, documents, batch_size, advance)
-    except IngestError as exc:
-        fail(exc)
+        if retrieval:
+            summary = ingest_direct(retrieval, collection, documents, batch_size, advance)
+        else:
+            assert url is not None
+            summary = ingest_http(url, collection, documents, batch_size, advance)
     rate = summary.chunks / summary.seconds if summary.seconds else 0.0
     console.print(
         f"Ingested {summary.documents} documents ({summary.chunks} chunks) into {collection!r} "
@@ -78,12 +65,8 @@ def _ingest(
 def _open_retrieval() -> "Retrieval":
     from services.retrieval.config import RetrievalSettings
     from services.retrieval.runtime import Retrieval
-    from services.retrieval.store.edge import StoreLocked
 
-    try:
-        return Retrieval.open(RetrievalSettings())
-    except StoreLocked as exc:
-        fail(exc)
+    return Retrieval.open(RetrievalSettings())
 
 
 @app.command()
@@ -134,9 +117,9 @@ def finetune_retriever(
     collection: Annotated[
         str | None, typer.Option(help="The collection to train on; default: RAGFT_COLLECTION.")
     ] = None,
-    data: Annotated[Path, typer.Option(help="The eval set: its train split trains, its held-out split measures.")] = (
-        REPO / "data" / "kb_questions.jsonl"
-    ),
+    data: Annotated[
+        Path, typer.Option(help="The eval set: its train split trains, its held-out split measures.")
+    ] = EVAL_SET,
     base: Annotated[
         str | None, typer.Option(help="The model to start from; default: RAGFT_EMBEDDING_MODEL (all-MiniLM-L6-v2).")
     ] = None,
@@ -155,9 +138,8 @@ def finetune_retriever(
     and the dense hit rate on the held-out questions before and after). Put it to work with
     `ragft reindex --model OUT`.
     """
-    from evals.dataset import BadEvalSet, load_questions
+    from evals.dataset import load_questions
     from ragft.process import sigterm_as_exit
-    from services.retrieval.client import RetrievalCallFailed
     from services.retrieval.config import RetrievalSettings
     from services.retrieval.embedding import default_model_path
     from training.retriever import (
@@ -176,31 +158,26 @@ def finetune_retriever(
     try:
         import datasets  # noqa: F401  # training needs it: say so before any work
     except ImportError:
-        fail(RetrieverError("retriever training needs the train extra: pip install 'ragft[train]'"))
-    try:
-        check_out(out)
-        passages = collection_passages(retrieval or settings.retrieval_url, name)
-        questions = load_questions(data)
-        train = [q for q in questions if q.split == "train"]
-        heldout = [q for q in questions if q.split == "heldout"]
-        pairs = training_pairs(train, heldout, passages)
-        stored = {passage.doc_id for passage in passages}
-        measured = [q for q in heldout if q.doc_id in stored]  # held-out questions this collection answers
-        say(
-            f"{len(pairs)} pairs from {len(passages)} chunks of {name!r}; {len(measured)} held-out questions to measure"
+        raise RetrieverError("retriever training needs the train extra: pip install 'ragft[train]'") from None
+    check_out(out)
+    passages = collection_passages(retrieval or settings.retrieval_url, name)
+    questions = load_questions(data)
+    train = [q for q in questions if q.split == "train"]
+    heldout = [q for q in questions if q.split == "heldout"]
+    pairs = training_pairs(train, heldout, passages)
+    stored = {passage.doc_id for passage in passages}
+    measured = [q for q in heldout if q.doc_id in stored]  # held-out questions this collection answers
+    say(f"{len(pairs)} pairs from {len(passages)} chunks of {name!r}; {len(measured)} held-out questions to measure")
+    with sigterm_as_exit():
+        record = train_retriever(
+            start,
+            pairs,
+            out,
+            RetrieverOptions(epochs=epochs, batch_size=batch_size, max_steps=max_steps),
+            {"collection": name, "data": str(data), "heldout_questions": len(measured)},
+            (lambda embedder: hit_rates(embedder, passages, measured)) if measured else None,
+            say=say,
         )
-        with sigterm_as_exit():
-            record = train_retriever(
-                start,
-                pairs,
-                out,
-                RetrieverOptions(epochs=epochs, batch_size=batch_size, max_steps=max_steps),
-                {"collection": name, "data": str(data), "heldout_questions": len(measured)},
-                (lambda embedder: hit_rates(embedder, passages, measured)) if measured else None,
-                say=say,
-            )
-    except (RetrieverError, RetrievalCallFailed, BadEvalSet, httpx.HTTPError) as exc:
-        fail(exc)
     rates = record["heldout_dense_hit_rate"]
     if rates["before"] and rates["after"]:
         changes = ", ".join(f"{k} {rates['before'][k]} -> {rates['after'][k]}" for k in rates["before"])
@@ -227,7 +204,6 @@ def reindex(
     DELETE /v1/collections/<old> removes it, DELETE /v1/aliases/<name> switches back.
     """
     from ragft.http import sync_client
-    from services.retrieval.client import RetrievalCallFailed
     from services.retrieval.config import RetrievalSettings
     from services.retrieval.reindex import ReindexError, default_target
     from services.retrieval.reindex import reindex as run_reindex
@@ -237,7 +213,7 @@ def reindex(
     # The service loads the folder: an absolute path when it is here too, else as given (a remote host's path).
     folder = model.expanduser().resolve() if model.expanduser().exists() else model
     target = into or default_target(name, folder)
-    progress = _progress()
+    progress = progress_bar(console=console)
     task = progress.add_task("documents", total=None)
     try:
         with sync_client(retrieval or settings.retrieval_url, timeout=600) as client, progress:
@@ -251,8 +227,8 @@ def reindex(
                 on_total=lambda total: progress.update(task, total=total),
                 on_documents=lambda n: progress.advance(task, n),
             )
-    except (ReindexError, RetrievalCallFailed, httpx.HTTPError) as exc:
-        fail(exc)
+    except httpx.HTTPError as exc:  # the client this command opened: the service did not answer
+        raise ReindexError(str(exc)) from exc
     say(
         f"{done.name!r} now reads {done.target!r}: {done.documents} documents, {done.chunks} chunks "
         f"embedded by {folder} in {done.seconds:.1f} s"

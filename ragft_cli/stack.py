@@ -10,7 +10,7 @@ import typer
 
 from gateway.config import GatewaySettings
 from gateway.contract import Route
-from ragft.settings import REPO
+from ragft.sample_data import FINETUNE_SET, SAMPLE_KB
 from ragft_cli.app import app, comma_separated, say
 from ragft_cli.generation import ensure_base_model, ensure_default_adapter
 from ragft_cli.retrieval import ensure_knowledge_base
@@ -26,13 +26,11 @@ def up(
         SERVICES
     ),
     collection: Annotated[str, typer.Option(envvar="RAGFT_COLLECTION", help="Collection to serve.")] = "help-center",
-    kb: Annotated[Path, typer.Option(help="Knowledge base ingested when the collection is short of it.")] = REPO
-    / "data"
-    / "kb",
+    kb: Annotated[Path, typer.Option(help="Knowledge base ingested when the collection is short of it.")] = SAMPLE_KB,
     adapter_data: Annotated[
         Path,
         typer.Option(help="Fine-tuning set of the default adapter: the shipped one if trained from it, else trained."),
-    ] = REPO / "data" / "finetune" / "train.jsonl",
+    ] = FINETUNE_SET,
 ) -> None:
     """The local stack: set up what is missing (once), then run the services until Ctrl-C.
 

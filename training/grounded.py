@@ -18,6 +18,7 @@ import httpx
 from evals.dataset import Question
 from gateway.prompt import grounded_messages, search_query
 from gateway.schemas import ChatMessage
+from ragft.errors import UserFacingError
 from services.retrieval.client import RetrievalCallFailed, checked, document_summaries
 from services.retrieval.schemas import Hit
 
@@ -33,7 +34,7 @@ STEP = re.compile(r"^\d+\. ")
 Conversation = list[dict[str, str]]
 
 
-class GroundingError(Exception):
+class GroundingError(UserFacingError):
     pass
 
 

@@ -10,9 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ragft.errors import UserFacingError
+from services.generation.adapters import REPORT as REPORT  # the service reads it back
+from services.generation.identity import model_identity
+
 ROLES = {"system", "user", "assistant"}
 IGNORE = -100  # label value the loss skips
-REPORT = "ragft.json"
 EXAMPLES = "examples.jsonl"  # what was trained on, beside the weights
 # Examples a CPU computes at once when the batch divides by it; the rest of the batch is
 # accumulated. 8 grounded examples of ~1,200 tokens took more than the 2-core machine's 24 GB.
@@ -20,7 +23,7 @@ MICRO_BATCH = 2
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class DataError(Exception):
+class DataError(UserFacingError):
     pass
 
 
@@ -39,6 +42,7 @@ class TrainOptions:
 @dataclass(frozen=True)
 class TrainReport:
     base_model: str
+    base_model_sha256: str | None  # its identity, which the generation service checks adapters by
     data: str
     data_sha256: str
     examples: int
@@ -232,6 +236,7 @@ def train(
             peft_model.save_pretrained(str(staged))
         report = TrainReport(
             base_model=base_model,
+            base_model_sha256=model_identity(Path(base_model)),
             data=str(data),
             data_sha256=file_sha256(data),
             examples=len(dataset),

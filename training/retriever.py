@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import numpy as np
 
 from evals.dataset import Question
 from evals.scoring import normalize, states_facts
+from ragft.errors import UserFacingError
 from ragft.http import sync_client
 from services.retrieval.chunking import Chunk
 from services.retrieval.client import checked, document_summaries
@@ -31,7 +33,7 @@ HEADING = re.compile(r"#{1,6}\s+(.+)")
 RECORD = "ragft.json"
 
 
-class RetrieverError(Exception):
+class RetrieverError(UserFacingError):
     pass
 
 
@@ -53,15 +55,18 @@ class Passage:
 def collection_passages(retrieval_url: str, collection: str, timeout_s: float = 60) -> list[Passage]:
     """Every chunk of the collection, through the retrieval API, with the heading it opens with."""
     passages: list[Passage] = []
-    with sync_client(retrieval_url, timeout=timeout_s) as client:
-        for summary in document_summaries(client, collection):
-            path = f"/v1/collections/{collection}/documents/{quote(summary['id'], safe='/')}"
-            document = checked(client.get(path)).json()
-            for number, chunk in enumerate(document["chunks"]):
-                opening = HEADING.match(chunk["text"].lstrip())
-                heading = opening.group(1).strip() if opening else None
-                embedded = Chunk(document["id"], number, chunk["text"], document["title"], {}).indexed_text
-                passages.append(Passage(document["id"], embedded, document["title"], heading))
+    try:
+        with sync_client(retrieval_url, timeout=timeout_s) as client:
+            for summary in document_summaries(client, collection):
+                path = f"/v1/collections/{collection}/documents/{quote(summary['id'], safe='/')}"
+                document = checked(client.get(path)).json()
+                for number, chunk in enumerate(document["chunks"]):
+                    opening = HEADING.match(chunk["text"].lstrip())
+                    heading = opening.group(1).strip() if opening else None
+                    embedded = Chunk(document["id"], number, chunk["text"], document["title"], {}).indexed_text
+                    passages.append(Passage(document["id"], embedded, document["title"], heading))
+    except httpx.HTTPError as exc:  # the service did not answer
+        raise RetrieverError(str(exc)) from exc
     if not passages:
         raise RetrieverError(f"collection {collection!r} is empty")
     return passages

@@ -9,13 +9,17 @@ from pathlib import Path
 
 import httpx
 
+from ragft.errors import UserFacingError
+from services.generation.identity import model_identity
+
 ADAPTER_CONFIG = "adapter_config.json"
+REPORT = "ragft.json"  # what `ragft finetune` records beside the weights
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # The ranks vLLM accepts for --max-lora-rank.
 VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
-class AdapterError(Exception):
+class AdapterError(UserFacingError):
     pass
 
 
@@ -25,6 +29,9 @@ class Adapter:
     path: Path
     rank: int
     base_model: str
+    # The base model's identity (services/generation/identity.py) as training recorded it; None
+    # for adapters trained before ragft recorded it, or by other tools.
+    base_model_sha256: str | None = None
 
 
 def read_adapter(name: str, path: Path) -> Adapter:
@@ -39,7 +46,19 @@ def read_adapter(name: str, path: Path) -> Adapter:
         raise AdapterError(f"{config_file} is not valid JSON: {exc}") from exc
     if not isinstance(config, dict) or config.get("peft_type") != "LORA" or not isinstance(config.get("r"), int):
         raise AdapterError(f"{config_file}: not a LoRA adapter config (needs peft_type LORA and an integer r)")
-    return Adapter(name, path.resolve(), config["r"], str(config.get("base_model_name_or_path") or ""))
+    base_model = str(config.get("base_model_name_or_path") or "")
+    return Adapter(name, path.resolve(), config["r"], base_model, _recorded_identity(path))
+
+
+def _recorded_identity(path: Path) -> str | None:
+    try:
+        report = json.loads((path / REPORT).read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as exc:
+        raise AdapterError(f"{path / REPORT} is not valid JSON: {exc}") from exc
+    identity = report.get("base_model_sha256") if isinstance(report, dict) else None
+    return identity if isinstance(identity, str) else None
 
 
 def discover(adapters_dir: Path) -> list[Adapter]:
@@ -79,20 +98,45 @@ def same_model(a: str, b: str) -> bool:
     return Path(a).resolve() == Path(b).resolve() or a.rstrip("/").lower() == b.rstrip("/").lower()
 
 
-def check_compatible(adapter: Adapter, base_model: str) -> None:
-    if adapter.base_model and not same_model(adapter.base_model, base_model):
-        raise AdapterError(
-            f"adapter {adapter.name!r} was trained on {adapter.base_model!r}, but this service serves {base_model!r}"
+def _mismatch(adapter: Adapter, base_model: str) -> str | None:
+    """Why the adapter was not trained on the model served from `base_model`; None when it was.
+    By identity where the adapter recorded one and `base_model` is a model folder here; by folder
+    or name otherwise (an adapter from before identities, a hub name)."""
+    recorded = adapter.base_model_sha256
+    served = model_identity(Path(base_model)) if recorded else None
+    if recorded and served:
+        if served == recorded:
+            return None
+        return (
+            f"adapter {adapter.name!r} was trained on {adapter.base_model!r} (identity {recorded[:12]}), but this "
+            f"service serves {base_model!r} (identity {served[:12]}), another model. Serve the model it was trained "
+            "on (RAGFT_BASE_MODEL), or train the adapter again on this one (ragft finetune)"
         )
+    if not adapter.base_model or same_model(adapter.base_model, base_model):
+        return None
+    compared = (
+        "the served model is no folder here whose identity ragft can compute, so the names are compared"
+        if recorded
+        else f"its {REPORT} records no identity of its base model, so the folders are compared"
+    )
+    return (
+        f"adapter {adapter.name!r} was trained on {adapter.base_model!r}, but this service serves {base_model!r} "
+        f"({compared}). Serve the model it was trained on (RAGFT_BASE_MODEL), or train the adapter again on this "
+        "one (ragft finetune), which records the model's identity"
+    )
+
+
+def check_compatible(adapter: Adapter, base_model: str) -> None:
+    if reason := _mismatch(adapter, base_model):
+        raise AdapterError(reason)
 
 
 def check_base_model(adapter: Adapter, served: list[dict[str, str | None]]) -> None:
     """Before a runtime load: the adapter must have been trained on the model being served."""
     bases = [str(m["root"]) for m in served if not m["parent"]]
-    if adapter.base_model and bases and not any(same_model(adapter.base_model, base) for base in bases):
-        raise AdapterError(
-            f"adapter {adapter.name!r} was trained on {adapter.base_model!r}, but the service serves {bases[0]!r}"
-        )
+    reasons = [_mismatch(adapter, base) for base in bases]
+    if reasons and all(reasons):
+        raise AdapterError(str(reasons[0]))
 
 
 class AdapterClient:

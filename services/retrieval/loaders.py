@@ -7,12 +7,13 @@ from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 from selectolax.lexbor import LexborHTMLParser
 
+from ragft.errors import UserFacingError
 from services.retrieval.schemas import DocumentIn
 
 SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf")
 
 
-class UnreadableFile(Exception):
+class UnreadableFile(UserFacingError):
     pass
 
 

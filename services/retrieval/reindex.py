@@ -14,10 +14,11 @@ from typing import Any
 
 import httpx
 
+from ragft.errors import UserFacingError
 from services.retrieval.client import checked, document_summaries
 
 
-class ReindexError(Exception):
+class ReindexError(UserFacingError):
     pass
 
 

@@ -10,7 +10,9 @@ import pytest
 from pydantic import ValidationError
 from scipy.stats import ttest_ind
 
-from evals.experiment import build_report, markdown, summarize
+from evals.experiment import build_report
+from evals.experiment_markdown import markdown
+from evals.experiment_summary import summarize
 from evals.stats import sample_size
 
 

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from matplotlib.container import BarContainer
 
+from evals.charts import report_chart as chart
 from evals.compare import compare_runs
-from evals.report import build_report, chart, summarize
+from evals.report import build_report
+from evals.report_summary import summarize
 from evals.run import EvalConfig, EvalFailed
 from evals.scoring import GREETING, SIGN_OFF
 from evals.stats import wilson

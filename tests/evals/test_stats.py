@@ -3,11 +3,11 @@
 import pytest
 from scipy.stats import t
 
+from evals.markdown import format_rate
 from evals.stats import (
     compare_means,
     compare_paired,
     detectable_difference,
-    format_rate,
     mean_interval,
     pooled_sd,
     sample_size,

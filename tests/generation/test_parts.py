@@ -1,14 +1,24 @@
 """The parts around vLLM: adapter discovery, the launcher's command and dtype, the command line."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from ragft_cli import app
-from services.generation.adapters import AdapterError, discover, max_lora_rank, same_model
+from services.generation.adapters import (
+    AdapterError,
+    check_base_model,
+    check_compatible,
+    discover,
+    max_lora_rank,
+    read_adapter,
+    same_model,
+)
 from services.generation.config import GenerationSettings
+from services.generation.identity import CACHE, model_identity
 from services.generation.launcher import Device, choose_dtype, cpu_flags, vllm_command
 
 
@@ -72,6 +82,73 @@ def test_same_model_compares_whole_names_or_the_same_folder(tmp_path: Path) -> N
     assert same_model("HuggingFaceTB/SmolLM2-135M-Instruct", "huggingfacetb/smollm2-135m-instruct")
     assert not same_model("org1/X-7B", "org2/X-7B")
     assert not same_model(str(tmp_path / "a" / "merged"), str(tmp_path / "b" / "merged"))
+
+
+def tiny_model(folder: Path, weights: bytes = b"weights", **config: object) -> Path:
+    """A model folder as far as its identity goes: a config and a weight file."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8, **config}))
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "tokenizer.json").write_text("{}")  # not part of the identity
+    return folder
+
+
+def adapter_trained_on(folder: Path, base_model: Path, identity: str | None) -> Path:
+    folder.mkdir(parents=True)
+    config = {"peft_type": "LORA", "r": 8, "base_model_name_or_path": str(base_model)}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    if identity:
+        (folder / "ragft.json").write_text(json.dumps({"base_model": str(base_model), "base_model_sha256": identity}))
+    return folder
+
+
+def test_an_adapter_follows_its_base_model_to_another_folder_by_identity(tmp_path: Path) -> None:
+    trained_on = tiny_model(tmp_path / "var" / "models" / "tiny")
+    identity = model_identity(trained_on)
+    assert identity
+    adapter = read_adapter("voice", adapter_trained_on(tmp_path / "voice", trained_on, identity))
+    moved = tmp_path / "elsewhere" / "models" / "tiny"
+    shutil.copytree(trained_on, moved)
+    check_compatible(adapter, str(moved))
+    check_base_model(adapter, [{"id": "base", "parent": None, "root": str(moved)}, {"id": "voice", "parent": "base"}])
+    other_weights = tiny_model(tmp_path / "other-weights", weights=b"weightz")
+    other_config = tiny_model(tmp_path / "other-config", hidden_size=16)
+    for other in (other_weights, other_config):
+        served = model_identity(other)
+        assert served and served != identity
+        with pytest.raises(AdapterError) as refused:
+            check_compatible(adapter, str(other))
+        message = str(refused.value)
+        assert f"was trained on {str(trained_on)!r} (identity {identity[:12]})" in message
+        assert f"serves {str(other)!r} (identity {served[:12]})" in message
+        assert "RAGFT_BASE_MODEL" in message and "ragft finetune" in message
+        with pytest.raises(AdapterError, match="another model"):
+            check_base_model(adapter, [{"id": "base", "parent": None, "root": str(other)}])
+    with pytest.raises(AdapterError, match="names are compared"):  # a hub name has no identity here
+        check_compatible(adapter, "org/Other-7B")
+
+
+def test_an_adapter_without_a_recorded_identity_is_matched_by_folder(tmp_path: Path) -> None:
+    trained_on = tiny_model(tmp_path / "var" / "models" / "tiny")
+    adapter = read_adapter("old", adapter_trained_on(tmp_path / "old", trained_on, identity=None))
+    assert adapter.base_model_sha256 is None
+    check_compatible(adapter, str(trained_on))
+    moved = tmp_path / "elsewhere" / "tiny"
+    shutil.copytree(trained_on, moved)
+    with pytest.raises(AdapterError, match="records no identity of its base model, so the folders are compared"):
+        check_compatible(adapter, str(moved))
+
+
+def test_identity_is_what_the_model_is_and_is_computed_once(tmp_path: Path) -> None:
+    model = tiny_model(tmp_path / "a", transformers_version="5.19.0")
+    identity = model_identity(model)
+    assert identity is not None and len(identity) == 64
+    assert model_identity(tiny_model(tmp_path / "b", transformers_version="4.57.0")) == identity  # who wrote it
+    assert json.loads((model / CACHE).read_text())["sha256"] == identity
+    (model / "model.safetensors").write_bytes(b"WEIGHTS")  # same size, new mtime: computed again
+    assert model_identity(model) not in (identity, None)
+    assert model_identity(tmp_path / "missing") is None
+    assert model_identity(Path("HuggingFaceTB/SmolLM2-135M-Instruct")) is None
 
 
 def test_adapters_default_under_the_data_dir(tmp_path: Path) -> None:

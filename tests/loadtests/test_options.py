@@ -9,7 +9,8 @@ import pytest
 import requests
 
 from gateway.client import AnswerFailed, chat_body, check_response, read_stream, server_timing
-from loadtests.options import QUESTIONS, Options, parse_weights
+from loadtests.options import Options, parse_weights
+from ragft.sample_data import EVAL_SET
 
 
 def _event(payload: object) -> list[bytes]:
@@ -106,7 +107,7 @@ def test_weights_and_options_from_the_environment(tmp_path: Path) -> None:
     )
     assert (options.questions, options.stream, options.max_tokens) == (["Q1?", "Q2?"], "1", 8)
     assert options.weights == {"rag": 1.0, "finetuned": 1.0, "hybrid": 1.0}
-    assert len(Options.from_env({}).questions) == len(QUESTIONS.read_text().splitlines()) > 100  # the eval set
+    assert len(Options.from_env({}).questions) == len(EVAL_SET.read_text().splitlines()) > 100  # the eval set
     with pytest.raises(ValueError, match="LOADTEST_STREAM"):
         Options.from_env({"LOADTEST_STREAM": "sometimes"})
 

@@ -41,6 +41,7 @@ from qdrant_edge import (
 )
 from qdrant_edge import Filter as EdgeFilter
 
+from ragft.errors import UserFacingError
 from services.retrieval.store.base import VectorStore
 from services.retrieval.store.errors import CollectionNotFound, StoreUnavailable
 from services.retrieval.store.points import (
@@ -58,7 +59,7 @@ CONFIG_FILE = "edge_config.json"
 CATALOG_FILE = "catalog.json"
 
 
-class StoreLocked(Exception):
+class StoreLocked(UserFacingError):
     """Another process has this store open."""
 
 

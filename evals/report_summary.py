@@ -1,0 +1,112 @@
+"""A recorded eval run's answers, scored and gathered per route: what the eval report counts of
+each route (facts, retrieval, citations, abstention, voice, latency, tokens)."""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from evals.dataset import Question, load_questions
+from evals.run import read_config, read_results
+from evals.scoring import Score, score
+from evals.stats import percentile
+from gateway.contract import Route
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: Question
+    route: str
+    record: dict[str, Any]
+    score: Score
+    unseen: bool  # its question is about a document no fine-tuning example is about
+
+
+Count = tuple[int, int]  # how many, of how many
+
+
+def _count(flags: Sequence[bool]) -> Count:
+    return sum(flags), len(flags)
+
+
+SEEN, UNSEEN, TRAIN = "held-out, seen docs", "held-out, unseen docs", "train"
+# The fact-accuracy columns, over answerable questions: held-out ones are split by whether
+# fine-tuning saw their document, which tells reading the passages from remembering them.
+FACT_GROUPS: dict[str, Callable[[Answer], bool]] = {
+    SEEN: lambda a: a.question.split == "heldout" and not a.unseen,
+    UNSEEN: lambda a: a.question.split == "heldout" and a.unseen,
+    TRAIN: lambda a: a.question.split == "train",
+}
+
+
+@dataclass(frozen=True)
+class RouteSummary:
+    route: str
+    asked: int
+    answers: list[Answer]
+
+    def _answerable(self) -> list[Answer]:
+        return [a for a in self.answers if a.question.answerable]
+
+    def facts(self, group: str) -> Count:
+        return _count([a.score.correct for a in self._answerable() if FACT_GROUPS[group](a)])
+
+    def hit_rate(self) -> Count:
+        return _count([a.score.retrieved for a in self._answerable() if a.score.retrieved is not None])
+
+    def citing(self, kind: str) -> Count:
+        """Answers to answerable questions, of those that retrieved, that cite a source ("cites")
+        or a passage of the question's document ("cites_document")."""
+        return _count([getattr(a.score.citations, kind) for a in self._answerable() if a.score.citations is not None])
+
+    def missing_citations(self) -> Count:
+        """Answers that retrieved and cite a source number the prompt did not have."""
+        return _count([a.score.citations.cites_missing for a in self.answers if a.score.citations is not None])
+
+    def abstention(self, answerable: bool) -> Count:
+        return _count([a.score.abstained for a in self.answers if a.question.answerable == answerable])
+
+    def voice(self, rule: str) -> Count:
+        return _count([getattr(a.score.voice, rule) for a in self.answers])
+
+    def truncated(self) -> Count:
+        return _count([a.record.get("finish_reason") == "length" for a in self.answers])
+
+    def latency(self, q: float) -> float | None:
+        return percentile([a.record["latency_ms"] for a in self.answers], q)
+
+    def retrieve_p50(self) -> float | None:
+        if self.route == Route.FINETUNED:
+            return None
+        return percentile(
+            [a.record["timing"]["retrieve"] for a in self.answers if "retrieve" in a.record["timing"]], 50
+        )
+
+    def models(self) -> list[str]:
+        return sorted({str(a.record.get("model")) for a in self.answers})
+
+    def tokens(self, kind: str) -> float | None:
+        counts = [a.record[kind] for a in self.answers if a.record.get(kind) is not None]
+        return mean(counts) if counts else None
+
+
+def summarize(out_dir: Path) -> tuple[dict[str, Any], list[Question], list[RouteSummary]]:
+    config = read_config(out_dir)
+    every_question = load_questions(Path(config["data"]))
+    records = read_results(out_dir, every_question)
+    asked_ids = {question_id for question_id, _ in records}
+    questions = [q for q in every_question if q.id in asked_ids]
+    unseen = frozenset(config.get("unseen_docs", ()))  # absent from run.json before unseen documents
+    summaries = []
+    for route in config["routes"]:
+        answers = []
+        for question in questions:
+            record = records.get((question.id, route))
+            if record and record["status"] == "ok":
+                retrieved = record.get("answered_as", route) != Route.FINETUNED  # auto's choice
+                sources = record["sources"] if retrieved else None
+                scored = score(question, record["answer"], sources)
+                answers.append(Answer(question, route, record, scored, unseen=question.doc_id in unseen))
+        summaries.append(RouteSummary(route, sum(1 for q in questions if (q.id, route) in records), answers))
+    return config, questions, summaries
