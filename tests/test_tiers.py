@@ -2,14 +2,15 @@
 
 import pytest
 
-from tests.conftest import TIERS
+from tests.utils.tiers import TIERS
 
 # One of each kind, by what it starts: nothing, ragft processes, a real vLLM.
 KNOWN = {
     "tests/retrieval/test_chunking.py": "unit",
     "tests/training/test_lora.py::test_only_assistant_turns_are_learned": "unit",  # base model in-process
+    "tests/gateway/test_faults.py::test_generation_down_is_a_503": "unit",  # the gateway in this process
     "tests/retrieval/test_service_process.py": "services",
-    "tests/gateway/test_faults.py::test_generation_down_is_a_503": "services",  # never waits for vLLM
+    "tests/gateway/test_resilience.py::test_sigterm_drains": "services",  # a process for its SIGTERM, no vLLM
     "tests/test_up.py": "stack",
     "tests/gateway/test_routes.py": "stack",
 }

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from ragft.process import free_port, wait_until_ready
-from tests.conftest import Processes
+from tests.utils.processes import Processes
 
 
 @contextmanager

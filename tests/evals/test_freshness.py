@@ -16,8 +16,8 @@ from evals.freshness import Change, KnowledgeBase, freshness_report, load_change
 from evals.run import EvalConfig, EvalFailed
 from evals.scoring import states
 from ragft.settings import REPO
-from tests.conftest import Processes
 from tests.gateway.scripted_vllm import Answer, Fail, ScriptedVllm, scripted_vllm
+from tests.utils.processes import Processes
 
 KB = REPO / "data" / "kb"
 CHANGES = load_changes(REPO / "data" / "freshness.jsonl")[:3]

@@ -1,30 +1,35 @@
-"""The gateway as a process on loopback, in front of the session's real retrieval service and
-real vLLM; `start_gateway` starts more with other settings for the fault tests, and
-`start_gateway_without_vllm` one in front of a stand-in."""
+"""The gateway under test, two ways.
 
-import time
-from collections.abc import Callable, Iterator
+As a process on loopback, in front of the session's real retrieval service and real vLLM
+(`gateway_url`; `start_gateway` starts more with other settings, for the fault tests): the
+stack tier.
+
+In this process (the unit tier): `start_gateway_in_process` and `gateway_in_process`, the
+gateway's app behind Starlette's TestClient, in front of the scripted vLLM and the real
+retrieval app."""
+
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
 
-import httpx
 import openai
 import pytest
 
-from ragft import sse
-from tests.conftest import Processes
+from ragft.sample_data import SAMPLE_KB
+from tests.gateway.scripted_vllm import ScriptedVllm, scripted_vllm
+from tests.utils.gateway import GatewayStarter, InProcessGateway, InProcessStarter, open_gateway_app
+from tests.utils.loopback import serve_on_loopback
+from tests.utils.processes import Processes
+from tests.utils.retrieval import retrieval_settings
 
-GatewayStarter = Callable[..., AbstractContextManager[str]]
-
-
-def _starter(folders: pytest.TempPathFactory, processes: Processes, **defaults: str) -> GatewayStarter:
-    @contextmanager
-    def start(log: Path | None = None, **settings: str) -> Iterator[str]:
-        with processes.gateway(folders.mktemp("gateway"), log, **{**defaults, **settings}) as (url, _):
-            yield url
-
-    return start
+# A few articles of the sample knowledge base: enough for the knowledge-base pages and a rag answer
+# with sources, and quick to embed. The full base is the session's retrieval process's.
+IN_PROCESS_KB = (
+    "account-sign-in-and-passwords.md",
+    "admin-audit-log.md",
+    "api-rate-limits.md",
+    "billing-plans-and-prices.md",
+)
 
 
 @pytest.fixture(scope="session")
@@ -33,26 +38,16 @@ def start_gateway(
 ) -> GatewayStarter:
     """`with start_gateway(RAGFT_X="...") as url:` a gateway with those settings on top of the
     session's real retrieval service and real vLLM, stopped when the block ends."""
-    return _starter(
-        tmp_path_factory,
-        processes,
-        RAGFT_RETRIEVAL_URL=retrieval_url,
-        RAGFT_GENERATION_URL=generation_url,
-        RAGFT_DEFAULT_ADAPTER="voice",
-    )
+    defaults = {
+        "RAGFT_RETRIEVAL_URL": retrieval_url,
+        "RAGFT_GENERATION_URL": generation_url,
+        "RAGFT_DEFAULT_ADAPTER": "voice",
+    }
 
-
-@pytest.fixture(scope="session")
-def start_gateway_without_vllm(
-    tmp_path_factory: pytest.TempPathFactory, processes: Processes, retrieval_url: str
-) -> GatewayStarter:
-    """`with start_gateway_without_vllm(generation_url, RAGFT_X="...") as url:` as `start_gateway`,
-    in front of a generation upstream of the test's own (a stand-in, or nothing at all), so it
-    never waits for the session's vLLM."""
-    starter = _starter(tmp_path_factory, processes, RAGFT_RETRIEVAL_URL=retrieval_url, RAGFT_DEFAULT_ADAPTER="voice")
-
-    def start(generation_url: str, log: Path | None = None, **settings: str) -> AbstractContextManager[str]:
-        return starter(log, RAGFT_GENERATION_URL=generation_url, **settings)
+    @contextmanager
+    def start(log: Path | None = None, **settings: str) -> Iterator[str]:
+        with processes.gateway(tmp_path_factory.mktemp("gateway"), log, **{**defaults, **settings}) as (url, _):
+            yield url
 
     return start
 
@@ -69,30 +64,56 @@ def openai_client(gateway_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-def metric(url: str, name: str, default: float | None = None) -> float:
-    """One sample of the service's /metrics, by its full name and labels; `default` when a
-    labelled sample has not been counted yet."""
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    if default is not None:
-        return default
-    raise AssertionError(f"{name} is not in the metrics")
+@pytest.fixture(scope="session")
+def retrieval_in_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real retrieval app (`services.retrieval.app.create_app`) on the embedded Qdrant Edge,
+    with IN_PROCESS_KB ingested into help-center through its API: its URL.
+
+    It runs in this process, but served by uvicorn on a thread, bound to 127.0.0.1, and stopped
+    at teardown, rather than behind an ASGI transport: the gateway reaches its upstreams with
+    aiohttp, which opens real TCP connections to a URL and has no way into an ASGI app."""
+    from services.retrieval.app import create_app
+    from services.retrieval.ingest import ingest_http, load_documents
+
+    settings = retrieval_settings("edge", tmp_path_factory.mktemp("retrieval-in-process"))
+    with serve_on_loopback(create_app(settings)) as url:
+        documents = load_documents([SAMPLE_KB / name for name in IN_PROCESS_KB])
+        ingest_http(url, settings.collection, documents, len(documents), lambda _: None)
+        yield url
 
 
-def sse_events(response: httpx.Response) -> list[Any]:
-    """A stream's events in order: parsed JSON, and the final "[DONE]"."""
-    return sse.events(response.iter_lines())
+@pytest.fixture(scope="session")
+def vllm_stand_in() -> Iterator[ScriptedVllm]:
+    """The scripted vLLM serving what the session's vLLM serves: `base` and the adapter `voice`;
+    another model is vLLM's 404. Shared: a test that scripts faults opens one of its own."""
+    with scripted_vllm(models=("base", "voice")) as vllm:
+        yield vllm
 
 
-def running_requests(generation_url: str) -> float:
-    """How many requests vLLM is generating for right now, from its own metrics."""
-    metrics = httpx.get(f"{generation_url}/metrics").text
-    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("vllm:num_requests_running"))
+@pytest.fixture(scope="session")
+def start_gateway_in_process(
+    tmp_path_factory: pytest.TempPathFactory, retrieval_in_process: str, vllm_stand_in: ScriptedVllm
+) -> InProcessStarter:
+    """`with start_gateway_in_process(RAGFT_X="...") as gateway:` the gateway's app in this
+    process with those settings (tests/utils/gateway.py), in front of the in-process retrieval
+    app and the scripted vLLM unless the settings name other upstreams; `gateway` is an
+    httpx.Client (tests/utils/gateway.py: InProcessGateway), so the tests speak HTTP to it as to
+    a process. It needs no process, so its
+    tests are in the unit tier."""
+    defaults = {
+        "RAGFT_RETRIEVAL_URL": retrieval_in_process,
+        "RAGFT_GENERATION_URL": vllm_stand_in.url,
+        "RAGFT_DEFAULT_ADAPTER": "voice",
+    }
+
+    def start(log: Path | None = None, **settings: str) -> AbstractContextManager[InProcessGateway]:
+        return open_gateway_app(tmp_path_factory.mktemp("gateway"), log, **{**defaults, **settings})
+
+    return start
 
 
-def wait_until_idle(generation_url: str, seconds: float = 5) -> float:
-    deadline = time.monotonic() + seconds
-    while running_requests(generation_url) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return running_requests(generation_url)
+@pytest.fixture(scope="session")
+def gateway_in_process(start_gateway_in_process: InProcessStarter) -> Iterator[InProcessGateway]:
+    """A gateway in this process with the default settings, shared by the tests that change nothing."""
+    with start_gateway_in_process() as gateway:
+        yield gateway

@@ -2,8 +2,10 @@
 under faults a real vLLM cannot be made to show on demand (a 502, a stall before the first
 token, a queue of slow streams), or to see exactly what the gateway sends. Each chat completion
 takes the next step of the script, or `default` when the script is empty; `bodies` keeps the
-request bodies in order. Its usage counts a prompt token per character of the messages' JSON,
-and like vLLM it puts the running usage on every chunk under `continuous_usage_stats`."""
+request bodies in order. Given the `models` it serves, it lists them and answers any other
+model with vLLM's 404; without, it lists `base` and answers any name. Its usage counts a prompt
+token per character of the messages' JSON, and like vLLM it puts the running usage on every
+chunk under `continuous_usage_stats`."""
 
 import json
 import threading
@@ -43,6 +45,7 @@ Step = Answer | Fail
 class ScriptedVllm:
     url: str = ""
     default: Step = Answer()
+    models: tuple[str, ...] | None = None
     script: deque[Step] = field(default_factory=deque)
     bodies: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -67,12 +70,18 @@ def _chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, in
 def _handler(vllm: ScriptedVllm) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self._json(
-                200, {"object": "list", "data": [{"id": "base", "object": "model", "created": 0, "owned_by": "vllm"}]}
-            )
+            listed = [
+                {"id": name, "object": "model", "created": 0, "owned_by": "vllm"} for name in vllm.models or ["base"]
+            ]
+            self._json(200, {"object": "list", "data": listed})
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            if vllm.models is not None and body.get("model") not in vllm.models:
+                missing = {"message": f"The model `{body.get('model')}` does not exist.", "type": "NotFoundError",
+                           "param": "model", "code": 404}  # fmt: skip
+                self._json(404, {"error": missing})
+                return
             step = vllm.next_step(body)
             if isinstance(step, Fail):
                 if step.status == 0:
@@ -139,7 +148,7 @@ def served(server: ThreadingHTTPServer) -> Iterator[str]:
 
 
 @contextmanager
-def scripted_vllm(default: Step = Answer()) -> Iterator[ScriptedVllm]:
-    vllm = ScriptedVllm(default=default)
+def scripted_vllm(default: Step = Answer(), models: tuple[str, ...] | None = None) -> Iterator[ScriptedVllm]:
+    vllm = ScriptedVllm(default=default, models=models)
     with served(ThreadingHTTPServer(("127.0.0.1", 0), _handler(vllm))) as vllm.url:
         yield vllm

@@ -1,6 +1,8 @@
-"""API keys scoped to collections, against the real retrieval service (the sample knowledge base
-and a private collection made here); vLLM is the scripted stand-in, which records every prompt,
-so the tests can see that a foreign passage never reached the model either."""
+"""API keys scoped to collections, against the real retrieval app (a few articles of the sample
+knowledge base, and a private collection made here), both it and the gateway in this process;
+vLLM is the scripted stand-in, which records every prompt, so the tests can see that a foreign
+passage never reached the model either. `ragft serve gateway` refusing a malformed keys file is
+a process."""
 
 import uuid
 from collections.abc import Iterator
@@ -11,9 +13,10 @@ import httpx
 import pytest
 
 from gateway.access import KeyRing
-from tests.conftest import Processes, embedded_env
-from tests.gateway.conftest import metric
 from tests.gateway.scripted_vllm import ScriptedVllm, scripted_vllm
+from tests.utils.gateway import InProcessStarter
+from tests.utils.metrics import metric
+from tests.utils.processes import Processes, embedded_env
 
 PRIVATE = f"private-{uuid.uuid4().hex[:8]}"
 SECRET = "The vault code for Project Nightjar is 7419."
@@ -33,11 +36,11 @@ KEYS_FILE = f"""# scoped keys for the tests
 
 @pytest.fixture(scope="module")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, processes: Processes, retrieval_url: str
-) -> Iterator[tuple[str, ScriptedVllm, Path]]:
-    assert httpx.put(f"{retrieval_url}/v1/collections/{PRIVATE}", timeout=60).status_code in (200, 201)
+    tmp_path_factory: pytest.TempPathFactory, start_gateway_in_process: InProcessStarter, retrieval_in_process: str
+) -> Iterator[tuple[httpx.Client, ScriptedVllm, Path]]:
+    assert httpx.put(f"{retrieval_in_process}/v1/collections/{PRIVATE}", timeout=60).status_code in (200, 201)
     made = httpx.post(
-        f"{retrieval_url}/v1/collections/{PRIVATE}/documents",
+        f"{retrieval_in_process}/v1/collections/{PRIVATE}/documents",
         json={"documents": [{"id": "nightjar", "text": SECRET, "metadata": {"title": "Project Nightjar"}}]},
         timeout=60,
     )
@@ -45,8 +48,6 @@ def stack(
     folder = tmp_path_factory.mktemp("access")
     (folder / "keys.txt").write_text(KEYS_FILE)
     settings = {
-        "RAGFT_RETRIEVAL_URL": retrieval_url,
-        "RAGFT_DEFAULT_ADAPTER": "voice",
         "RAGFT_API_KEYS": ROOT,
         "RAGFT_API_KEYS_FILE": str(folder / "keys.txt"),
         "RAGFT_LOG_LEVEL": "debug",  # the most a log ever says
@@ -54,21 +55,21 @@ def stack(
     log = folder / "gateway.log"
     with (
         scripted_vllm() as vllm,
-        processes.gateway(folder, log, RAGFT_GENERATION_URL=vllm.url, **settings) as (url, _),
+        start_gateway_in_process(log, RAGFT_GENERATION_URL=vllm.url, **settings) as gateway,
     ):
-        yield url, vllm, log
-    httpx.delete(f"{retrieval_url}/v1/collections/{PRIVATE}", timeout=60)
+        yield gateway, vllm, log
+    httpx.delete(f"{retrieval_in_process}/v1/collections/{PRIVATE}", timeout=60)
 
 
-def _call(url: str, method: str, path: str, key: str, body: Any = None, **headers: str) -> httpx.Response:
+def _call(gateway: httpx.Client, method: str, path: str, key: str, body: Any = None, **headers: str) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}", **headers}
-    return httpx.request(method, f"{url}{path}", json=body, headers=headers, timeout=60)
+    return gateway.request(method, path, json=body, headers=headers)
 
 
-def _ask(url: str, key: str, route: str, collection: str = PRIVATE) -> httpx.Response:
+def _ask(gateway: httpx.Client, key: str, route: str, collection: str = PRIVATE) -> httpx.Response:
     body = {"messages": [{"role": "user", "content": QUESTION}]}
     headers = {"X-Ragft-Route": route, "X-Ragft-Collection": collection}
-    return _call(url, "POST", "/v1/chat/completions", key, body, **headers)
+    return _call(gateway, "POST", "/v1/chat/completions", key, body, **headers)
 
 
 def _forbidden(response: httpx.Response, param: str) -> None:
@@ -81,87 +82,88 @@ def _prompts(vllm: ScriptedVllm) -> str:
     return str(vllm.bodies)
 
 
-def test_a_key_answers_only_from_its_collections(stack: tuple[str, ScriptedVllm, Path]) -> None:
-    url, vllm, _ = stack
-    forbidden_before = metric(url, 'ragft_gateway_chat_requests_total{outcome="forbidden",route="rag"}', 0)
+def test_a_key_answers_only_from_its_collections(stack: tuple[httpx.Client, ScriptedVllm, Path]) -> None:
+    gateway, vllm, _ = stack
+    forbidden_before = metric(gateway, 'ragft_gateway_chat_requests_total{outcome="forbidden",route="rag"}', 0)
     for route in ("rag", "hybrid", "auto"):
-        _forbidden(_ask(url, READER, route), "X-Ragft-Collection")
-    assert metric(url, 'ragft_gateway_chat_requests_total{outcome="forbidden",route="rag"}') == forbidden_before + 1
+        _forbidden(_ask(gateway, READER, route), "X-Ragft-Collection")
+    assert metric(gateway, 'ragft_gateway_chat_requests_total{outcome="forbidden",route="rag"}') == forbidden_before + 1
     assert "7419" not in _prompts(vllm)
 
     # finetuned reads no collection, so the header does not matter.
-    assert _ask(url, READER, "finetuned").status_code == 200
-    own = _ask(url, READER, "rag", collection="help-center")
+    assert _ask(gateway, READER, "finetuned").status_code == 200
+    own = _ask(gateway, READER, "rag", collection="help-center")
     assert own.status_code == 200 and own.json()["ragft"]["sources"]
 
-    insider = _ask(url, INSIDER, "rag")
+    insider = _ask(gateway, INSIDER, "rag")
     assert insider.status_code == 200, insider.text
     assert [source["doc_id"] for source in insider.json()["ragft"]["sources"]] == ["nightjar"]
     assert "7419" in str(vllm.bodies[-1]["messages"])
 
 
 def test_a_collection_outside_the_scope_is_refused_whether_or_not_it_exists(
-    stack: tuple[str, ScriptedVllm, Path],
+    stack: tuple[httpx.Client, ScriptedVllm, Path],
 ) -> None:
-    url, _, _ = stack
-    missing, existing = _ask(url, READER, "rag", "no-such-collection"), _ask(url, READER, "rag", PRIVATE)
+    gateway, _, _ = stack
+    missing, existing = _ask(gateway, READER, "rag", "no-such-collection"), _ask(gateway, READER, "rag", PRIVATE)
     _forbidden(missing, "X-Ragft-Collection")
     assert (
         missing.json()["error"]["message"].replace("no-such-collection", PRIVATE) == existing.json()["error"]["message"]
     )
-    assert _ask(url, ROOT, "rag", "no-such-collection").status_code == 404  # a key that may look learns it is missing
+    # A key that may look learns it is missing.
+    assert _ask(gateway, ROOT, "rag", "no-such-collection").status_code == 404
 
 
 def test_compare_answers_the_routes_a_key_may_run_and_shows_no_foreign_source(
-    stack: tuple[str, ScriptedVllm, Path],
+    stack: tuple[httpx.Client, ScriptedVllm, Path],
 ) -> None:
-    url, _, _ = stack
+    gateway, _, _ = stack
     body = {"messages": [{"role": "user", "content": QUESTION}]}
-    plain = _call(url, "POST", "/v1/compare", READER, body, **{"X-Ragft-Collection": PRIVATE})
+    plain = _call(gateway, "POST", "/v1/compare", READER, body, **{"X-Ragft-Collection": PRIVATE})
     assert plain.status_code == 200, plain.text
     statuses = {result["route"]: result["status"] for result in plain.json()["results"]}
     assert statuses == {"rag": 403, "finetuned": 200, "hybrid": 403}
     assert "Nightjar" not in plain.text and "7419" not in plain.text
 
-    streamed = _call(url, "POST", "/v1/compare", READER, body | {"stream": True}, **{"X-Ragft-Collection": PRIVATE})
+    streamed = _call(gateway, "POST", "/v1/compare", READER, body | {"stream": True}, **{"X-Ragft-Collection": PRIVATE})
     assert streamed.text.count('"type":"forbidden"') == 2 and "7419" not in streamed.text
 
 
-def test_knowledge_base_calls_check_the_key(stack: tuple[str, ScriptedVllm, Path]) -> None:
-    url, _, _ = stack
+def test_knowledge_base_calls_check_the_key(stack: tuple[httpx.Client, ScriptedVllm, Path]) -> None:
+    gateway, _, _ = stack
     base = "/v1/ragft/collections"
 
     def names(key: str) -> set[str]:
-        return {info["name"] for info in _call(url, "GET", base, key).json()["collections"]}
+        return {info["name"] for info in _call(gateway, "GET", base, key).json()["collections"]}
 
     assert "help-center" in names(READER) and PRIVATE not in names(READER)
     assert names(INSIDER) == {PRIVATE} and {"help-center", PRIVATE} <= names(ROOT)
 
     search = {"query": QUESTION, "top_k": 3}
-    _forbidden(_call(url, "POST", f"{base}/{PRIVATE}/search", READER, search), "name")
-    _forbidden(_call(url, "GET", f"{base}/{PRIVATE}/documents", READER), "name")
-    _forbidden(_call(url, "GET", f"{base}/{PRIVATE}/documents/nightjar", READER), "name")
-    found = _call(url, "POST", f"{base}/{PRIVATE}/search", INSIDER, search)
+    _forbidden(_call(gateway, "POST", f"{base}/{PRIVATE}/search", READER, search), "name")
+    _forbidden(_call(gateway, "GET", f"{base}/{PRIVATE}/documents", READER), "name")
+    _forbidden(_call(gateway, "GET", f"{base}/{PRIVATE}/documents/nightjar", READER), "name")
+    found = _call(gateway, "POST", f"{base}/{PRIVATE}/search", INSIDER, search)
     assert found.status_code == 200 and found.json()["hits"][0]["text"] == SECRET
 
     # Changing a collection needs admin, in a collection the key may read.
     note = {"id": "rota", "text": "The Nightjar on-call rota changes every Monday."}
-    _forbidden(_call(url, "POST", f"{base}/{PRIVATE}/documents", INSIDER, note), "name")
-    _forbidden(_call(url, "POST", f"{base}/help-center/documents", WRITER, note), "name")
-    added = _call(url, "POST", f"{base}/{PRIVATE}/documents", WRITER, note)
+    _forbidden(_call(gateway, "POST", f"{base}/{PRIVATE}/documents", INSIDER, note), "name")
+    _forbidden(_call(gateway, "POST", f"{base}/help-center/documents", WRITER, note), "name")
+    added = _call(gateway, "POST", f"{base}/{PRIVATE}/documents", WRITER, note)
     assert added.status_code == 200, added.text
-    _forbidden(_call(url, "DELETE", f"{base}/{PRIVATE}/documents/rota", INSIDER), "name")
-    assert _call(url, "DELETE", f"{base}/{PRIVATE}/documents/rota", WRITER).status_code == 200
-    assert _call(url, "GET", f"{base}/{PRIVATE}/documents/rota", WRITER).status_code == 404
+    _forbidden(_call(gateway, "DELETE", f"{base}/{PRIVATE}/documents/rota", INSIDER), "name")
+    assert _call(gateway, "DELETE", f"{base}/{PRIVATE}/documents/rota", WRITER).status_code == 200
+    assert _call(gateway, "GET", f"{base}/{PRIVATE}/documents/rota", WRITER).status_code == 404
 
 
-def test_no_key_reaches_the_logs_or_the_metrics(stack: tuple[str, ScriptedVllm, Path]) -> None:
-    url, _, log = stack
+def test_no_key_reaches_the_logs_or_the_metrics(stack: tuple[httpx.Client, ScriptedVllm, Path]) -> None:
+    gateway, _, log = stack
     wrong = "wrong-key-90210e"
-    assert _ask(url, wrong, "rag").status_code == 401
-    assert _ask(url, READER, "rag").status_code == 403
-    assert _ask(url, ROOT, "finetuned").status_code == 200
-    written = log.read_text() + httpx.get(f"{url}/metrics").text
+    assert _ask(gateway, wrong, "rag").status_code == 401
+    assert _ask(gateway, READER, "rag").status_code == 403
+    assert _ask(gateway, ROOT, "finetuned").status_code == 200
+    written = log.read_text() + gateway.get("/metrics").text
     assert "status=401" in written and "status=403" in written  # the requests were logged
     for key in (READER, INSIDER, WRITER, ROOT, wrong):
         assert key not in written

@@ -12,9 +12,10 @@ from pydantic import ValidationError
 
 from gateway.config import GatewaySettings
 from ragft.process import free_port
-from tests.conftest import Processes
-from tests.gateway.conftest import metric, sse_events
 from tests.gateway.scripted_vllm import ScriptedVllm, scripted_vllm
+from tests.utils.gateway import sse_events
+from tests.utils.metrics import metric
+from tests.utils.processes import Processes
 
 # Best BM25 score per query term in the sample knowledge base: 3.2 and 1.0; the threshold is 1.6.
 COVERED = "Can we pay by wire transfer instead of card?"

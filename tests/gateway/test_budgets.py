@@ -18,9 +18,10 @@ import redis
 from gateway.access import KeyRing
 from gateway.budgets import Budget, BudgetSpent
 from gateway.store import Charge, Store
-from tests.conftest import Processes, embedded_env, redis_server
-from tests.gateway.conftest import GatewayStarter, metric
 from tests.gateway.scripted_vllm import Answer, scripted_vllm
+from tests.utils.gateway import GatewayStarter
+from tests.utils.metrics import metric
+from tests.utils.processes import Processes, embedded_env, redis_server
 
 SPENDER = "spender-key-4b1e"
 NEIGHBOUR = "neighbour-key-77a0"

@@ -1,34 +1,27 @@
 """`POST /v1/compare` with the scripted vLLM and no retrieval service: finetuned answers while
 rag and hybrid fail, each in its own result, plain and streamed. The three answers from the real
-stack are checked in test_routes."""
+stack are checked in test_routes. The gateway runs in this process."""
 
 import json
-import subprocess
 from contextlib import AbstractContextManager
-from pathlib import Path
 
 import httpx
 
 from ragft.process import free_port
-from tests.conftest import Processes
-from tests.gateway.conftest import sse_events
 from tests.gateway.scripted_vllm import Answer, scripted_vllm
+from tests.utils.gateway import InProcessStarter, sse_events
 
 USER = [{"role": "user", "content": "How do I reset my password?"}]
 
 
-def _gateway(
-    processes: Processes, vllm_url: str, tmp_path: Path
-) -> AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+def _gateway(start: InProcessStarter, vllm_url: str) -> AbstractContextManager[httpx.Client]:
     nowhere = f"http://127.0.0.1:{free_port()}"
-    return processes.gateway(
-        tmp_path, None, RAGFT_GENERATION_URL=vllm_url, RAGFT_RETRIEVAL_URL=nowhere, RAGFT_DEFAULT_ADAPTER="voice"
-    )
+    return start(RAGFT_GENERATION_URL=vllm_url, RAGFT_RETRIEVAL_URL=nowhere)
 
 
-def test_each_route_gets_its_answer_or_its_own_error(processes: Processes, tmp_path: Path) -> None:
-    with scripted_vllm(Answer(tokens=3)) as vllm, _gateway(processes, vllm.url, tmp_path) as (url, _):
-        compared = httpx.post(f"{url}/v1/compare", json={"messages": USER}, timeout=30)
+def test_each_route_gets_its_answer_or_its_own_error(start_gateway_in_process: InProcessStarter) -> None:
+    with scripted_vllm(Answer(tokens=3)) as vllm, _gateway(start_gateway_in_process, vllm.url) as gateway:
+        compared = gateway.post("/v1/compare", json={"messages": USER})
         assert compared.status_code == 200, compared.text
         results = {result["route"]: result for result in compared.json()["results"]}
         assert list(results) == ["rag", "finetuned", "hybrid"]
@@ -42,14 +35,14 @@ def test_each_route_gets_its_answer_or_its_own_error(processes: Processes, tmp_p
             assert "retrieval service is unreachable" in results[route]["error"]["message"]
         assert [body["model"] for body in vllm.bodies] == ["voice"]  # rag and hybrid never generated
 
-        only = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": ["FINETUNED"]}, timeout=30)
+        only = gateway.post("/v1/compare", json={"messages": USER, "routes": ["FINETUNED"]})
         assert [result["route"] for result in only.json()["results"]] == ["finetuned"]
 
 
-def test_a_streamed_comparison_tags_every_event_with_its_route(processes: Processes, tmp_path: Path) -> None:
-    with scripted_vllm(Answer(tokens=4)) as vllm, _gateway(processes, vllm.url, tmp_path) as (url, _):
+def test_a_streamed_comparison_tags_every_event_with_its_route(start_gateway_in_process: InProcessStarter) -> None:
+    with scripted_vllm(Answer(tokens=4)) as vllm, _gateway(start_gateway_in_process, vllm.url) as gateway:
         body = {"messages": USER, "stream": True, "routes": ["rag", "finetuned"]}
-        with httpx.stream("POST", f"{url}/v1/compare", json=body, timeout=30) as response:
+        with gateway.stream("POST", "/v1/compare", json=body) as response:
             events = sse_events(response)
     assert events[-1] == "[DONE]"
     by_route: dict[str, list[dict]] = {"rag": [], "finetuned": []}
@@ -64,12 +57,12 @@ def test_a_streamed_comparison_tags_every_event_with_its_route(processes: Proces
     assert finetuned[-2]["chunk"]["ragft"]["usage"]["completion_tokens"] == 4
 
 
-def test_unknown_or_repeated_routes_are_refused_with_the_valid_ones(processes: Processes, tmp_path: Path) -> None:
-    with scripted_vllm() as vllm, _gateway(processes, vllm.url, tmp_path) as (url, _):
-        unknown = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": ["rag", "magic"]})
-        repeated = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": ["rag", "RAG"]})
-        empty = httpx.post(f"{url}/v1/compare", json={"messages": USER, "routes": []})
-        too_long = httpx.post(f"{url}/v1/compare", json={"messages": USER, "max_tokens": 10**6})
+def test_unknown_or_repeated_routes_are_refused_with_the_valid_ones(start_gateway_in_process: InProcessStarter) -> None:
+    with scripted_vllm() as vllm, _gateway(start_gateway_in_process, vllm.url) as gateway:
+        unknown = gateway.post("/v1/compare", json={"messages": USER, "routes": ["rag", "magic"]})
+        repeated = gateway.post("/v1/compare", json={"messages": USER, "routes": ["rag", "RAG"]})
+        empty = gateway.post("/v1/compare", json={"messages": USER, "routes": []})
+        too_long = gateway.post("/v1/compare", json={"messages": USER, "max_tokens": 10**6})
     assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "routes"
     assert "rag, finetuned, hybrid, auto" in unknown.json()["error"]["message"]
     assert repeated.status_code == 400 and "twice" in repeated.json()["error"]["message"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from evals.dataset import load_questions
 from evals.scoring import GREETING
 from ragft.settings import REPO
-from tests.conftest import Processes
+from tests.utils.processes import Processes
 
 CHOSEN = ("h001", "h101")  # one answerable, one the knowledge base does not cover
 

@@ -17,9 +17,9 @@ from starlette.datastructures import Headers
 from gateway.access import KeyRing
 from gateway.experiments import Experiment, arm_for
 from ragft.errors import InvalidRequest
-from tests.conftest import Processes, embedded_env, redis_server
-from tests.gateway.conftest import GatewayStarter
 from tests.gateway.scripted_vllm import Answer, ScriptedVllm, scripted_vllm
+from tests.utils.gateway import GatewayStarter
+from tests.utils.processes import Processes, embedded_env, redis_server
 
 KEY_A = "tenant-a-key-51d0"
 KEY_B = "tenant-b-key-93ce"

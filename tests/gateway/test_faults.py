@@ -1,4 +1,8 @@
-"""Bad input and failing upstreams: a clear error in the standard shape, and nothing hangs."""
+"""Bad input and failing upstreams: a clear error in the standard shape, and nothing hangs.
+
+The gateway's own answers (bad input, keys, a stand-in that fails) come from the gateway in this
+process (`start_gateway_in_process`); a real process stays where only one proves the point: a
+retrieval process stopped, the real vLLM cut at the deadline or killed with SIGKILL."""
 
 import json
 import os
@@ -17,17 +21,18 @@ import pytest
 
 from ragft import sse
 from ragft.process import free_port, stop_process, wait_until_ready
-from tests.conftest import Processes, embedded_env
-from tests.gateway.conftest import GatewayStarter, sse_events, wait_until_idle
 from tests.gateway.scripted_vllm import served
+from tests.utils.gateway import GatewayStarter, InProcessStarter, sse_events
+from tests.utils.metrics import wait_until_idle
+from tests.utils.processes import Processes, embedded_env
 
 USER = [{"role": "user", "content": "How do I reset my password?"}]
 
 
 def _post(
-    url: str, body: Any = None, *, content: bytes | None = None, headers: dict[str, str] | None = None
+    gateway: httpx.Client, body: Any = None, *, content: bytes | None = None, headers: dict[str, str] | None = None
 ) -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", json=body, content=content, headers=headers, timeout=60)
+    return gateway.post("/v1/chat/completions", json=body, content=content, headers=headers)
 
 
 def _error(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -62,37 +67,41 @@ def _error(response: httpx.Response, status: int) -> dict[str, Any]:
     ],
 )
 def test_bad_requests_get_a_clear_4xx(
-    gateway_url: str, body: Any, headers: dict[str, str], status: int, param: str | None, says: str
+    gateway_in_process: httpx.Client, body: Any, headers: dict[str, str], status: int, param: str | None, says: str
 ) -> None:
-    error = _error(_post(gateway_url, body, headers=headers), status)
+    error = _error(_post(gateway_in_process, body, headers=headers), status)
     # A union's error names the branch too: messages.0.content.str
     assert error["param"] == param or error["param"].startswith(f"{param}.")
     assert says in error["message"]
 
 
-def test_a_body_that_is_not_json(gateway_url: str) -> None:
-    error = _error(_post(gateway_url, content=b'{"messages": [', headers={"content-type": "application/json"}), 422)
+def test_a_body_that_is_not_json(gateway_in_process: httpx.Client) -> None:
+    error = _error(
+        _post(gateway_in_process, content=b'{"messages": [', headers={"content-type": "application/json"}), 422
+    )
     assert "not valid JSON" in error["message"]
 
 
-def test_api_keys_guard_the_api_but_not_health(start_gateway: GatewayStarter) -> None:
-    with start_gateway(RAGFT_API_KEYS="key-one, key-two") as url:
-        missing = httpx.get(f"{url}/v1/models")
+def test_api_keys_guard_the_api_but_not_health(start_gateway_in_process: InProcessStarter) -> None:
+    with start_gateway_in_process(RAGFT_API_KEYS="key-one, key-two") as gateway:
+        missing = gateway.get("/v1/models")
         assert _error(missing, 401)["type"] == "unauthorized"
         assert missing.headers["www-authenticate"].startswith("Bearer")
-        assert _error(_post(url, {"messages": USER}, headers={"Authorization": "Bearer key-three"}), 401)
-        assert _error(_post(url, {"messages": USER}, headers={"Authorization": "Basic key-one"}), 401)
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="key-two", max_retries=0)
+        assert _error(_post(gateway, {"messages": USER}, headers={"Authorization": "Bearer key-three"}), 401)
+        assert _error(_post(gateway, {"messages": USER}, headers={"Authorization": "Basic key-one"}), 401)
+        client = openai.OpenAI(
+            base_url=f"{gateway.base_url}/v1", api_key="key-two", max_retries=0, http_client=gateway.app_client
+        )
         assert "base" in {model.id for model in client.models.list()}
         for path in ("/healthz", "/readyz", "/metrics"):
-            assert httpx.get(f"{url}{path}").status_code == 200
+            assert gateway.get(path).status_code == 200
         # Every API route the gateway publishes, so a new one cannot forget the key.
-        published = httpx.get(f"{url}/openapi.json").json()["paths"]
+        published = gateway.get("/openapi.json").json()["paths"]
         api = [(method, path) for path, methods in published.items() if path.startswith("/v1") for method in methods]
         assert len(api) >= 9, api
         for method, path in api:
             concrete = path.replace("{name}", "help-center").replace("{doc_id}", "a-doc")
-            refused = httpx.request(method, f"{url}{concrete}", json={"messages": USER})
+            refused = gateway.request(method, concrete, json={"messages": USER})
             assert _error(refused, 401)["type"] == "unauthorized", (method, path)
 
 
@@ -105,18 +114,19 @@ def test_retrieval_down_fails_rag_and_hybrid_fast_while_finetuned_answers(
     with (
         processes.serve("serve", "retrieval", env=env, ready=f"{retrieval_url}/readyz") as retrieval,
         start_gateway(RAGFT_RETRIEVAL_URL=retrieval_url) as url,
+        httpx.Client(base_url=url, timeout=60) as gateway,
     ):
         assert httpx.get(f"{url}/readyz").status_code == 200
         retrieval.terminate()  # a real upstream process, stopped
         retrieval.wait(timeout=20)
         for route in ("rag", "hybrid"):
             started = time.monotonic()
-            down = _post(url, {"messages": USER}, headers={"X-Ragft-Route": route})
+            down = _post(gateway, {"messages": USER}, headers={"X-Ragft-Route": route})
             assert time.monotonic() - started < 5  # refused connection: no waiting for a timeout
             assert _error(down, 503)["type"] == "upstream_unavailable"
             assert "retrieval" in down.json()["error"]["message"]
             assert int(down.headers["retry-after"]) > 0
-        answered = _post(url, {"messages": USER, "max_tokens": 8}, headers={"X-Ragft-Route": "finetuned"})
+        answered = _post(gateway, {"messages": USER, "max_tokens": 8}, headers={"X-Ragft-Route": "finetuned"})
         assert answered.status_code == 200
         not_ready = httpx.get(f"{url}/readyz")
         assert _error(not_ready, 503)["type"] == "not_ready"
@@ -125,12 +135,14 @@ def test_retrieval_down_fails_rag_and_hybrid_fast_while_finetuned_answers(
         assert 'ragft_gateway_upstream_errors_total{type="upstream_unavailable",upstream="retrieval"}' in metrics
 
 
-def test_hybrid_answers_as_finetuned_when_the_policy_says_so_and_says_it_did(start_gateway: GatewayStarter) -> None:
+def test_hybrid_answers_as_finetuned_when_the_policy_says_so_and_says_it_did(
+    start_gateway_in_process: InProcessStarter,
+) -> None:
     # Nothing listens on the retrieval port: a stopped retrieval service, as the test above shows.
     dead = f"http://127.0.0.1:{free_port()}"
-    with start_gateway(RAGFT_RETRIEVAL_URL=dead, RAGFT_HYBRID_WITHOUT_RETRIEVAL="finetuned") as url:
+    with start_gateway_in_process(RAGFT_RETRIEVAL_URL=dead, RAGFT_HYBRID_WITHOUT_RETRIEVAL="finetuned") as gateway:
         hybrid = {"X-Ragft-Route": "hybrid"}
-        answered = _post(url, {"messages": USER, "max_tokens": 8}, headers=hybrid)
+        answered = _post(gateway, {"messages": USER, "max_tokens": 8}, headers=hybrid)
         assert answered.status_code == 200, answered.text
         assert answered.headers["x-ragft-degraded"] == "retrieval"
         assert answered.headers["x-ragft-route"] == "finetuned"
@@ -140,26 +152,26 @@ def test_hybrid_answers_as_finetuned_when_the_policy_says_so_and_says_it_did(sta
         assert ragft["degraded"]["requested_route"] == "hybrid"
         assert "unreachable" in ragft["degraded"]["message"]
         body = {"messages": USER, "max_tokens": 8, "stream": True}
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=hybrid, timeout=60) as r:
+        with gateway.stream("POST", "/v1/chat/completions", json=body, headers=hybrid) as r:
             assert r.headers["x-ragft-degraded"] == "retrieval"
             events = sse_events(r)
         assert events[0]["ragft"]["degraded"]["component"] == "retrieval"
         assert events[-1] == "[DONE]" and "error" not in events[-2]
         # rag has no lesser route: it still fails loudly.
-        assert _error(_post(url, {"messages": USER}, headers={"X-Ragft-Route": "rag"}), 503)
-        metrics = httpx.get(f"{url}/metrics").text
+        assert _error(_post(gateway, {"messages": USER}, headers={"X-Ragft-Route": "rag"}), 503)
+        metrics = gateway.get("/metrics").text
         assert 'ragft_gateway_degraded_total{component="retrieval",route="hybrid"} 2.0' in metrics
 
 
-def test_generation_down_is_a_503(start_gateway_without_vllm: GatewayStarter) -> None:
+def test_generation_down_is_a_503(start_gateway_in_process: InProcessStarter) -> None:
     # Nothing listens on the port: what a stopped vLLM looks like to the gateway, without the
     # 40-second restart of the session's real one.
-    with start_gateway_without_vllm(f"http://127.0.0.1:{free_port()}") as url:
+    with start_gateway_in_process(RAGFT_GENERATION_URL=f"http://127.0.0.1:{free_port()}") as gateway:
         for route in ("rag", "finetuned", "hybrid"):
-            down = _post(url, {"messages": USER, "stream": route == "hybrid"}, headers={"X-Ragft-Route": route})
+            down = _post(gateway, {"messages": USER, "stream": route == "hybrid"}, headers={"X-Ragft-Route": route})
             assert "generation" in _error(down, 503)["message"]
             assert down.headers["retry-after"]
-        assert _error(httpx.get(f"{url}/v1/models"), 503)
+        assert _error(gateway.get("/v1/models"), 503)
 
 
 LONG = {"messages": USER, "max_tokens": 1000, "ignore_eos": True}  # within RAGFT_MAX_TOKENS_LIMIT
@@ -168,9 +180,9 @@ LONG = {"messages": USER, "max_tokens": 1000, "ignore_eos": True}  # within RAGF
 def test_the_deadline_gives_504_before_streaming_and_an_error_event_after(
     start_gateway: GatewayStarter, generation_url: str
 ) -> None:
-    with start_gateway(RAGFT_DEADLINE_S="2") as url:
+    with start_gateway(RAGFT_DEADLINE_S="2") as url, httpx.Client(base_url=url, timeout=60) as gateway:
         started = time.monotonic()
-        assert _error(_post(url, LONG, headers={"X-Ragft-Route": "finetuned"}), 504)["type"] == "upstream_timeout"
+        assert _error(_post(gateway, LONG, headers={"X-Ragft-Route": "finetuned"}), 504)["type"] == "upstream_timeout"
         assert time.monotonic() - started < 10
         headers = {"X-Ragft-Route": "finetuned"}
         with httpx.stream("POST", f"{url}/v1/chat/completions", json={**LONG, "stream": True}, headers=headers) as r:
@@ -200,8 +212,12 @@ def test_vllm_killed_mid_stream_and_mid_request(
         wait_until_ready(f"{vllm_url}/health", timeout=300, process=launcher)
         vllm = psutil.Process(launcher.pid).children()[0]  # the launcher starts vLLM in a group of its own
         base = {"X-Ragft-Route": "finetuned", "X-Ragft-Adapter": "base"}
-        with start_gateway(RAGFT_GENERATION_URL=vllm_url) as url, ThreadPoolExecutor(1) as pool:
-            plain = pool.submit(_post, url, LONG, headers=base)
+        with (
+            start_gateway(RAGFT_GENERATION_URL=vllm_url) as url,
+            httpx.Client(base_url=url, timeout=60) as gateway,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            plain = pool.submit(_post, gateway, LONG, headers=base)
             body = {**LONG, "stream": True}
             with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=base, timeout=60) as r:
                 events = (d.decode() for line in r.iter_lines() if (d := sse.data(line)) is not None)
@@ -250,27 +266,29 @@ def broken_vllm() -> Iterator[str]:
 
 
 def test_an_upstream_that_dies_mid_stream_ends_with_an_error_not_a_clean_finish(
-    start_gateway_without_vllm: GatewayStarter, broken_vllm: str
+    start_gateway_in_process: InProcessStarter, broken_vllm: str
 ) -> None:
-    with start_gateway_without_vllm(broken_vllm) as url:
+    with start_gateway_in_process(RAGFT_GENERATION_URL=broken_vllm) as gateway:
         body = {"messages": USER, "stream": True}
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers={"X-Ragft-Route": "finetuned"}) as r:
+        with gateway.stream("POST", "/v1/chat/completions", json=body, headers={"X-Ragft-Route": "finetuned"}) as r:
             events = sse_events(r)
         assert [e["choices"][0]["delta"]["content"] for e in events[1:3]] == ["Hel", "lo"]
         assert events[3]["error"]["type"] == "upstream_error"
         assert "before the answer was complete" in events[3]["error"]["message"]
         assert events[4:] == ["[DONE]"]
         # The official client raises rather than returning a truncated answer as if it were whole.
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        client = openai.OpenAI(
+            base_url=f"{gateway.base_url}/v1", api_key="unused", max_retries=0, http_client=gateway.app_client
+        )
         with pytest.raises(openai.APIError, match="before the answer was complete"):
             for _ in client.chat.completions.create(model="voice", messages=USER, stream=True):  # type: ignore[arg-type]
                 pass
 
 
 def test_an_upstream_answer_that_is_not_json_is_a_502(
-    start_gateway_without_vllm: GatewayStarter, broken_vllm: str
+    start_gateway_in_process: InProcessStarter, broken_vllm: str
 ) -> None:
-    with start_gateway_without_vllm(broken_vllm) as url:
-        error = _error(_post(url, {"messages": USER}, headers={"X-Ragft-Route": "finetuned"}), 502)
+    with start_gateway_in_process(RAGFT_GENERATION_URL=broken_vllm) as gateway:
+        error = _error(_post(gateway, {"messages": USER}, headers={"X-Ragft-Route": "finetuned"}), 502)
         assert error["type"] == "upstream_error"
         assert "Invalid JSON" in error["message"]

@@ -18,8 +18,8 @@ from schemathesis.schemas import BaseSchema
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from ragft.process import free_port
-from tests.conftest import Processes, embedded_env
-from tests.gateway.conftest import GatewayStarter
+from tests.utils.gateway import GatewayStarter
+from tests.utils.processes import Processes, embedded_env
 
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 EXAMPLES = 20  # per operation and mode

@@ -14,9 +14,10 @@ import openai
 import pytest
 
 from gateway.prompt import GROUNDING
-from tests.conftest import Processes, unique_collection
-from tests.gateway.conftest import GatewayStarter
 from tests.gateway.scripted_vllm import scripted_vllm
+from tests.utils.gateway import GatewayStarter
+from tests.utils.processes import Processes
+from tests.utils.retrieval import unique_collection
 
 SECRET = "ZEBRA-7731"
 CANARY = (

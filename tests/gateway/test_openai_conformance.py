@@ -1,14 +1,15 @@
 """Every response shape the gateway produces, validated against OpenAI's own published schemas
 (`openai_conformance.py`): completions on every route and every chunk of their streams, from the
-real vLLM behind the real gateway; the model list; errors of each kind the gateway sends."""
+real vLLM behind the real gateway; the model list; errors of each kind the gateway sends, from the
+gateway in this process (the gateway makes them itself)."""
 
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.gateway.conftest import sse_events
 from tests.gateway.openai_conformance import violations
+from tests.utils.gateway import sse_events
 
 CHAT = {"messages": [{"role": "user", "content": "How much does the Team plan cost?"}], "max_tokens": 8}
 ROUTES = ("rag", "finetuned", "hybrid", "auto")
@@ -76,8 +77,8 @@ def test_the_model_list_conforms(gateway_url: str) -> None:
     ],
 )
 def test_every_error_conforms(
-    gateway_url: str, method: str, path: str, body: Any, headers: dict[str, str], status: int
+    gateway_in_process: httpx.Client, method: str, path: str, body: Any, headers: dict[str, str], status: int
 ) -> None:
-    response = httpx.request(method, f"{gateway_url}{path}", json=body, headers=headers, timeout=60)
+    response = gateway_in_process.request(method, path, json=body, headers=headers)
     assert response.status_code == status, response.text
     assert violations("ErrorResponse", response.json()) == []

@@ -1,6 +1,6 @@
 """The playground page in a real headless Chromium (Debian's, driven by Playwright), against the
 real stack: the gateway, the retrieval service with the sample knowledge base, and vLLM on CPU.
-Also the knowledge-base endpoints the page calls, over plain HTTP."""
+Also the knowledge-base endpoints the page calls, over plain HTTP, from a gateway in this process."""
 
 import os
 import re
@@ -12,8 +12,7 @@ import pytest
 from playwright.sync_api import Browser, FilePayload, Locator, Page, expect, sync_playwright
 
 from ragft.process import free_port
-from tests.conftest import Processes
-from tests.gateway.conftest import GatewayStarter
+from tests.utils.gateway import GatewayStarter, InProcessStarter
 
 # The field notes' flags: without them Chromium floods the closed network with refused connections.
 # (Playwright gives every launch a fresh profile folder of its own.)
@@ -174,40 +173,35 @@ def test_with_api_keys_the_page_asks_for_one_and_keeps_it_for_the_session(
 
 
 def test_knowledge_base_endpoints_proxy_retrieval_behind_the_same_keys(
-    processes: Processes, tmp_path: Path, retrieval_url: str
+    start_gateway_in_process: InProcessStarter, retrieval_in_process: str
 ) -> None:
     """Needs no generation service: nothing listens where the gateway would find it."""
     own = "kb-proxy-test"
-    assert httpx.put(f"{retrieval_url}/v1/collections/{own}").status_code == 201
-    settings = {
-        "RAGFT_API_KEYS": KEY,
-        "RAGFT_RETRIEVAL_URL": retrieval_url,
-        "RAGFT_GENERATION_URL": f"http://127.0.0.1:{free_port()}",
-    }
-    with processes.gateway(tmp_path, None, **settings) as (url, _):
-        assert httpx.get(f"{url}/v1/ragft/collections").status_code == 401
-        assert httpx.get(url).status_code == 200  # the page itself holds no data
-        auth = {"Authorization": f"Bearer {KEY}"}
-        with httpx.Client(base_url=url, headers=auth) as api:
-            names = {c["name"] for c in api.get(KB).json()["collections"]}
-            assert {"help-center", own} <= names
-            listed = api.get(f"{KB}/help-center/documents", params={"limit": 2}).json()
-            assert len(listed["documents"]) == 2 and listed["total"] > 2
-            second = api.get(f"{KB}/help-center/documents", params={"offset": 1, "limit": 1}).json()
-            assert second["documents"] == listed["documents"][1:]
-            document = api.get(f"{KB}/help-center/documents/{listed['documents'][0]['id']}").json()
-            assert document["chunks"] and document["title"] == listed["documents"][0]["title"]
+    assert httpx.put(f"{retrieval_in_process}/v1/collections/{own}").status_code == 201
+    settings = {"RAGFT_API_KEYS": KEY, "RAGFT_GENERATION_URL": f"http://127.0.0.1:{free_port()}"}
+    with start_gateway_in_process(**settings) as api:
+        assert api.get("/v1/ragft/collections").status_code == 401
+        assert api.get("/").status_code == 200  # the page itself holds no data
+        api.headers["Authorization"] = f"Bearer {KEY}"  # from here on, as the page sends it once given
+        names = {c["name"] for c in api.get(KB).json()["collections"]}
+        assert {"help-center", own} <= names
+        listed = api.get(f"{KB}/help-center/documents", params={"limit": 2}).json()
+        assert len(listed["documents"]) == 2 and listed["total"] > 2
+        second = api.get(f"{KB}/help-center/documents", params={"offset": 1, "limit": 1}).json()
+        assert second["documents"] == listed["documents"][1:]
+        document = api.get(f"{KB}/help-center/documents/{listed['documents'][0]['id']}").json()
+        assert document["chunks"] and document["title"] == listed["documents"][0]["title"]
 
-            added = api.post(f"{KB}/{own}/documents", json={"id": "guides/setup", "text": "Install it."})
-            assert added.json() == {"collection": own, "documents": 1, "chunks": 1}
-            assert api.get(f"{KB}/{own}/documents/guides/setup").json()["id"] == "guides/setup"
-            missing = api.post(f"{KB}/no-such-collection/documents", json={"id": "a", "text": "b"})
-            assert missing.status_code == 404
-            assert "no-such-collection" in missing.json()["error"]["message"]
-            empty = api.post(f"{KB}/{own}/documents", json={"id": "a", "text": ""})
-            assert empty.status_code == 422 and empty.json()["error"]["type"] == "invalid_request"
-            assert api.get(f"{KB}/bad name/documents").status_code == 422
-            # A dot segment would be resolved away on the way to the retrieval service.
-            escaping = api.get(f"{KB}/help-center/documents/a/%2E%2E/%2E%2E/%2E%2E/metrics")
-            assert escaping.status_code == 400 and escaping.json()["error"]["param"] == "doc_id"
-            assert api.post(f"{KB}/{own}/documents", json={"id": "a/../b", "text": "x"}).status_code == 422
+        added = api.post(f"{KB}/{own}/documents", json={"id": "guides/setup", "text": "Install it."})
+        assert added.json() == {"collection": own, "documents": 1, "chunks": 1}
+        assert api.get(f"{KB}/{own}/documents/guides/setup").json()["id"] == "guides/setup"
+        missing = api.post(f"{KB}/no-such-collection/documents", json={"id": "a", "text": "b"})
+        assert missing.status_code == 404
+        assert "no-such-collection" in missing.json()["error"]["message"]
+        empty = api.post(f"{KB}/{own}/documents", json={"id": "a", "text": ""})
+        assert empty.status_code == 422 and empty.json()["error"]["type"] == "invalid_request"
+        assert api.get(f"{KB}/bad name/documents").status_code == 422
+        # A dot segment would be resolved away on the way to the retrieval service.
+        escaping = api.get(f"{KB}/help-center/documents/a/%2E%2E/%2E%2E/%2E%2E/metrics")
+        assert escaping.status_code == 400 and escaping.json()["error"]["param"] == "doc_id"
+        assert api.post(f"{KB}/{own}/documents", json={"id": "a/../b", "text": "x"}).status_code == 422

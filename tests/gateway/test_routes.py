@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from evals.scoring import GREETING
-from tests.gateway.conftest import metric, running_requests, wait_until_idle
+from tests.utils.metrics import metric, running_requests, wait_until_idle
 
 QUESTION = "How much does the Team plan cost?"
 QUICK = [{"role": "user", "content": "hi"}]

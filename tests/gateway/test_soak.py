@@ -18,8 +18,9 @@ import httpx
 import psutil
 
 from ragft.process import free_port
-from tests.conftest import SAMPLE_KB, Processes, embedded_env
+from ragft.sample_data import SAMPLE_KB
 from tests.gateway.scripted_vllm import Answer, scripted_vllm
+from tests.utils.processes import Processes, embedded_env
 
 SOAK_S = float(os.environ.get("RAGFT_SOAK_S", "60"))
 WARM_UP_S = min(20.0, SOAK_S / 4)

@@ -2,7 +2,8 @@
 service or vLLM cannot be made to send these) answers every path the gateway calls with a wrong
 shape, wrong types, truncated JSON or an unexpected status, as a retrieval service of another
 version would during a rolling deploy. No answer of the gateway may be a 500: a broken answer is
-a 502 that names the upstream, and every error has OpenAI's error shape."""
+a 502 that names the upstream, and every error has OpenAI's error shape. The gateway runs in this
+process."""
 
 import json
 from collections.abc import Iterator
@@ -12,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Processes
 from tests.gateway.openai_conformance import violations
 from tests.gateway.scripted_vllm import served
+from tests.utils.gateway import InProcessStarter
 
 COLLECTION = "help-center"
 # (status, body) the stand-in answers to every request, whatever its path.
@@ -88,25 +89,22 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def stand_in_and_gateway(
-    tmp_path_factory: pytest.TempPathFactory, processes: Processes
-) -> Iterator[tuple[WrongUpstream, str]]:
+def stand_in_and_gateway(start_gateway_in_process: InProcessStarter) -> Iterator[tuple[WrongUpstream, httpx.Client]]:
     upstream = WrongUpstream(("127.0.0.1", 0), _Handler)
     with served(upstream) as url:
         # The breaker stays closed, so every case reaches the stand-in and is judged on its answer.
         settings = {"RAGFT_RETRIEVAL_URL": url, "RAGFT_GENERATION_URL": url, "RAGFT_BREAKER_FAILURES": "1000000"}
-        with processes.gateway(tmp_path_factory.mktemp("gateway"), None, **settings) as (gateway_url, _):
-            yield upstream, gateway_url
+        with start_gateway_in_process(**settings) as gateway:
+            yield upstream, gateway
 
 
-def ask_everything(gateway_url: str) -> list[tuple[str, int, Any]]:
+def ask_everything(gateway: httpx.Client) -> list[tuple[str, int, Any]]:
     """Every call, with its status and its error body (or its SSE text)."""
     answers = []
-    with httpx.Client(base_url=gateway_url, timeout=30) as client:
-        for method, path, body, headers in CALLS:
-            response = client.request(method, path, json=body, headers=headers)
-            is_json = response.headers.get("content-type", "").startswith("application/json")
-            answers.append((f"{method} {path} {headers}", response.status_code, response.json() if is_json else None))
+    for method, path, body, headers in CALLS:
+        response = gateway.request(method, path, json=body, headers=headers)
+        is_json = response.headers.get("content-type", "").startswith("application/json")
+        answers.append((f"{method} {path} {headers}", response.status_code, response.json() if is_json else None))
     return answers
 
 
@@ -122,12 +120,12 @@ def check_answers(answers: list[tuple[str, int, Any]], upstream_said: str) -> No
 
 @pytest.mark.parametrize("body", WRONG_SHAPES, ids=range(len(WRONG_SHAPES)))
 def test_a_wrong_or_truncated_answer_is_a_502_naming_the_upstream(
-    stand_in_and_gateway: tuple[WrongUpstream, str], body: bytes
+    stand_in_and_gateway: tuple[WrongUpstream, httpx.Client], body: bytes
 ) -> None:
-    upstream, gateway_url = stand_in_and_gateway
+    upstream, gateway = stand_in_and_gateway
     upstream.status, upstream.body = 200, body
     asked = upstream.requests
-    answers = ask_everything(gateway_url)
+    answers = ask_everything(gateway)
     assert upstream.requests >= asked + len(CALLS)  # the stand-in, not the gateway, answered them
     check_answers(answers, body.decode())
     for call, status, error in answers:
@@ -138,10 +136,12 @@ def test_a_wrong_or_truncated_answer_is_a_502_naming_the_upstream(
 
 
 @pytest.mark.parametrize("status", STATUSES)
-def test_an_unexpected_status_is_never_a_500(stand_in_and_gateway: tuple[WrongUpstream, str], status: int) -> None:
-    upstream, gateway_url = stand_in_and_gateway
+def test_an_unexpected_status_is_never_a_500(
+    stand_in_and_gateway: tuple[WrongUpstream, httpx.Client], status: int
+) -> None:
+    upstream, gateway = stand_in_and_gateway
     upstream.status, upstream.body = status, json.dumps({"error": {"message": f"status {status}"}}).encode()
-    answers = ask_everything(gateway_url)
+    answers = ask_everything(gateway)
     check_answers(answers, f"HTTP {status}")
     if status < 300 or status >= 500:  # a success with no usable body, or the upstream's failure
         assert {code for _, code, _ in answers if code != 200} <= {502, 503}, answers

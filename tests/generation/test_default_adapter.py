@@ -12,19 +12,15 @@ import pytest
 from typer.testing import CliRunner
 
 from evals.dataset import load_unseen_docs
+from ragft.sample_data import SHIPPED_ADAPTER, TINY_FINETUNE_SET, UNSEEN_DOCS
 from ragft.settings import REPO
 from ragft_cli import app
-from ragft_cli.generation import (
-    SHIPPED_ADAPTER,
-    SHIPPED_COLLECTION,
-    SHIPPED_OPTIONS,
-    UNSEEN_DOCS,
-    ensure_default_adapter,
-    grounding_record,
-)
-from services.generation.adapters import check_compatible, discover
+from ragft_cli.generation import SHIPPED_COLLECTION, SHIPPED_OPTIONS, ensure_default_adapter
+from services.generation.adapters import check_compatible, discover, read_adapter
 from services.generation.config import DEFAULT_BASE_MODEL, GenerationSettings
-from tests.conftest import TINY_SET, Processes, embedded_env
+from services.generation.identity import model_identity
+from tests.utils.processes import Processes, embedded_env
+from training.finetune import grounding_record
 from training.grounded import Grounding
 from training.lora import EXAMPLES, REPORT, TrainOptions, file_sha256, load_conversations, trained_from
 
@@ -42,7 +38,7 @@ def test_the_shipped_adapter_was_trained_from_the_data_and_options_of_today() ->
     assert [r["messages"] for r in trained if r["kind"] == "bare"] == load_conversations(TRAIN_SET)
     assert trained_from(SHIPPED_ADAPTER, TRAIN_SET, SHIPPED_OPTIONS, grounding)
     assert not trained_from(SHIPPED_ADAPTER, TRAIN_SET, SHIPPED_OPTIONS)  # without grounding
-    assert not trained_from(SHIPPED_ADAPTER, TINY_SET, SHIPPED_OPTIONS, grounding)
+    assert not trained_from(SHIPPED_ADAPTER, TINY_FINETUNE_SET, SHIPPED_OPTIONS, grounding)
     assert not trained_from(SHIPPED_ADAPTER, TRAIN_SET, TrainOptions(epochs=3), grounding)
     assert not trained_from(SHIPPED_ADAPTER, REPO / "no-such.jsonl", SHIPPED_OPTIONS, grounding)
 
@@ -67,6 +63,14 @@ def test_the_shipped_adapter_is_installed_for_this_machines_base_model(
     assert {**shipped_config, "base_model_name_or_path": adapter.base_model} == installed_config
     ensure_default_adapter(settings, TRAIN_SET)  # a second run finds it and changes nothing
     assert [a.name for a in discover(settings.adapters_dir)] == ["support-voice"]
+
+
+def test_the_shipped_adapter_records_the_identity_of_the_base_model_prepare_writes(base_model: Path) -> None:
+    """`ragft model prepare` writes the same bytes on every machine with the pinned libraries, so
+    the shipped adapter is served from wherever the data folder lies."""
+    shipped = read_adapter("support-voice", SHIPPED_ADAPTER)
+    prepared = model_identity(base_model)
+    assert shipped.base_model_sha256 == prepared, "`ragft model prepare` writes another model: `make adapter`"
 
 
 def test_model_prepare_a_second_time_has_nothing_to_do(tmp_path: Path, base_model: Path) -> None:
@@ -96,7 +100,7 @@ def short_adapter(tmp_path_factory: pytest.TempPathFactory, base_model: Path, pr
     started as `ragft up` starts them when the shipped adapter was not trained from the data."""
     folder = tmp_path_factory.mktemp("short")
     data = folder / "two.jsonl"
-    data.write_text("\n".join(TINY_SET.read_text().splitlines()[:2]) + "\n")
+    data.write_text("\n".join(TINY_FINETUNE_SET.read_text().splitlines()[:2]) + "\n")
     env = embedded_env(folder, RAGFT_BASE_MODEL=str(base_model), RAGFT_DEFAULT_ADAPTER="short")
     result = processes.python("-c", UP_TRAINS, str(data), env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

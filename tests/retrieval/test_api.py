@@ -4,7 +4,7 @@
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.conftest import upsert
+from tests.utils.retrieval import upsert
 
 PRICING = (
     "pricing",

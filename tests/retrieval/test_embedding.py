@@ -16,7 +16,7 @@ from services.retrieval.config import CACHE_DIR, Backend, RetrievalSettings
 from services.retrieval.embedding import Embedder, EmbedderError, default_model_path, onnx_graph
 from services.retrieval.ingest import load_documents
 from services.retrieval.runtime import Retrieval
-from tests.conftest import upsert
+from tests.utils.retrieval import upsert
 
 KB = load_documents([REPO / "data" / "kb"])
 

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from services.retrieval.app import create_app
 from services.retrieval.store import StoreUnavailable, VectorStore
-from tests.conftest import retrieval_settings, unique_collection, upsert
+from tests.utils.retrieval import retrieval_settings, unique_collection, upsert
 
 GOOD = {"id": "ok", "text": "A fine document."}
 INVALID = "invalid_request"

@@ -13,10 +13,12 @@ import torch
 from fastapi.testclient import TestClient
 from sentence_transformers import SentenceTransformer
 
+from ragft.sample_data import SAMPLE_KB
 from services.retrieval.app import create_app
 from services.retrieval.chunking import Chunk
 from services.retrieval.embedding import Embedder, default_model_path
-from tests.conftest import SAMPLE_KB, Processes, embedded_env, retrieval_settings, unique_collection, upsert
+from tests.utils.processes import Processes, embedded_env
+from tests.utils.retrieval import retrieval_settings, unique_collection, upsert
 
 PRICING = ("pricing", "# Plans and prices\n\nThe Team plan costs 9 euros per seat per month.")
 ERRORS = ("sync-errors", "# Sync error codes\n\nError QB-2041 means the device clock is off.")

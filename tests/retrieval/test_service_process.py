@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from ragft.process import free_port, wait_until_ready
+from ragft.sample_data import SAMPLE_KB
 from ragft.settings import REPO
-from tests.conftest import SAMPLE_KB, Processes, embedded_env
+from tests.utils.processes import Processes, embedded_env
 
 
 def _collection(port: int, name: str) -> dict[str, Any]:

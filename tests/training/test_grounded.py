@@ -14,7 +14,7 @@ from gateway.config import GatewaySettings
 from gateway.prompt import GROUNDING
 from ragft.http import sync_client
 from ragft.settings import REPO
-from tests.conftest import Processes, embedded_env
+from tests.utils.processes import Processes, embedded_env
 from training.grounded import (
     Example,
     Grounding,

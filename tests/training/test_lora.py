@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from tests.conftest import TINY_SET
+from ragft.sample_data import TINY_FINETUNE_SET
 from training.lora import IGNORE, DataError, TrainOptions, load_conversations, tokenize_conversation, train
 
 
@@ -50,7 +50,9 @@ def test_only_assistant_turns_are_learned(base_model: Path) -> None:
 
 
 def test_examples_longer_than_max_tokens_are_refused_before_a_model_loads(tmp_path: Path, base_model: Path) -> None:
-    data = _jsonl(tmp_path, TINY_SET.read_text().splitlines()[0], TINY_SET.read_text().splitlines()[1])
+    data = _jsonl(
+        tmp_path, TINY_FINETUNE_SET.read_text().splitlines()[0], TINY_FINETUNE_SET.read_text().splitlines()[1]
+    )
     with pytest.raises(DataError, match=r"2 examples are longer than max_tokens \(16\) .* example 1, \d+ tokens"):
         train(str(base_model), data, tmp_path / "out", TrainOptions(max_tokens=16))
     assert not (tmp_path / "out").exists()

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from evals.dataset import Question
 from services.retrieval.app import create_app
 from services.retrieval.embedding import default_model_path
-from tests.conftest import Processes, embedded_env, retrieval_settings, unique_collection, upsert
+from tests.utils.processes import Processes, embedded_env
+from tests.utils.retrieval import retrieval_settings, unique_collection, upsert
 from training.retriever import MIN_PAIRS, Passage, RetrieverError, training_pairs
 
 SAMPLE = ("pricing", "# Pricing\n\n## Team plan\n\nThe Team plan costs 10 euros per seat per month.")
