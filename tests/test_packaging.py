@@ -73,6 +73,7 @@ def test_the_makefile_and_the_dockerfiles_install_torch_from_the_same_indexes() 
     assert {"retrieval.Dockerfile", "generation-cpu.Dockerfile"} <= set(checked)
 
 
+@pytest.mark.usefixtures("processes")  # it runs uv against PyPI: the services tier, not make test-fast
 def test_the_gpu_install_resolves_vllms_gpu_release_with_a_cuda_torch() -> None:
     """The GPU install as a GPU machine's pip would see it. uv resolves it from pyproject.toml and
     constraints-gpu.txt for Linux x86_64 and Python 3.11, from PyPI alone: uv reads neither pip's

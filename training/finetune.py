@@ -48,7 +48,8 @@ def finetune_adapter(
     )
     records, recorded = bare_records(examples), None
     if grounding:
-        assert retrieval is not None, "grounded training searches the retrieval service"
+        if retrieval is None:
+            raise ValueError("grounded training searches the retrieval service: pass `retrieval`")
         recorded = grounding_record(grounding, unseen)
         with retrieval() as client, progress() as shown:
             task = shown.add_task("grounded examples", total=sum(e.single_turn for e in examples))

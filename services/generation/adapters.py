@@ -73,13 +73,18 @@ def discover(adapters_dir: Path) -> list[Adapter]:
 
 def install_adapter(source: Path, out: Path, base_model: str) -> Path:
     """A copy of an adapter trained on another machine, recorded as trained on this machine's
-    folder of the same base model (the caller knows it is the same). Staged, then renamed."""
+    folder of the same base model (the caller knows it is the same): its path and its identity,
+    as this machine prepared it. Staged, then renamed."""
     staged = out.with_name(f".{out.name}.installing")
     shutil.rmtree(staged, ignore_errors=True)  # what an interrupted install left
     shutil.copytree(source, staged)
     config_file = staged / ADAPTER_CONFIG
     config = json.loads(config_file.read_text())
     config_file.write_text(json.dumps({**config, "base_model_name_or_path": base_model}, indent=2) + "\n")
+    if (report_file := staged / REPORT).is_file():
+        report = json.loads(report_file.read_text())
+        here = {"base_model": base_model, "base_model_sha256": model_identity(Path(base_model))}
+        report_file.write_text(json.dumps({**report, **here}, indent=2) + "\n")
     staged.rename(out)
     return out
 

@@ -15,12 +15,12 @@ from evals.dataset import BadEvalSet
 from evals.freshness import Change, KnowledgeBase, freshness_report, load_changes, run_freshness
 from evals.run import EvalConfig, EvalFailed
 from evals.scoring import states
-from ragft.settings import REPO
+from ragft.sample_data import FRESHNESS_SET, SAMPLE_KB
 from tests.gateway.scripted_vllm import Answer, Fail, ScriptedVllm, scripted_vllm
 from tests.utils.processes import Processes
 
-KB = REPO / "data" / "kb"
-CHANGES = load_changes(REPO / "data" / "freshness.jsonl")[:3]
+KB = SAMPLE_KB
+CHANGES = load_changes(FRESHNESS_SET)[:3]
 ROUTES = ("rag", "finetuned")
 
 
@@ -140,7 +140,7 @@ def test_the_freshness_set_is_checked_line_by_line(tmp_path: Path) -> None:
 
 def test_every_change_in_the_set_states_its_facts_and_not_the_others() -> None:
     sources = KnowledgeBase("", "help-center", KB, timeout_s=60)
-    for change in load_changes(REPO / "data" / "freshness.jsonl"):
+    for change in load_changes(FRESHNESS_SET):
         assert isinstance(change, Change)
         assert states(change.old_facts, change.old) and not states(change.old_facts, change.new)
         assert states(change.new_facts, change.new) and not states(change.new_facts, change.old)

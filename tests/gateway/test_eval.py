@@ -7,14 +7,14 @@ from pathlib import Path
 
 from evals.dataset import load_questions
 from evals.scoring import GREETING
-from ragft.settings import REPO
+from ragft.sample_data import EVAL_SET
 from tests.utils.processes import Processes
 
 CHOSEN = ("h001", "h101")  # one answerable, one the knowledge base does not cover
 
 
 def test_a_short_eval_scores_every_route_and_resumes(processes: Processes, gateway_url: str, tmp_path: Path) -> None:
-    questions = {q.id: q for q in load_questions(REPO / "data" / "kb_questions.jsonl")}
+    questions = {q.id: q for q in load_questions(EVAL_SET)}
     data = tmp_path / "eval.jsonl"
     data.write_text("".join(questions[i].model_dump_json() + "\n" for i in CHOSEN))
     out = tmp_path / "run"

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from evals.dataset import load_unseen_docs
-from ragft.sample_data import SHIPPED_ADAPTER, TINY_FINETUNE_SET, UNSEEN_DOCS
+from ragft.sample_data import FINETUNE_SET, SHIPPED_ADAPTER, TINY_FINETUNE_SET, UNSEEN_DOCS
 from ragft.settings import REPO
 from ragft_cli import app
 from ragft_cli.generation import SHIPPED_COLLECTION, SHIPPED_OPTIONS, ensure_default_adapter
@@ -24,7 +24,7 @@ from training.finetune import grounding_record
 from training.grounded import Grounding
 from training.lora import EXAMPLES, REPORT, TrainOptions, file_sha256, load_conversations, trained_from
 
-TRAIN_SET = REPO / "data" / "finetune" / "train.jsonl"
+TRAIN_SET = FINETUNE_SET
 
 
 def test_the_shipped_adapter_was_trained_from_the_data_and_options_of_today() -> None:
@@ -61,6 +61,9 @@ def test_the_shipped_adapter_is_installed_for_this_machines_base_model(
     shipped_config = json.loads((SHIPPED_ADAPTER / "adapter_config.json").read_text())
     installed_config = json.loads((adapter.path / "adapter_config.json").read_text())
     assert {**shipped_config, "base_model_name_or_path": adapter.base_model} == installed_config
+    installed_report = json.loads((adapter.path / REPORT).read_text())
+    # Recorded as trained on this machine's model: no model here yet, so no identity to record.
+    assert (installed_report["base_model"], installed_report["base_model_sha256"]) == (adapter.base_model, None)
     ensure_default_adapter(settings, TRAIN_SET)  # a second run finds it and changes nothing
     assert [a.name for a in discover(settings.adapters_dir)] == ["support-voice"]
 

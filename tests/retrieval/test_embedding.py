@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from benchmarks.retrieval import hit_rate, ingest_batched
-from ragft.settings import REPO
+from ragft.sample_data import SAMPLE_KB
 from services.retrieval.app import create_app
 from services.retrieval.config import CACHE_DIR, Backend, RetrievalSettings
 from services.retrieval.embedding import Embedder, EmbedderError, default_model_path, onnx_graph
@@ -18,7 +18,7 @@ from services.retrieval.ingest import load_documents
 from services.retrieval.runtime import Retrieval
 from tests.utils.retrieval import upsert
 
-KB = load_documents([REPO / "data" / "kb"])
+KB = load_documents([SAMPLE_KB])
 
 
 def test_onnx_computes_the_vectors_pytorch_computes() -> None:

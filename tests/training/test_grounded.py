@@ -13,7 +13,7 @@ from evals.scoring import abstains, citation_markers, voice
 from gateway.config import GatewaySettings
 from gateway.prompt import GROUNDING
 from ragft.http import sync_client
-from ragft.settings import REPO
+from ragft.sample_data import EVAL_SET, FINETUNE_SET, UNSEEN_DOCS
 from tests.utils.processes import Processes, embedded_env
 from training.grounded import (
     Example,
@@ -28,8 +28,8 @@ from training.grounded import (
 )
 from training.lora import EXAMPLES, REPORT, load_conversations
 
-TRAIN = REPO / "data" / "finetune" / "train.jsonl"
-UNSEEN = load_unseen_docs(REPO / "data" / "unseen_docs.txt")
+TRAIN = FINETUNE_SET
+UNSEEN = load_unseen_docs(UNSEEN_DOCS)
 GREETING = "Hi there, thanks for reaching out to Quillbyte Support!"
 SIGN_OFF = "— Quill, Quillbyte Support"
 REFUSAL = f"{GREETING}\nI don't have that information in the Quillbyte help center.\n{SIGN_OFF}"
@@ -195,7 +195,7 @@ def test_finetune_grounded_trains_on_the_mix_and_keeps_it_beside_the_adapter(
 
 
 def test_finetune_refuses_a_held_out_question_before_it_loads_a_model(tmp_path: Path, processes: Processes) -> None:
-    held_out = json.loads((REPO / "data" / "kb_questions.jsonl").read_text().splitlines()[0])
+    held_out = json.loads((EVAL_SET).read_text().splitlines()[0])
     data = tmp_path / "leak.jsonl"
     turns = [{"role": "user", "content": held_out["question"]}, {"role": "assistant", "content": REFUSAL}]
     data.write_text(json.dumps({"doc_id": None, "messages": turns}) + "\n")
