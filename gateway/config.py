@@ -75,6 +75,12 @@ class GatewaySettings(RagftSettings):
             raise ValueError(f"{route!r} is not a route; use one of: {', '.join(ROUTE_NAMES)}")
         return route.strip().lower()
 
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, path: object) -> object:
+        """An empty RAGFT_API_KEYS_FILE is no file, as Compose passes one that is unset."""
+        return None if isinstance(path, str) and not path.strip() else path
+
     @field_validator("experiment")
     @classmethod
     def _a_split(cls, spec: str) -> str:

@@ -5,6 +5,8 @@ from ragft.settings import REPO
 
 DATA = REPO / "data"
 SAMPLE_KB = DATA / "kb"  # the help-center knowledge base `ragft up` ingests
+# The sample knowledge base's own collection: the only one it is ingested into, and no one else's.
+SAMPLE_COLLECTION = "help-center"
 EVAL_SET = DATA / "kb_questions.jsonl"
 UNSEEN_DOCS = DATA / "unseen_docs.txt"  # documents no fine-tuning example is about
 FRESHNESS_SET = DATA / "freshness.jsonl"

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ragft.errors import UserFacingError
 from ragft.process import die_with_parent_preexec
-from ragft.sample_data import EVAL_SET, SHIPPED_ADAPTER, UNSEEN_DOCS
+from ragft.sample_data import EVAL_SET, SAMPLE_COLLECTION, SHIPPED_ADAPTER, UNSEEN_DOCS
 from ragft.settings import RagftSettings
 from ragft_cli.app import app, console, say, serve_app
 from services.generation.adapters import AdapterClient
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # SHIPPED_ADAPTER is trained by `make adapter` from data/finetune/train.jsonl: `ragft finetune
 # --grounded` with SHIPPED_OPTIONS, on the sample collection with the gateway's default settings.
 SHIPPED_OPTIONS = TrainOptions(epochs=1)
-SHIPPED_COLLECTION = "help-center"
+SHIPPED_COLLECTION = SAMPLE_COLLECTION
 
 model_app = typer.Typer(help="The base model.", no_args_is_help=True)
 adapters_app = typer.Typer(help="LoRA adapters of a running generation service.", no_args_is_help=True)

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Annotated
 import httpx
 import typer
 
+from ragft.errors import UserFacingError
 from ragft.progress import progress_bar
-from ragft.sample_data import EVAL_SET
+from ragft.sample_data import EVAL_SET, SAMPLE_COLLECTION, SAMPLE_KB
 from ragft_cli.app import RetrievalOption, app, console, say, serve, serve_app
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (.md .txt .html .pdf).")],
     collection: Annotated[
         str, typer.Option("--collection", "-c", envvar="RAGFT_COLLECTION", help="Target collection.")
-    ] = "help-center",
+    ] = SAMPLE_COLLECTION,
     url: Annotated[str | None, typer.Option(envvar="RAGFT_RETRIEVAL_URL", help="Retrieval service URL.")] = None,
     direct: Annotated[
         bool, typer.Option("--direct", help="Write to the embedded store in-process (service stopped).")
@@ -95,9 +96,31 @@ def ingest(
         retrieval.close()
 
 
-def ensure_knowledge_base(collection: str, kb: Path) -> None:
-    """Ingest `kb` when the collection holds fewer documents: the first run, or a first run
-    that was interrupted (upserts make repeating it safe)."""
+class KnowledgeBaseRefused(UserFacingError):
+    pass
+
+
+def ensure_knowledge_base(collection: str, kb: Path | None) -> None:
+    """`ragft up`'s knowledge base. The sample goes only into its own collection (SAMPLE_COLLECTION),
+    and a collection of yours gets only the folder you name; either is ingested when the collection
+    holds fewer documents: the first run, or a first run that was interrupted (upserts make
+    repeating it safe)."""
+    sample = collection == SAMPLE_COLLECTION
+    if kb is None and not sample:
+        console.print(
+            f"Collection {collection!r} is yours: ragft up ingests nothing into it. Add your documents with "
+            f"`ragft ingest DIR --collection {collection}` (or `ragft up --kb DIR`)."
+        )
+        return
+    kb = kb or SAMPLE_KB
+    if sample != (kb.resolve() == SAMPLE_KB.resolve()):
+        raise KnowledgeBaseRefused(
+            f"{collection!r} is the sample knowledge base's collection: ingest {kb} into a collection of your own "
+            "(RAGFT_COLLECTION=NAME)"
+            if sample
+            else f"the sample knowledge base ({SAMPLE_KB}) goes only into its own collection, {SAMPLE_COLLECTION!r}, "
+            f"never into {collection!r}"
+        )
     documents = _load([kb])
     retrieval = _open_retrieval()
     try:

@@ -10,7 +10,7 @@ import typer
 
 from gateway.config import GatewaySettings
 from gateway.contract import Route
-from ragft.sample_data import FINETUNE_SET, SAMPLE_KB
+from ragft.sample_data import FINETUNE_SET, SAMPLE_COLLECTION
 from ragft_cli.app import app, comma_separated, say
 from ragft_cli.generation import ensure_base_model, ensure_default_adapter
 from ragft_cli.retrieval import ensure_knowledge_base
@@ -25,8 +25,16 @@ def up(
     services: Annotated[str, typer.Option(help="Comma-separated: retrieval, generation, gateway.")] = ",".join(
         SERVICES
     ),
-    collection: Annotated[str, typer.Option(envvar="RAGFT_COLLECTION", help="Collection to serve.")] = "help-center",
-    kb: Annotated[Path, typer.Option(help="Knowledge base ingested when the collection is short of it.")] = SAMPLE_KB,
+    collection: Annotated[
+        str, typer.Option(envvar="RAGFT_COLLECTION", help="Collection to serve.")
+    ] = SAMPLE_COLLECTION,
+    kb: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder of your documents, ingested into your collection when it is short of them. Default: the "
+            f"sample knowledge base, into its own collection {SAMPLE_COLLECTION!r} only; nothing into yours."
+        ),
+    ] = None,
     adapter_data: Annotated[
         Path,
         typer.Option(help="Fine-tuning set of the default adapter: the shipped one if trained from it, else trained."),
@@ -34,10 +42,10 @@ def up(
 ) -> None:
     """The local stack: set up what is missing (once), then run the services until Ctrl-C.
 
-    Ingests the sample knowledge base, prepares the base model and installs the default adapter
-    (the shipped one, or trained from --adapter-data when that is not its data) when they are
-    missing, then runs retrieval (:8001), generation (:8002) and the gateway (:8000)
-    under honcho; Ctrl-C or SIGTERM stops them all.
+    Ingests the sample knowledge base into its own collection (or --kb into yours), prepares the
+    base model and installs the default adapter (the shipped one, or trained from --adapter-data
+    when that is not its data) when they are missing, then runs retrieval (:8001), generation
+    (:8002) and the gateway (:8000) under honcho; Ctrl-C or SIGTERM stops them all.
     """
     chosen = comma_separated(services)
     if unknown := set(chosen) - set(SERVICES):

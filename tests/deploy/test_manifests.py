@@ -603,6 +603,21 @@ def test_compose_ragft_names_are_settings() -> None:
     assert "RAGFT_GENERATION_URL" in used and "RAGFT_QDRANT_URL" in used
 
 
+def test_compose_passes_the_keys_file_and_an_unset_one_is_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway gets RAGFT_API_KEYS_FILE, empty when the shell sets none, and the folder it names."""
+    gateway = compose_services()["gateway"]
+    assert gateway["environment"]["RAGFT_API_KEYS_FILE"] == "${RAGFT_API_KEYS_FILE:-}"
+    assert "./var/keys:/etc/ragft/keys:ro" in gateway["volumes"]
+    monkeypatch.setenv("RAGFT_API_KEYS_FILE", "")  # what Compose passes when it is unset
+    assert GatewaySettings().api_keys_file is None
+    keys = tmp_path / "api-keys"
+    keys.write_text("key-one help-center\n")
+    monkeypatch.setenv("RAGFT_API_KEYS_FILE", str(keys))
+    assert GatewaySettings().key_ring
+
+
 def test_the_compose_store_fsyncs_every_write_to_a_named_volume() -> None:
     store = compose_services()[STORE[0]]
     assert store["image"].startswith("redis:")

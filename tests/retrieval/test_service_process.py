@@ -136,18 +136,21 @@ def test_ingest_reports_unreadable_input_and_writes_nothing(processes: Processes
 
 
 def test_up_ingests_once_and_completes_an_interrupted_first_run(processes: Processes, tmp_path: Path) -> None:
+    """Your documents (--kb) into your collection, and never the sample knowledge base beside them."""
     kb = tmp_path / "kb"
     kb.mkdir()
     for name in ("refunds", "pricing"):
         (kb / f"{name}.md").write_text(f"# {name.title()}\n\nEverything about {name}.")
     port = free_port()
-    env = embedded_env(tmp_path / "data", RAGFT_RETRIEVAL_PORT=str(port))
+    env = embedded_env(tmp_path / "data", RAGFT_RETRIEVAL_PORT=str(port), RAGFT_COLLECTION="my-kb")
 
     def up() -> dict[str, Any]:
         proc = processes.spawn("up", "--services", "retrieval", "--kb", str(kb), env=env)
         try:
             wait_until_ready(f"http://127.0.0.1:{port}/readyz", timeout=90, process=proc)
-            return _collection(port, "help-center")
+            listed = httpx.get(f"http://127.0.0.1:{port}/v1/collections").json()["collections"]
+            assert [c["name"] for c in listed] == ["my-kb"]  # no sample collection beside it
+            return _collection(port, "my-kb")
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -1,0 +1,59 @@
+"""`ragft up`'s knowledge base: the sample goes only into its own collection, and a collection of
+yours receives only the folder you name. Refusals come before anything is read or written."""
+
+from pathlib import Path
+
+import pytest
+
+from ragft.sample_data import SAMPLE_COLLECTION, SAMPLE_KB
+from ragft_cli.retrieval import KnowledgeBaseRefused, ensure_knowledge_base
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("RAGFT_QDRANT_URL", raising=False)
+    monkeypatch.setenv("RAGFT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path
+
+
+def test_the_sample_never_goes_into_your_collection(data_dir: Path) -> None:
+    with pytest.raises(
+        KnowledgeBaseRefused, match="goes only into its own collection, 'help-center', never into 'my-kb'"
+    ):
+        ensure_knowledge_base("my-kb", SAMPLE_KB)
+    assert not any(data_dir.iterdir())  # no store was opened
+
+
+def test_your_documents_never_go_into_the_samples_collection(data_dir: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "refunds.md").write_text("# Refunds\n\nWithin 30 days.")
+    with pytest.raises(KnowledgeBaseRefused, match=f"'{SAMPLE_COLLECTION}' is the sample knowledge base's collection"):
+        ensure_knowledge_base(SAMPLE_COLLECTION, mine)
+    assert [path.name for path in data_dir.iterdir()] == ["mine"]  # no store was opened
+
+
+def test_your_collection_gets_nothing_unless_you_name_a_folder(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ensure_knowledge_base("my-kb", None)
+    assert "ragft ingest DIR --collection my-kb" in " ".join(capsys.readouterr().err.split())
+    assert not any(data_dir.iterdir())
+
+
+def test_your_folder_is_ingested_into_your_collection_once(data_dir: Path, tmp_path: Path) -> None:
+    from services.retrieval.config import RetrievalSettings
+    from services.retrieval.runtime import Retrieval
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "refunds.md").write_text("# Refunds\n\nWithin 30 days.")
+    ensure_knowledge_base("my-kb", mine)
+    ensure_knowledge_base("my-kb", mine)  # a second run finds it whole
+    retrieval = Retrieval.open(RetrievalSettings())
+    try:
+        assert retrieval.store.collections() == ["my-kb"]
+        assert retrieval.store.count("my-kb")[0] == 1
+    finally:
+        retrieval.close()
