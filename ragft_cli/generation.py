@@ -18,7 +18,7 @@ from ragft_cli.app import app, console, say, serve_app
 from services.generation.adapters import AdapterClient
 from services.generation.config import GenerationSettings
 from training.grounded import Grounding
-from training.lora import TrainOptions
+from training.lora import BILLIONS_LEARNING_RATE, Precision, TrainingError, TrainOptions
 
 if TYPE_CHECKING:
     import httpx
@@ -63,6 +63,14 @@ def ensure_base_model(settings: GenerationSettings) -> str:
     if not settings.base_model and not is_prepared(Path(settings.base_model_path)):
         run_own_process("model", "prepare")
     return settings.base_model_path
+
+
+def is_packaged_base_model(settings: GenerationSettings) -> bool:
+    """Whether the base model is the packaged SmolLM2-135M: the default, or a folder `ragft model
+    prepare` wrote (it leaves its marker), wherever it lies."""
+    from services.generation.model import is_prepared
+
+    return not settings.base_model or is_prepared(Path(settings.base_model_path))
 
 
 def run_own_process(*args: str) -> None:
@@ -140,11 +148,25 @@ def finetune(
     data: Annotated[Path, typer.Option(help='Chat examples, one {"messages": [...], "doc_id": ...} per line.')],
     out: Annotated[Path, typer.Option(help="New folder: ADAPTERS_DIR/NAME for an adapter.")],
     epochs: Annotated[float, typer.Option(min=0.01)] = TrainOptions.epochs,
-    learning_rate: Annotated[float, typer.Option(min=0)] = TrainOptions.learning_rate,
+    learning_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help=f"Default {TrainOptions.learning_rate:g}, for the packaged SmolLM2-135M only: required with any "
+            f"other base model (about {BILLIONS_LEARNING_RATE:g} for billions of parameters).",
+        ),
+    ] = None,
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = TrainOptions.rank,
     batch_size: Annotated[int, typer.Option(min=1)] = TrainOptions.batch_size,
     max_tokens: Annotated[int, typer.Option(min=16, help="Longer examples are refused.")] = TrainOptions.max_tokens,
     merge: Annotated[bool, typer.Option("--merge", help="Write a full model with the adapter merged in.")] = False,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help="auto: bf16 where the device computes it natively (a GPU of compute capability 8.0 or more, "
+            "a CPU with avx512_bf16 or amx_bf16), else fp32. bf16 on a device without it is refused."
+        ),
+    ] = "auto",
     grounded: Annotated[
         bool,
         typer.Option(
@@ -178,6 +200,14 @@ def finetune(
     from training.finetune import finetune_adapter
 
     settings = GenerationSettings()
+    if learning_rate is None:
+        if not is_packaged_base_model(settings):
+            raise TrainingError(
+                f"--learning-rate is required with RAGFT_BASE_MODEL={settings.base_model}: the default "
+                f"{TrainOptions.learning_rate:g} was chosen for the packaged 135M model; models of billions of "
+                f"parameters want about {BILLIONS_LEARNING_RATE:g}"
+            )
+        learning_rate = TrainOptions.learning_rate
     options = TrainOptions(
         epochs=epochs, learning_rate=learning_rate, rank=rank, alpha=2 * rank, batch_size=batch_size,
         max_tokens=max_tokens, merge=merge,
@@ -193,6 +223,7 @@ def finetune(
         data,
         out,
         options,
+        precision=precision,
         eval_set=eval_set,
         unseen_docs=unseen_docs,
         base_model=lambda: ensure_base_model(settings),
@@ -226,7 +257,9 @@ def ensure_default_adapter(settings: GenerationSettings, data: Path) -> None:
     """When the adapters folder has none: the shipped default adapter, if `make adapter` trained
     it from `data` as it reads now, for the default base model and these settings; otherwise a
     voice adapter trained by `ragft finetune` on `data`'s bare examples, in a process of its own
-    (the caller does not keep its memory, and no retrieval service is needed)."""
+    (the caller does not keep its memory, and no retrieval service is needed). Another base model
+    than the packaged one is refused: the default options were chosen for the packaged one, and
+    its user chooses a learning rate by training the adapter first."""
     from evals.dataset import load_unseen_docs
     from services.generation.adapters import discover, install_adapter
     from training.finetune import grounding_record
@@ -242,6 +275,13 @@ def ensure_default_adapter(settings: GenerationSettings, data: Path) -> None:
             f"Installed the default adapter {settings.default_adapter!r} in {out} (shipped, trained from {data})"
         )
         return
+    if not is_packaged_base_model(settings):
+        raise TrainingError(
+            f"no adapter in {settings.adapters_dir} for RAGFT_BASE_MODEL={settings.base_model}, and the default "
+            "one is trained only for the packaged SmolLM2-135M (its learning rate suits 135M parameters). Train "
+            f"one first, with a learning rate for your model (about {BILLIONS_LEARNING_RATE:g} for billions of "
+            f"parameters): ragft finetune --data {data} --out {out} --learning-rate {BILLIONS_LEARNING_RATE:g}"
+        )
     console.print(
         f"Training the default adapter {settings.default_adapter!r} from {data} (once; minutes on a CPU), "
         "on its bare examples only (`make adapter` adds the grounded ones, searching the knowledge base)"

@@ -14,7 +14,7 @@ from rich.progress import Progress
 from evals.dataset import load_questions, load_unseen_docs
 from ragft.progress import progress_bar
 from training.grounded import Grounding, Searcher, bare_records, check_held_out, grounded_mix, read_examples
-from training.lora import TrainOptions, TrainReport, load_conversations, train
+from training.lora import Precision, TrainOptions, TrainReport, choose_precision, load_conversations, train
 
 
 def grounding_record(grounding: Grounding, unseen: frozenset[str]) -> dict[str, Any]:
@@ -27,6 +27,7 @@ def finetune_adapter(
     out: Path,
     options: TrainOptions,
     *,
+    precision: Precision = "auto",
     eval_set: Path,
     unseen_docs: Path,
     base_model: Callable[[], str],
@@ -37,8 +38,9 @@ def finetune_adapter(
 ) -> TrainReport:
     """Trains on `data` once every example is checked against `eval_set`'s held-out questions
     and the unseen documents; with `grounding`, on the mix built by searching through the
-    client `retrieval` opens. `base_model` (its path, prepared if need be) is asked for last, so
-    refused data costs no model."""
+    client `retrieval` opens. `precision` the device cannot run is refused first; `base_model`
+    (its path, prepared if need be) is asked for last, so refused data costs no model."""
+    chosen = choose_precision(precision)
     examples = read_examples(data, load_conversations(data))
     unseen = load_unseen_docs(unseen_docs)
     check_held_out(examples, load_questions(eval_set), unseen)
@@ -59,4 +61,4 @@ def finetune_adapter(
             f"Built {len(records)} examples from {grounding.collection!r}: "
             + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         )
-    return train(base_model(), data, out, options, examples=records, grounding=recorded)
+    return train(base_model(), data, out, options, precision=chosen, examples=records, grounding=recorded)

@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ragft.errors import UserFacingError
 from services.generation.adapters import REPORT as REPORT  # the service reads it back
@@ -21,16 +21,26 @@ EXAMPLES = "examples.jsonl"  # what was trained on, beside the weights
 # accumulated. 8 grounded examples of ~1,200 tokens took more than the 2-core machine's 24 GB.
 MICRO_BATCH = 2
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+Precision = Literal["auto", "bf16", "fp32"]
+# Where to start with a base model of billions of parameters, which wants a smaller step than
+# the packaged 135M one (QLoRA trained 7B to 65B models at 1e-4 to 2e-4).
+BILLIONS_LEARNING_RATE = 2e-4
 
 
 class DataError(UserFacingError):
     pass
 
 
+class TrainingError(UserFacingError):
+    """An option that this device or this base model cannot train with, refused before anything loads."""
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     epochs: float = 2.0
-    learning_rate: float = 1e-3  # a 135M model with a rank-16 adapter; larger models want ~2e-4
+    # Chosen for the packaged 135M model with a rank-16 adapter: `ragft finetune` applies it to
+    # that model only.
+    learning_rate: float = 1e-3
     rank: int = 16
     alpha: int = 32
     batch_size: int = 8
@@ -144,12 +154,27 @@ def trained_from(adapter: Path, data: Path, options: TrainOptions, grounding: di
     )
 
 
-def precision(gpu: bool) -> str:
-    """bf16 on a GPU, and on a CPU that computes it natively (autocast: about twice as fast as
-    fp32 at 1,000-token examples on an AVX-512 bf16 CPU); fp32 on other CPUs."""
+def choose_precision(requested: Precision = "auto") -> Literal["bf16", "fp32"]:
+    """bf16 where the device computes it natively: a GPU that says so (cards older than compute
+    capability 8.0 lack it), a CPU with native bf16 (autocast: about twice as fast as fp32 at
+    1,000-token examples on an AVX-512 bf16 CPU); fp32 elsewhere. bf16 `requested` of a device
+    without it is refused, naming the option and the device."""
+    import torch
+
     from services.generation.launcher import NATIVE_BF16_FLAGS, cpu_flags
 
-    return "bf16" if gpu or cpu_flags() & NATIVE_BF16_FLAGS else "fp32"
+    if torch.cuda.is_available():
+        device = f"GPU ({torch.cuda.get_device_name()})"
+        # Emulated bf16 runs on older cards too, but slower than fp32: only the native kind counts.
+        native = bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        lacking = "has no native bf16 (it needs compute capability 8.0 or more)"
+    else:
+        device = "CPU"
+        native = bool(cpu_flags() & NATIVE_BF16_FLAGS)
+        lacking = f"has no native bf16 (no {' or '.join(sorted(NATIVE_BF16_FLAGS))})"
+    if requested == "bf16" and not native:
+        raise TrainingError(f"--precision bf16: this {device} {lacking}; use --precision auto or fp32")
+    return "bf16" if native and requested != "fp32" else "fp32"
 
 
 def train(
@@ -158,13 +183,15 @@ def train(
     out: Path,
     options: TrainOptions,
     *,
+    precision: Precision = "auto",
     examples: list[dict[str, Any]] | None = None,
     grounding: dict[str, Any] | None = None,
 ) -> TrainReport:
     """Writes the adapter (or merged model) to `out` with `ragft.json` and `examples.jsonl`
     (what was trained on: `examples`, records with their `messages`, made from `data` with
     `grounding`; by default `data`'s conversations) beside its weights. The folder appears only
-    when complete: it is written under a hidden name and renamed."""
+    when complete: it is written under a hidden name and renamed. `precision` as
+    `choose_precision` picks it."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import (
@@ -176,6 +203,7 @@ def train(
         set_seed,
     )
 
+    bf16 = choose_precision(precision) == "bf16"
     if out.exists():
         raise DataError(f"{out} already exists; remove it or choose another --out")
     if examples is None:
@@ -192,9 +220,8 @@ def train(
         )
     dataset = [tokenize_conversation(tokenizer, e["messages"], options.max_tokens) for e in examples]
     gpu = torch.cuda.is_available()
-    bf16 = precision(gpu) == "bf16"
     micro_batch = options.batch_size if gpu or options.batch_size % MICRO_BATCH else MICRO_BATCH
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if gpu else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if gpu and bf16 else torch.float32)
     lora = LoraConfig(
         r=options.rank,
         lora_alpha=options.alpha,

@@ -10,13 +10,12 @@ from pathlib import Path
 import httpx
 
 from ragft.errors import UserFacingError
+from services.generation.config import VLLM_RANKS
 from services.generation.identity import model_identity
 
 ADAPTER_CONFIG = "adapter_config.json"
 REPORT = "ragft.json"  # what `ragft finetune` records beside the weights
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# The ranks vLLM accepts for --max-lora-rank.
-VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
 class AdapterError(UserFacingError):
@@ -89,13 +88,19 @@ def install_adapter(source: Path, out: Path, base_model: str) -> Path:
     return out
 
 
-def max_lora_rank(adapters: list[Adapter]) -> int:
-    """The smallest rank vLLM accepts that fits every adapter (at least 16, for later loads)."""
-    needed = max([16, *(a.rank for a in adapters)])
-    for rank in VLLM_RANKS:
-        if rank >= needed:
-            return rank
-    raise AdapterError(f"an adapter has rank {needed}; vLLM serves ranks up to {VLLM_RANKS[-1]}")
+def check_rank(adapter: Adapter, max_rank: int) -> None:
+    """vLLM makes room for ranks up to --max-lora-rank (RAGFT_MAX_LORA_RANK) and refuses the rest."""
+    if adapter.rank <= max_rank:
+        return
+    fitting = [rank for rank in VLLM_RANKS if rank >= adapter.rank]
+    remedy = (
+        f"set RAGFT_MAX_LORA_RANK={fitting[0]}, or train it with a smaller rank"
+        if fitting
+        else f"vLLM serves ranks up to {VLLM_RANKS[-1]}: train it with a smaller rank"
+    )
+    raise AdapterError(
+        f"adapter {adapter.name!r} has LoRA rank {adapter.rank}, above RAGFT_MAX_LORA_RANK={max_rank}: {remedy}"
+    )
 
 
 def same_model(a: str, b: str) -> bool:

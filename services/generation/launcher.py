@@ -20,7 +20,7 @@ from typing import Literal
 from ragft.errors import UserFacingError
 from ragft.logging import get_logger
 from ragft.process import NotReady, die_with_parent_preexec, port_is_free, stop_process, wait_until_ready
-from services.generation.adapters import Adapter, check_compatible, discover, max_lora_rank
+from services.generation.adapters import Adapter, check_compatible, check_rank, discover
 from services.generation.config import GenerationSettings
 
 log = get_logger(__name__)
@@ -66,10 +66,31 @@ def choose_dtype(setting: str, device: Device, flags: set[str]) -> tuple[str | N
     if setting != "auto":
         return setting, "RAGFT_VLLM_DTYPE"
     if device == "gpu":
-        return None, "vLLM's choice on a GPU"
+        # vLLM 0.32 keeps the model's own dtype, or float16 where the GPU lacks bf16 (_resolve_auto_dtype).
+        return None, "vLLM's choice on a GPU: the model's dtype, float16 where the GPU lacks bf16"
     if native := sorted(flags & NATIVE_BF16_FLAGS):
         return "bfloat16", f"the CPU computes bf16 natively ({', '.join(native)})"
     return "float32", "the CPU has no native bf16 (no avx512_bf16 or amx_bf16)"
+
+
+def gpu_without_bf16() -> str | None:
+    """The visible GPU's name when it cannot compute bf16; None when it can, or none is visible."""
+    import torch
+
+    # Without emulation: vLLM needs compute capability 8.0 for bf16, which this checks.
+    if not torch.cuda.is_available() or torch.cuda.is_bf16_supported(including_emulation=False):
+        return None
+    return torch.cuda.get_device_name()
+
+
+def check_dtype(dtype: str | None, device: Device) -> None:
+    """vLLM refuses bf16 on such a GPU only after it has started, naming its own flag: refuse it
+    before, naming the setting."""
+    if device == "gpu" and dtype == "bfloat16" and (gpu := gpu_without_bf16()):
+        raise LaunchError(
+            f"RAGFT_VLLM_DTYPE=bfloat16: this GPU ({gpu}) does not compute bf16 (vLLM needs compute capability "
+            "8.0 or later); set RAGFT_VLLM_DTYPE=float16, or auto"
+        )
 
 
 def vllm_command(settings: GenerationSettings, adapters: list[Adapter], dtype: str | None) -> list[str]:
@@ -83,7 +104,7 @@ def vllm_command(settings: GenerationSettings, adapters: list[Adapter], dtype: s
         "--max-model-len", str(settings.max_model_len),
         "--enable-prefix-caching",  # RAG prompts share their system prompt
         "--enable-lora",
-        "--max-lora-rank", str(max_lora_rank(adapters)),
+        "--max-lora-rank", str(settings.max_lora_rank),
         "--max-loras", str(max(settings.max_loras, len(adapters))),
     ]  # fmt: skip
     if adapters:
@@ -113,12 +134,14 @@ def plan(settings: GenerationSettings) -> Plan:
     adapters = discover(settings.adapters_dir)
     for adapter in adapters:
         check_compatible(adapter, settings.base_model_path)
+        check_rank(adapter, settings.max_lora_rank)
     if not port_is_free(settings.generation_host, settings.generation_port):
         raise LaunchError(
             f"port {settings.generation_port} on {settings.generation_host} is taken "
             "(another generation service? stop it, or set RAGFT_GENERATION_PORT)"
         )
     dtype, reason = choose_dtype(settings.vllm_dtype, device, cpu_flags() if device == "cpu" else set())
+    check_dtype(dtype, device)
     command = vllm_command(settings, adapters, dtype)
     return Plan(command, vllm_env(settings, device), adapters, f"{dtype or 'auto'} ({reason})")
 

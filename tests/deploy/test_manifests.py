@@ -6,11 +6,12 @@ fields fail), then the facts the deployment relies on are asserted. Compose: doc
 is validated against the Compose Specification schema (compose-spec.json, vendored from
 compose-spec/compose-spec at commit 170098ba07d9, Apache-2.0) and checked the same way.
 Both: every RAGFT_* name must be a setting the code reads, and the vLLM flags must be the ones
-ragft's launcher builds.
+ragft's launcher builds from the same model settings: their defaults, and values of one's own.
 """
 
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import jsonschema
 import pytest
@@ -53,9 +55,21 @@ STORE_URL = "redis://store:6379/0"
 # What makes an acknowledged write survive kill -9 of Redis.
 STORE_DURABILITY = {"appendonly": "yes", "appendfsync": "always"}
 # Where the images and the Kubernetes pods find the base model and the adapters.
+DATA_DIR = "/var/lib/ragft"
 MODEL_DIR = "/var/lib/ragft/models/smollm2-135m-instruct"
 ADAPTER = ("support-voice", "/var/lib/ragft/adapters/support-voice")
 RAGFT_NAME = re.compile(r"\bRAGFT_[A-Z0-9_]+")
+# A model of one's own, set the way each deployment documents (deploy/README.md).
+OWN_MODEL = {
+    "RAGFT_BASE_MODEL": "/var/lib/ragft/models/qwen2.5-7b-instruct",
+    "RAGFT_MAX_MODEL_LEN": "8192",
+    "RAGFT_MAX_LORA_RANK": "64",
+    "RAGFT_MAX_LORAS": "8",
+}
+# Compose's `${NAME:-default}`: the default when NAME is unset or empty.
+COMPOSE_VARIABLE = re.compile(r"\$\{([A-Z0-9_]+):-([^}]*)\}")
+# Kubernetes expands `$(NAME)` in a container's args from the container's env.
+K8S_VARIABLE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
 # ---- helpers ----
@@ -138,19 +152,43 @@ def setting_names() -> set[str]:
     return {"RAGFT_" + name.upper() for model in models for name in model.model_fields}
 
 
-def launcher_flags(overlay_or_profile: str) -> list[str]:
-    """What `ragft serve generation` would run for the model and adapter the deployments mount,
-    less the interpreter: `-m vllm.entrypoints.openai.api_server --model ...`."""
-    settings = GenerationSettings(
-        base_model=MODEL_DIR,
-        generation_host="0.0.0.0",
-        generation_port=CONTRACT_PORTS["generation"],
-        served_model_name="base",
-        max_model_len=2048,
-        max_loras=4,
-    )
+def launcher_flags(overlay_or_profile: str, env: dict[str, str]) -> list[str]:
+    """What `ragft serve generation` would run in the images (RAGFT_DATA_DIR=/var/lib/ragft) with
+    `env` as the only environment, for the adapter the deployments mount, less the interpreter:
+    `-m vllm.entrypoints.openai.api_server --model ...`."""
+    with mock.patch.dict(os.environ, env, clear=True):
+        settings = GenerationSettings(
+            data_dir=Path(DATA_DIR),
+            generation_host="0.0.0.0",
+            generation_port=CONTRACT_PORTS["generation"],
+            served_model_name="base",
+        )
     adapters = [Adapter(ADAPTER[0], Path(ADAPTER[1]), rank=16, base_model="")]
     return vllm_command(settings, adapters, DTYPES[overlay_or_profile])[1:]
+
+
+def compose_interpolated(value: str, env: dict[str, str]) -> str:
+    interpolated = COMPOSE_VARIABLE.sub(lambda m: env.get(m[1]) or m[2], value)
+    assert "$" not in interpolated, f"{value}: only ${{NAME:-default}} is interpolated here"
+    return interpolated
+
+
+def k8s_expanded(c: Doc, docs: list[Doc]) -> list[str]:
+    """The container's args as the kubelet passes them: $(NAME) replaced by the env's value, each
+    value from the manifest or from the ConfigMap key it names."""
+    env = {}
+    for e in c.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif "configMapKeyRef" in e.get("valueFrom", {}):
+            ref = e["valueFrom"]["configMapKeyRef"]
+            env[e["name"]] = find(docs, "ConfigMap", ref["name"])["data"][ref["key"]]
+
+    def value(match: re.Match[str]) -> str:
+        assert match[1] in env, f"$({match[1]}) in {c['name']}'s args is not in its env"
+        return str(env[match[1]])
+
+    return [K8S_VARIABLE.sub(value, str(arg)) for arg in c["args"]]
 
 
 @functools.cache
@@ -295,10 +333,32 @@ def test_cpu_overlay_runs_our_image_and_needs_no_gpu() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_vllm_flags_are_the_launchers(overlay: str) -> None:
-    vllm = container(render(f"overlays/{overlay}"), "Deployment", "generation")
+    docs = render(f"overlays/{overlay}")
+    vllm = container(docs, "Deployment", "generation")
     assert vllm["command"][0] == "python3"
-    assert [*vllm["command"][1:], *vllm["args"]] == launcher_flags(overlay)
+    assert [*vllm["command"][1:], *k8s_expanded(vllm, docs)] == launcher_flags(overlay, {})
     assert env_value(vllm, "VLLM_ALLOW_RUNTIME_LORA_UPDATING")["value"] == "True"
+    config_map = generated(docs, "ConfigMap", "ragft-config")["metadata"]["name"]
+    for name in OWN_MODEL:
+        assert f"$({name})" in vllm["args"], f"{name} is not read from the environment"
+        assert env_value(vllm, name)["valueFrom"]["configMapKeyRef"] == {"name": config_map, "key": name}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_model_set_in_your_own_overlay_reaches_vllm(overlay: str, tmp_path: Path) -> None:
+    """The overlay deploy/README.md shows: ragft-config's model settings merged, nothing else."""
+    literals = "".join(f"\n      - {name}={value}" for name, value in OWN_MODEL.items())
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{os.path.relpath(K8S / 'overlays' / overlay, tmp_path)}]\n"  # kustomize wants it relative
+        f"configMapGenerator:\n  - name: ragft-config\n    behavior: merge\n    literals:{literals}\n"
+    )
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    vllm = container(docs, "Deployment", "generation")
+    assert [*vllm["command"][1:], *k8s_expanded(vllm, docs)] == launcher_flags(overlay, OWN_MODEL)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -582,11 +642,14 @@ def test_exactly_one_generation_service_answers_as_generation() -> None:
         assert gateway["depends_on"][name]["required"] is False
 
 
+@pytest.mark.parametrize("env", [{}, OWN_MODEL], ids=["defaults", "own-model"])
 @pytest.mark.parametrize("profile", ("gpu", "cpu"))
-def test_compose_vllm_flags_are_the_launchers(profile: str) -> None:
+def test_compose_vllm_flags_are_the_launchers(profile: str, env: dict[str, str]) -> None:
+    """With nothing set, and with a model of one's own in the shell or .env."""
     _, service = generation_service(profile)
     assert service["entrypoint"][0] == "python3"
-    assert [*service["entrypoint"][1:], *service["command"]] == launcher_flags(profile)
+    command = [compose_interpolated(str(arg), env) for arg in service["command"]]
+    assert [*service["entrypoint"][1:], *command] == launcher_flags(profile, env)
     mounts = service["volumes"]
     assert all(str(m).endswith(":ro") for m in mounts)
     assert {str(m).split(":")[1] for m in mounts} == {"/var/lib/ragft/models", "/var/lib/ragft/adapters"}

@@ -7,19 +7,22 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ragft.process import free_port
 from ragft_cli import app
+from services.generation import launcher
 from services.generation.adapters import (
+    Adapter,
     AdapterError,
     check_base_model,
     check_compatible,
+    check_rank,
     discover,
-    max_lora_rank,
     read_adapter,
     same_model,
 )
 from services.generation.config import GenerationSettings
 from services.generation.identity import CACHE, model_identity
-from services.generation.launcher import Device, choose_dtype, cpu_flags, vllm_command
+from services.generation.launcher import Device, LaunchError, choose_dtype, cpu_flags, plan, vllm_command
 
 
 def test_adapter_discovery_and_rank(tmp_path: Path) -> None:
@@ -32,8 +35,6 @@ def test_adapter_discovery_and_rank(tmp_path: Path) -> None:
     (tmp_path / ".support-voice.partial").mkdir()  # an unfinished training run is not served
     adapters = discover(tmp_path)
     assert [(a.name, a.rank) for a in adapters] == [("support-voice", 24)]
-    assert max_lora_rank(adapters) == 32
-    assert max_lora_rank([]) == 16
     (tmp_path / "broken").mkdir()
     with pytest.raises(AdapterError, match="not a PEFT adapter folder"):
         discover(tmp_path)
@@ -48,7 +49,7 @@ def test_vllm_command_serves_every_adapter(tmp_path: Path) -> None:
     joined = " ".join(command)
     assert f"--model {(tmp_path / 'models' / 'smollm2-135m-instruct').resolve()}" in joined
     assert f"--lora-modules voice={adapter.resolve()}" in joined
-    assert "--max-lora-rank 16" in joined and "--max-loras 1" in joined
+    assert "--max-model-len 2048" in joined and "--max-lora-rank 16" in joined and "--max-loras 1" in joined
     assert "--enable-prefix-caching" in joined and "--served-model-name base" in joined
     assert "--dtype float32" in joined
     assert "--dtype" not in " ".join(vllm_command(settings, [], None))
@@ -71,6 +72,71 @@ def test_vllm_dtype_follows_what_the_cpu_computes_natively(
     chosen, reason = choose_dtype(setting, device, flags)
     assert chosen == dtype
     assert reason
+
+
+def test_the_model_settings_reach_vllms_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"BASE_MODEL": "org/Model-7B", "MAX_MODEL_LEN": "8192", "MAX_LORA_RANK": "64"}.items():
+        monkeypatch.setenv(f"RAGFT_{name}", value)
+    command = " ".join(vllm_command(GenerationSettings(data_dir=tmp_path), [], None))
+    assert "--model org/Model-7B " in command
+    assert "--max-model-len 8192 " in command and "--max-lora-rank 64 " in command
+
+
+@pytest.mark.parametrize("rank", ["0", "24", "1024"])
+def test_a_lora_rank_vllm_does_not_serve_is_refused_by_its_setting(rank: str) -> None:
+    result = CliRunner().invoke(app, ["serve", "generation"], env={"RAGFT_MAX_LORA_RANK": rank})
+    assert result.exit_code == 1
+    ranks = "1, 8, 16, 32, 64, 128, 256, 320, 512"
+    assert result.output == f"error: RAGFT_MAX_LORA_RANK: not a rank vLLM serves; choose one of {ranks}\n"
+
+
+def test_an_adapter_above_the_largest_lora_rank_is_refused_by_the_setting() -> None:
+    check_rank(Adapter("voice", Path("voice"), rank=16, base_model=""), 16)
+    with pytest.raises(
+        AdapterError, match=r"'big' has LoRA rank 24, above RAGFT_MAX_LORA_RANK=16: set RAGFT_MAX_LORA_RANK=32"
+    ):
+        check_rank(Adapter("big", Path("big"), rank=24, base_model=""), 16)
+    with pytest.raises(AdapterError, match="vLLM serves ranks up to 512: train it with a smaller rank"):
+        check_rank(Adapter("huge", Path("huge"), rank=1024, base_model=""), 512)
+
+
+def test_the_launch_stops_at_an_adapter_above_the_largest_lora_rank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(launcher, "_require_build", lambda device: None)
+    adapter = tmp_path / "adapters" / "wide"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 64}))
+    settings = GenerationSettings(data_dir=tmp_path, generation_device="cpu", generation_port=free_port())
+    with pytest.raises(AdapterError, match="above RAGFT_MAX_LORA_RANK=16: set RAGFT_MAX_LORA_RANK=64"):
+        plan(settings)
+    assert "--max-lora-rank 64" in " ".join(plan(settings.model_copy(update={"max_lora_rank": 64})).command)
+
+
+@pytest.mark.parametrize(
+    ("setting", "gpu_without_bf16", "dtype"),
+    [("bfloat16", None, "bfloat16"), ("auto", "Tesla T4", None), ("float16", "Tesla T4", "float16")],
+)
+def test_the_dtype_a_gpu_computes_is_given_to_vllm(
+    setting: str, gpu_without_bf16: str | None, dtype: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(launcher, "_require_build", lambda device: None)  # no GPU build here
+    monkeypatch.setattr(launcher, "gpu_without_bf16", lambda: gpu_without_bf16)
+    settings = GenerationSettings(
+        data_dir=tmp_path, generation_device="gpu", vllm_dtype=setting, generation_port=free_port()
+    )
+    launch = plan(settings)
+    assert (launch.command[launch.command.index("--dtype") + 1] if "--dtype" in launch.command else None) == dtype
+
+
+def test_bf16_on_a_gpu_without_it_is_refused_by_its_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launcher, "_require_build", lambda device: None)
+    monkeypatch.setattr(launcher, "gpu_without_bf16", lambda: "Tesla T4")
+    settings = GenerationSettings(
+        data_dir=tmp_path, generation_device="gpu", vllm_dtype="bfloat16", generation_port=free_port()
+    )
+    with pytest.raises(LaunchError, match=r"RAGFT_VLLM_DTYPE=bfloat16: this GPU \(Tesla T4\) does not compute bf16"):
+        plan(settings)
 
 
 def test_this_machines_cpu_flags_are_read() -> None:

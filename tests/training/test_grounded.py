@@ -200,7 +200,8 @@ def test_finetune_refuses_a_held_out_question_before_it_loads_a_model(tmp_path: 
     turns = [{"role": "user", "content": held_out["question"]}, {"role": "assistant", "content": REFUSAL}]
     data.write_text(json.dumps({"doc_id": None, "messages": turns}) + "\n")
     env = embedded_env(tmp_path, RAGFT_BASE_MODEL=str(tmp_path / "no-model"))
-    result = processes.run("finetune", "--data", str(data), "--out", str(tmp_path / "out"), env=env, timeout=120)
+    command = ("finetune", "--data", str(data), "--out", str(tmp_path / "out"), "--learning-rate", "2e-4")
+    result = processes.run(*command, env=env, timeout=120)
     assert result.returncode == 1
     assert f"held-out eval question {held_out['id']}" in result.stderr and "Jaccard 1.00" in result.stderr
     assert not (tmp_path / "out").exists()
