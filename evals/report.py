@@ -10,6 +10,7 @@ from evals.dataset import BadEvalSet
 from evals.report_markdown import markdown
 from evals.report_summary import summarize
 from evals.run import EvalFailed
+from evals.voice import VoiceError
 
 
 def build_report(out_dir: Path) -> tuple[Path, Path]:
@@ -24,5 +25,5 @@ if __name__ == "__main__":
     try:
         for path in build_report(Path(sys.argv[1])):
             print(path)
-    except (BadEvalSet, EvalFailed) as exc:
+    except (BadEvalSet, EvalFailed, VoiceError) as exc:
         sys.exit(f"error: {exc}")

@@ -11,8 +11,9 @@ from typing import Any
 
 from evals.dataset import SPLITS, Question
 from evals.markdown import format_number, format_p, format_rate, table
-from evals.report_summary import FACT_GROUPS, SEEN, UNSEEN, Answer, RouteSummary
+from evals.report_summary import FACT_GROUPS, SEEN, UNSEEN, Answer, RouteSummary, recorded_voice
 from evals.stats import compare_paired
+from evals.voice import RecordedVoice
 from gateway.contract import AUTO, Route
 
 EXAMPLES = 8
@@ -77,7 +78,7 @@ def markdown(config: dict[str, Any], questions: list[Question], summaries: list[
         )
         + ".",
         "- **abstains**: the answer says it does not know. Right on unanswerable questions, wrong on answerable ones.",
-        "- **voice**: the fine-tuning set's rules: greeting first, sign-off last, numbered steps or 1-3 sentences.",
+        voice_note(recorded_voice(config)),
         "- **latency**: request to whole answer at the client, answered requests only; the routes of each question "
         "were asked one after the other, so they shared the machine's load.",
         "",
@@ -96,6 +97,20 @@ def markdown(config: dict[str, Any], questions: list[Question], summaries: list[
         *_disagreements(questions, summaries),
     ]
     return "\n".join(lines) + "\n"
+
+
+def voice_note(voice: RecordedVoice) -> str:
+    """What the voice columns score: the rules and where they came from, or why they read n/a."""
+    if voice.rules is None:
+        return (
+            f"- **voice**: n/a, no rules to score it on: {voice.origin}. `ragft eval --voice FILE` names a voice "
+            "file (data/finetune/README.md describes one)."
+        )
+    rules = voice.rules
+    return (
+        f"- **voice**: the rules of {voice.origin}: greeting `{rules.greeting}` first, sign-off `{rules.sign_off}` "
+        f"last, numbered steps (at most {rules.max_steps}) or one line of 1-{rules.max_sentences} sentences."
+    )
 
 
 def _cells(s: RouteSummary) -> list[str]:

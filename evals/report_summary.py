@@ -7,11 +7,15 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from evals.dataset import Question, load_questions
-from evals.run import read_config, read_results
+from pydantic import ValidationError
+
+from evals.dataset import Question, first_error, load_questions
+from evals.run import EvalFailed, read_config, read_results
 from evals.scoring import Score, score
 from evals.stats import percentile
+from evals.voice import SAMPLE_VOICE, RecordedVoice, sample_rules
 from gateway.contract import Route
+from ragft.settings import REPO
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class RouteSummary:
         return _count([a.score.abstained for a in self.answers if a.question.answerable == answerable])
 
     def voice(self, rule: str) -> Count:
-        return _count([getattr(a.score.voice, rule) for a in self.answers])
+        """Answers that follow `rule` of the voice, of those scored on one (none: n/a)."""
+        return _count([getattr(a.score.voice, rule) for a in self.answers if a.score.voice is not None])
 
     def truncated(self) -> Count:
         return _count([a.record.get("finish_reason") == "length" for a in self.answers])
@@ -91,8 +96,23 @@ class RouteSummary:
         return mean(counts) if counts else None
 
 
+def recorded_voice(config: dict[str, Any]) -> RecordedVoice:
+    """The voice rules a run recorded, or why it has none. Runs recorded before voice rules were
+    data were all scored on the sample's, which they are again."""
+    if "voice" not in config:
+        origin = f"{SAMPLE_VOICE.relative_to(REPO)} (the sample's: runs recorded before voice rules were data used it)"
+        return RecordedVoice(rules=sample_rules(), origin=origin)
+    if config["voice"] is None:
+        return RecordedVoice(rules=None, origin="this run recorded no voice rules")
+    try:
+        return RecordedVoice.model_validate(config["voice"])
+    except ValidationError as exc:
+        raise EvalFailed(f"the voice in the run's settings is damaged ({first_error(exc)}): not a run folder") from None
+
+
 def summarize(out_dir: Path) -> tuple[dict[str, Any], list[Question], list[RouteSummary]]:
     config = read_config(out_dir)
+    rules = recorded_voice(config).rules
     every_question = load_questions(Path(config["data"]))
     records = read_results(out_dir, every_question)
     asked_ids = {question_id for question_id, _ in records}
@@ -106,7 +126,7 @@ def summarize(out_dir: Path) -> tuple[dict[str, Any], list[Question], list[Route
             if record and record["status"] == "ok":
                 retrieved = record.get("answered_as", route) != Route.FINETUNED  # auto's choice
                 sources = record["sources"] if retrieved else None
-                scored = score(question, record["answer"], sources)
+                scored = score(question, record["answer"], sources, rules)
                 answers.append(Answer(question, route, record, scored, unseen=question.doc_id in unseen))
         summaries.append(RouteSummary(route, sum(1 for q in questions if (q.id, route) in records), answers))
     return config, questions, summaries

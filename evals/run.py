@@ -17,6 +17,7 @@ import requests
 from rich.progress import TimeRemainingColumn
 
 from evals.dataset import Question
+from evals.voice import RecordedVoice
 from gateway.client import AnswerFailed, Sessions, chat_body, check_completion, check_response, headers, server_timing
 from gateway.contract import ADAPTER_HEADER, COLLECTION_HEADER, ROUTE_HEADER
 from ragft.errors import UserFacingError
@@ -37,9 +38,9 @@ class EvalFailed(UserFacingError):
 @dataclass(frozen=True)
 class EvalConfig:
     """What a run's answers depend on; a resumed run must have the same. (Each answer records
-    its question's text and the model that gave it: an edited question is asked again.) Routes
-    and unseen documents are not among them: a resume may add routes, and the report splits its
-    facts by the latest unseen documents."""
+    its question's text and the model that gave it: an edited question is asked again.) Routes,
+    unseen documents and voice rules are not among them: a resume may add routes, and the report
+    splits its facts by the latest unseen documents and scores the latest voice."""
 
     gateway: str
     data: str
@@ -50,23 +51,32 @@ class EvalConfig:
     unseen_docs: tuple[str, ...] = ()  # documents no fine-tuning example is about (evals.dataset.load_unseen_docs)
     # Sampling fields sent with every request beside temperature 0 (repetition_penalty, stop, ...).
     sampling: dict[str, Any] = field(default_factory=dict)
+    # The rules the report scores the voice on (evals.voice.voice_to_score); None: not chosen (yet),
+    # so a resume keeps those recorded.
+    voice: RecordedVoice | None = None
 
     def check_resumable(self, out_dir: Path) -> None:
         """Records this config in out_dir, or checks it against the one recorded there."""
         path = out_dir / CONFIG
-        mine = asdict(self) | {"routes": list(self.routes), "unseen_docs": list(self.unseen_docs)}
+        mine = asdict(self) | {
+            "routes": list(self.routes),
+            "unseen_docs": list(self.unseen_docs),
+            "voice": self.voice.model_dump() if self.voice else None,
+        }
         if not path.exists():
             _write_json(path, mine)
             return
         recorded = {"sampling": {}} | read_config(out_dir)  # runs recorded before sampling sent none
-        changed = [key for key in mine if key not in ("routes", "unseen_docs") and recorded.get(key) != mine[key]]
+        latest = ("routes", "unseen_docs", "voice")
+        changed = [key for key in mine if key not in latest and recorded.get(key) != mine[key]]
         if changed:
             raise EvalFailed(
                 f"{out_dir} holds a run with other settings ({', '.join(changed)} differ): "
                 "resume it with the same ones, or choose another --out"
             )
         routes = list(dict.fromkeys([*recorded["routes"], *self.routes]))  # adding routes to a run is a resume too
-        _write_json(path, recorded | {"routes": routes, "unseen_docs": mine["unseen_docs"]})
+        voice = {"voice": mine["voice"]} if self.voice else {}
+        _write_json(path, recorded | {"routes": routes, "unseen_docs": mine["unseen_docs"]} | voice)
 
 
 def read_config(out_dir: Path) -> dict[str, Any]:

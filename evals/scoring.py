@@ -1,17 +1,13 @@
 """Scores one answer against its question: the facts it must state, abstention, the right
-document among the sources, the sources it cites, and the fine-tuned voice
-(data/finetune/README.md has the rules)."""
+document among the sources, the sources it cites, and the voice of the adapter under test
+(its rules: evals.voice)."""
 
 import re
 import unicodedata
 from dataclasses import dataclass
 
 from evals.dataset import Question
-
-GREETING = "Hi there, thanks for reaching out to Quillbyte Support!"
-SIGN_OFF = "— Quill, Quillbyte Support"
-MAX_STEPS = 6
-MAX_SENTENCES = 3
+from evals.voice import VoiceRules
 
 DASHES = re.compile(r"[\u2010-\u2015\u2212]")
 QUOTES = re.compile(r"[\u2018\u2019\u02bc]")
@@ -56,8 +52,8 @@ def abstains(answer: str) -> bool:
 
 @dataclass(frozen=True)
 class Voice:
-    """The fine-tuned voice: greeting first, sign-off last, and a body of numbered steps (at most
-    6) or one line of 1-3 sentences."""
+    """Which of the voice's rules an answer follows: greeting first, sign-off last, and a body of
+    numbered steps or one line of a few sentences."""
 
     greeting: bool
     sign_off: bool
@@ -68,21 +64,21 @@ class Voice:
         return self.greeting and self.sign_off and self.format
 
 
-def voice(answer: str) -> Voice:
+def voice(answer: str, rules: VoiceRules) -> Voice:
     lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
-    greeting = bool(lines) and lines[0] == GREETING
-    sign_off = bool(lines) and lines[-1] == SIGN_OFF
+    greeting = bool(lines) and lines[0] == rules.greeting
+    sign_off = bool(lines) and lines[-1] == rules.sign_off
     body = lines[int(greeting) : len(lines) - int(sign_off and len(lines) > 1)]
-    return Voice(greeting=greeting, sign_off=sign_off, format=_body_format(body))
+    return Voice(greeting=greeting, sign_off=sign_off, format=_body_format(body, rules))
 
 
-def _body_format(body: list[str]) -> bool:
+def _body_format(body: list[str], rules: VoiceRules) -> bool:
     if not body:
         return False
     steps = [STEP.match(line) for line in body]
     if all(steps):
-        return len(body) <= MAX_STEPS and [int(m[1]) for m in steps if m] == list(range(1, len(body) + 1))
-    return len(body) == 1 and 1 <= len(SENTENCE_END.findall(body[0])) <= MAX_SENTENCES
+        return len(body) <= rules.max_steps and [int(m[1]) for m in steps if m] == list(range(1, len(body) + 1))
+    return len(body) == 1 and 1 <= len(SENTENCE_END.findall(body[0])) <= rules.max_sentences
 
 
 def citation_markers(answer: str) -> list[int]:
@@ -114,11 +110,14 @@ class Score:
     abstained: bool
     retrieved: bool | None  # the question's document among the sources; None: nothing to find or no retrieval
     citations: Citations | None  # None: no retrieval, nothing to cite
-    voice: Voice
+    voice: Voice | None  # None: no voice rules to score
 
 
-def score(question: Question, answer: str, source_doc_ids: list[str] | None) -> Score:
-    """`source_doc_ids` is None on a route that does not retrieve."""
+def score(
+    question: Question, answer: str, source_doc_ids: list[str] | None, voice_rules: VoiceRules | None = None
+) -> Score:
+    """`source_doc_ids` is None on a route that does not retrieve; `voice_rules` None where the
+    adapter under test has none (its voice is not scored, rather than scored against another's)."""
     abstained = abstains(answer)
     correct = states_facts(question, answer) if question.answerable else abstained
     retrieved = cited = None
@@ -126,4 +125,5 @@ def score(question: Question, answer: str, source_doc_ids: list[str] | None) -> 
         cited = citations(answer, source_doc_ids, question.doc_id)
         if question.doc_id is not None:
             retrieved = question.doc_id in source_doc_ids
-    return Score(correct=correct, abstained=abstained, retrieved=retrieved, citations=cited, voice=voice(answer))
+    voiced = voice(answer, voice_rules) if voice_rules is not None else None
+    return Score(correct=correct, abstained=abstained, retrieved=retrieved, citations=cited, voice=voiced)

@@ -26,6 +26,7 @@ from ragft_cli.app import (
     say,
 )
 from ragft_cli.localstack import gateway_up
+from services.generation.config import GenerationSettings
 
 
 @app.command("eval")
@@ -65,12 +66,19 @@ def evaluate(
             "reported apart. Default: data/unseen_docs.txt, when it exists."
         ),
     ] = None,
+    voice: Annotated[
+        Path | None,
+        typer.Option(
+            help="The voice rules to score answers on (a voice.json; data/finetune/README.md has the format). "
+            "Default: those the adapter under test was trained with; none: the voice columns read n/a."
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 300,
     startup_timeout: StartupTimeoutOption = 1200,
 ) -> None:
     """Ask every question of the eval set on each route (temperature 0), score the answers and
     write report.md and report.png: fact accuracy (held-out questions on seen and unseen
-    documents apart), retrieval hit rate, citations, abstention, the fine-tuned voice, latency
+    documents apart), retrieval hit rate, citations, abstention, the adapter's voice, latency
     and tokens per route, each rate with its 95% interval, and each pair of routes compared on
     the same questions. Questions go in a fixed shuffled order (seed 0), so a run stopped early
     is a fair sample of the set.
@@ -81,8 +89,11 @@ def evaluate(
     # Imported here: only this command needs the evals package (and matplotlib, for its chart).
     from evals.evaluation import evaluate_routes, questions_to_ask, unseen_documents
     from evals.run import EvalConfig
+    from evals.voice import read_rules, voice_to_score
 
     chosen = _routes(routes)
+    if voice:
+        read_rules(voice)  # a bad file is refused before anything starts
     settings = GatewaySettings()
     url, api_key = gateway_and_key(settings, gateway, collection)
     out = out or REPO / "evals" / "results" / data.stem
@@ -102,6 +113,9 @@ def evaluate(
         questions,
         out,
         gateway=gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say),
+        voice=lambda: voice_to_score(
+            voice, chosen, adapter or settings.default_adapter, GenerationSettings().adapters_dir
+        ),
         concurrency=concurrency,
         api_key=api_key,
         timeout_s=timeout,

@@ -115,6 +115,7 @@ def voice_adapter(tmp_path_factory: pytest.TempPathFactory, base_model: Path, pr
     from an adapters folder of the session's own."""
     key = cache_key(
         file_sha256(TINY_FINETUNE_SET),
+        file_sha256(TINY_FINETUNE_SET.with_name("voice.json")),  # the voice rules its ragft.json records
         *VOICE_TRAINING,
         str(base_model),
         source_sha256("training.lora"),

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from evals.voice import voice_beside
 from ragft.errors import UserFacingError
 from services.generation.adapters import REPORT as REPORT  # the service reads it back
 from services.generation.identity import model_identity
@@ -64,6 +65,7 @@ class TrainReport:
     merged: bool
     options: dict[str, Any]
     grounding: dict[str, Any] | None
+    voice: dict[str, Any]  # the voice rules beside `data` and their file, or why none (evals.voice)
     created: str
 
 
@@ -206,6 +208,7 @@ def train(
     bf16 = choose_precision(precision) == "bf16"
     if out.exists():
         raise DataError(f"{out} already exists; remove it or choose another --out")
+    voice = voice_beside(data)  # a bad voice file is refused before the model loads
     if examples is None:
         examples = [{"messages": messages} for messages in load_conversations(data)]
     set_seed(options.seed)
@@ -275,6 +278,7 @@ def train(
             merged=options.merge,
             options=asdict(options),
             grounding=grounding,
+            voice=voice.model_dump(),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         (staged / REPORT).write_text(json.dumps(asdict(report), indent=2) + "\n")

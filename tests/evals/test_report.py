@@ -15,8 +15,8 @@ from evals.compare import compare_runs
 from evals.report import build_report
 from evals.report_summary import summarize
 from evals.run import EvalConfig, EvalFailed
-from evals.scoring import GREETING, SIGN_OFF
 from evals.stats import wilson
+from evals.voice import RecordedVoice, VoiceRules, sample_rules
 
 QUESTIONS: list[dict[str, Any]] = [
     {"id": "h1", "split": "heldout", "question": "How long is the link valid?", "doc_id": "signup",
@@ -29,6 +29,7 @@ QUESTIONS: list[dict[str, Any]] = [
      "answer": "CSV", "facts": [r"\bcsv\b"]},
 ]  # fmt: skip
 WORDING = {q["id"]: q["question"] for q in QUESTIONS}
+SAMPLE_VOICE = RecordedVoice(rules=sample_rules(), origin="the sample's voice file")
 
 
 def record(question: str, route: str, answer: str, sources: list[str], latency: float, **extra: Any) -> dict:
@@ -42,7 +43,7 @@ def record(question: str, route: str, answer: str, sources: list[str], latency: 
 
 
 def voiced(body: str) -> str:
-    return f"{GREETING}\n{body}\n{SIGN_OFF}"
+    return f"{sample_rules().greeting}\n{body}\n{sample_rules().sign_off}"
 
 
 def new_run(
@@ -52,13 +53,20 @@ def new_run(
     unseen_docs: tuple[str, ...] = (),
     name: str = "run",
     sampling: dict[str, Any] | None = None,
+    voice: RecordedVoice = SAMPLE_VOICE,
 ) -> Path:
     data = tmp_path / "eval.jsonl"
     data.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
     out = tmp_path / name
     out.mkdir()
     config = EvalConfig(
-        "http://127.0.0.1:1", str(data), routes, max_tokens=64, unseen_docs=unseen_docs, sampling=sampling or {}
+        "http://127.0.0.1:1",
+        str(data),
+        routes,
+        max_tokens=64,
+        unseen_docs=unseen_docs,
+        sampling=sampling or {},
+        voice=voice,
     )
     config.check_resumable(out)
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -214,3 +222,46 @@ def test_two_runs_are_compared_route_by_route_on_the_questions_both_answered(tmp
         compare_runs(unseen_run, new_run(tmp_path, ("hybrid",), [], unseen_docs=("export",), name="third"))
     with pytest.raises(EvalFailed, match="differ in unseen_docs"):
         compare_runs(unseen_run, new_run(tmp_path, ("rag",), [], name="fourth"))
+
+
+VOICE_COLUMNS = slice(10, 14)  # voice: all rules, greeting, sign-off, format
+
+
+def test_without_voice_rules_the_voice_columns_read_n_a_with_the_reason(tmp_path: Path) -> None:
+    reason = "adapter 'acme', trained with no voice.json beside /data/acme/train.jsonl"
+    records = [
+        record("h1", "rag", "The link is valid for 24 hours [1].", ["signup"], 1000),
+        record("h1", "finetuned", "Hello from Acme!\nIt is valid for 24 hours.\nAcme Care", [], 500),
+    ]
+    run = new_run(tmp_path, ("rag", "finetuned"), records, voice=RecordedVoice(rules=None, origin=reason))
+    report = build_report(run)[0].read_text()
+    assert row(report, "rag")[VOICE_COLUMNS] == row(report, "finetuned")[VOICE_COLUMNS] == ["n/a"] * 4
+    assert f"- **voice**: n/a, no rules to score it on: {reason}. `ragft eval --voice FILE`" in report
+    assert "0%" not in "".join(row(report, "finetuned")[VOICE_COLUMNS])
+
+
+def test_the_voice_scored_is_the_one_the_run_recorded(tmp_path: Path) -> None:
+    acme = RecordedVoice(
+        rules=VoiceRules(greeting="Hello from Acme!", sign_off="Acme Care", max_steps=6, max_sentences=3),
+        origin="--voice acme/voice.json",
+    )
+    records = [record("h1", "finetuned", "Hello from Acme!\nIt is valid for 24 hours.\nAcme Care", [], 500)]
+    report = build_report(new_run(tmp_path, ("finetuned",), records, voice=acme))[0].read_text()
+    assert row(report, "finetuned")[VOICE_COLUMNS] == ["1/1 (100%, 21-100%)"] * 4
+    assert "- **voice**: the rules of --voice acme/voice.json: greeting `Hello from Acme!` first, sign-off " in report
+
+
+def test_a_run_recorded_before_voice_rules_were_data_is_scored_on_the_samples_voice(run_dir: Path) -> None:
+    """As it was scored then: its report rebuilt reads the same."""
+    before = build_report(run_dir)[0].read_text()
+    config = json.loads((run_dir / "run.json").read_text())
+    del config["voice"]
+    (run_dir / "run.json").write_text(json.dumps(config))
+    after = build_report(run_dir)[0].read_text()
+    assert [row(after, route) for route in ("rag", "finetuned")] == [
+        row(before, route) for route in ("rag", "finetuned")
+    ]
+    assert "- **voice**: the rules of data/finetune/voice.json (the sample's: runs recorded before" in after
+    config["voice"] = None  # recorded with no voice chosen
+    (run_dir / "run.json").write_text(json.dumps(config))
+    assert row(build_report(run_dir)[0].read_text(), "finetuned")[VOICE_COLUMNS] == ["n/a"] * 4

@@ -146,4 +146,28 @@ def test_the_command_refuses_bad_options_before_asking_anything(tmp_path: Path) 
     for sampling, said in (("[1]", "not a JSON object"), ("{", "not JSON"), ('{"temperature": 1}', "set temperature")):
         bad = CliRunner().invoke(app, ["eval", "--sampling", sampling, "--out", str(out)])
         assert bad.exit_code == 2 and said in " ".join(bad.output.split()), bad.output
+    no_voice = CliRunner().invoke(app, ["eval", "--voice", str(tmp_path / "voice.json"), "--out", str(out)])
+    assert no_voice.exit_code == 1 and "cannot read the voice rules" in " ".join(no_voice.output.split())
     assert not out.exists()
+
+
+def test_the_command_scores_the_voice_named_else_the_adapter_s_else_reads_n_a(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGFT_ADAPTERS_DIR", str(tmp_path / "adapters"))  # no adapter in it
+    monkeypatch.setenv("RAGFT_DEFAULT_ADAPTER", "acme")
+    voice = tmp_path / "voice.json"
+    voice.write_text(json.dumps({"greeting": "Hi!", "sign_off": "Bye.", "max_steps": 6, "max_sentences": 3}))
+    out = tmp_path / "run"
+    with start_fake_gateway() as url:
+        ask = ["eval", "--gateway", url, "--routes", "finetuned", "--limit", "1", "--out", str(out)]
+        named = CliRunner().invoke(app, [*ask, "--voice", str(voice)])
+        assert named.exit_code == 0, named.output
+        assert json.loads((out / "run.json").read_text())["voice"]["origin"] == f"--voice {voice}"
+        adapters = CliRunner().invoke(app, ask)  # a resume: nothing asked again, the latest voice scored
+    assert adapters.exit_code == 0, adapters.output
+    reason = f"no adapter 'acme' in {tmp_path / 'adapters'} to read the voice of"
+    assert f"Voice not scored: {reason}" in " ".join(adapters.output.split())
+    report = (out / "report.md").read_text()
+    assert f"- **voice**: n/a, no rules to score it on: {reason}." in report
+    assert len(lines(out)) == 1

@@ -6,8 +6,6 @@ import pytest
 
 from evals.dataset import Question
 from evals.scoring import (
-    GREETING,
-    SIGN_OFF,
     Citations,
     abstains,
     citation_markers,
@@ -17,7 +15,11 @@ from evals.scoring import (
     states_facts,
     voice,
 )
+from evals.voice import VoiceRules, sample_rules
 from ragft.settings import REPO
+
+SAMPLE = sample_rules()
+GREETING, SIGN_OFF = SAMPLE.greeting, SAMPLE.sign_off
 
 
 def question(facts: tuple[str, ...] = (r"\b14[ -]?days?",), doc_id: str | None = "account-delete") -> Question:
@@ -91,21 +93,45 @@ def test_answers_are_not_abstentions(answer: str) -> None:
 def test_the_voice_rules() -> None:
     steps = f"{GREETING}\n1. Open Settings.\n2. Click Export.\n{SIGN_OFF}"
     sentences = f"{GREETING}\nYes, within 14 days. Open the trash to restore it.\n{SIGN_OFF}"
-    assert voice(steps).all and voice(sentences).all
-    assert voice(f"{GREETING}\nYes, within 14 days.").sign_off is False
-    assert voice(f"Hello!\nYes.\n{SIGN_OFF}").greeting is False
+    assert voice(steps, SAMPLE).all and voice(sentences, SAMPLE).all
+    assert voice(f"{GREETING}\nYes, within 14 days.", SAMPLE).sign_off is False
+    assert voice(f"Hello!\nYes.\n{SIGN_OFF}", SAMPLE).greeting is False
     seven = "\n".join(f"{n}. Step {n}." for n in range(1, 8))
-    assert voice(f"{GREETING}\n{seven}\n{SIGN_OFF}").format is False
-    assert voice(f"{GREETING}\n1. One.\n3. Three.\n{SIGN_OFF}").format is False
-    assert voice(f"{GREETING}\nOne. Two. Three. Four.\n{SIGN_OFF}").format is False
-    assert voice(f"{GREETING}\nOne.\nTwo.\n{SIGN_OFF}").format is False
-    assert voice(f"{GREETING}\nYes, it works (see Settings.)\n{SIGN_OFF}").format is True
-    assert voice(f"{GREETING}\n{SIGN_OFF}").format is False
-    assert not voice("").all
+    assert voice(f"{GREETING}\n{seven}\n{SIGN_OFF}", SAMPLE).format is False
+    assert voice(f"{GREETING}\n1. One.\n3. Three.\n{SIGN_OFF}", SAMPLE).format is False
+    assert voice(f"{GREETING}\nOne. Two. Three. Four.\n{SIGN_OFF}", SAMPLE).format is False
+    assert voice(f"{GREETING}\nOne.\nTwo.\n{SIGN_OFF}", SAMPLE).format is False
+    assert voice(f"{GREETING}\nYes, it works (see Settings.)\n{SIGN_OFF}", SAMPLE).format is True
+    assert voice(f"{GREETING}\n{SIGN_OFF}", SAMPLE).format is False
+    assert not voice("", SAMPLE).all
+
+
+OTHER = VoiceRules(greeting="Hello from Acme!", sign_off="Acme Care", max_steps=2, max_sentences=1)
+
+
+def test_each_rule_comes_from_the_voice_scored() -> None:
+    """Another voice's greeting, sign-off, step count and sentence count, each checked as its own."""
+    assert voice("Hello from Acme!\nYes.\nAcme Care", OTHER).all
+    assert not voice(f"{GREETING}\nYes.\n{SIGN_OFF}", OTHER).greeting  # the sample's voice is not Acme's
+    assert not voice(f"{GREETING}\nYes.\n{SIGN_OFF}", OTHER).sign_off
+    assert not voice("Hello from Acme!\nYes.\nAcme Care", SAMPLE).all
+    assert voice("Hello from Acme!\n1. Open.\n2. Save.\nAcme Care", OTHER).format
+    assert not voice("Hello from Acme!\n1. Open.\n2. Save.\n3. Close.\nAcme Care", OTHER).format  # 3 > 2 steps
+    assert voice(f"{GREETING}\n1. Open.\n2. Save.\n3. Close.\n{SIGN_OFF}", SAMPLE).format  # 3 <= 6
+    assert not voice("Hello from Acme!\nYes. It is.\nAcme Care", OTHER).format  # 2 > 1 sentence
+    assert voice(f"{GREETING}\nYes. It is.\n{SIGN_OFF}", SAMPLE).format
+    no_steps = OTHER.model_copy(update={"max_steps": 0})
+    assert not voice("Hello from Acme!\n1. Open.\nAcme Care", no_steps).format
+
+
+def test_without_voice_rules_the_voice_is_not_scored() -> None:
+    """Not 0%: an answer in a voice there are no rules for is not scored on someone else's."""
+    assert score(question(), f"{GREETING}\nYes, 14 days.\n{SIGN_OFF}", None).voice is None
+    assert score(question(), "Yes, 14 days.", None, SAMPLE).voice == voice("Yes, 14 days.", SAMPLE)
 
 
 def test_every_answer_of_the_fine_tuning_set_has_the_voice_and_its_refusals_abstain() -> None:
-    """The scorer encodes the rules the adapter was trained on: the training answers pass them."""
+    """The set's voice file states the rules the adapter was trained on: the training answers pass them."""
     answers = [
         message["content"]
         for line in (REPO / "data" / "finetune" / "train.jsonl").read_text().splitlines()
@@ -113,7 +139,7 @@ def test_every_answer_of_the_fine_tuning_set_has_the_voice_and_its_refusals_abst
         if message["role"] == "assistant"
     ]
     assert len(answers) > 300
-    assert [a for a in answers if not voice(a).all] == []
+    assert [a for a in answers if not voice(a, SAMPLE).all] == []
     refusals = [a for a in answers if "support@quillbyte.app" in a and "don't have that information" in a]
     assert refusals and all(abstains(a) for a in refusals)
 

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 from evals.dataset import load_questions
-from evals.scoring import GREETING
+from evals.voice import sample_rules
 from ragft.sample_data import EVAL_SET
 from tests.utils.processes import Processes
 
+GREETING = sample_rules().greeting  # the test adapter's voice, trained from data/finetune/
 CHOSEN = ("h001", "h101")  # one answerable, one the knowledge base does not cover
 
 

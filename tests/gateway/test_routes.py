@@ -8,9 +8,10 @@ import httpx
 import openai
 import pytest
 
-from evals.scoring import GREETING
+from evals.voice import sample_rules
 from tests.utils.metrics import metric, running_requests, wait_until_idle
 
+GREETING = sample_rules().greeting  # the test adapter's voice, trained from data/finetune/
 QUESTION = "How much does the Team plan cost?"
 QUICK = [{"role": "user", "content": "hi"}]
 FINETUNED = {"X-Ragft-Route": "finetuned"}

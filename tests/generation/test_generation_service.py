@@ -7,10 +7,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from evals.scoring import GREETING
+from evals.voice import sample_rules
 from ragft.process import free_port
 from tests.utils.processes import Processes
 
+GREETING = sample_rules().greeting  # the test adapter's voice, trained from data/finetune/
 QUESTION = "How can I change the email address on my account?"
 
 

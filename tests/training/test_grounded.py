@@ -10,6 +10,7 @@ import pytest
 
 from evals.dataset import Question, load_unseen_docs
 from evals.scoring import abstains, citation_markers, voice
+from evals.voice import sample_rules
 from gateway.config import GatewaySettings
 from gateway.prompt import GROUNDING
 from ragft.http import sync_client
@@ -56,7 +57,7 @@ def test_the_citation_goes_at_the_end_of_the_body_and_keeps_the_voice(answer: st
     marked = cite(answer, 2, sign_off=SIGN_OFF)
     assert cited in marked
     assert citation_markers(marked) == [2]
-    assert voice(marked) == voice(answer)
+    assert voice(marked, sample_rules()) == voice(answer, sample_rules())
 
 
 def test_the_refusal_is_the_datas_commonest_out_of_scope_answer() -> None:
@@ -112,7 +113,7 @@ def test_grounded_examples_are_the_gateways_prompt_and_cite_their_document(mix: 
         (number,) = citation_markers(answer["content"])
         assert record["sources"][number - 1].startswith(f"{record['doc_id']}#")
         assert f'<source id="{number}" doc_id="{record["doc_id"]}"' in system["content"]
-        assert voice(answer["content"]).all
+        assert voice(answer["content"], sample_rules()).all
 
 
 def test_distractor_examples_hold_no_passage_of_their_document_and_refuse(mix: list[dict]) -> None:
