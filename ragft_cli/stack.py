@@ -56,16 +56,17 @@ def up(
     # stop vLLM's process group itself (it escalates to SIGKILL after 30 s).
     honcho.manager.KILL_WAIT = 40
     retrieval, generation, gateway = RetrievalSettings(), GenerationSettings(), GatewaySettings()
+    env = {**os.environ, "RAGFT_COLLECTION": collection}  # --collection, for the services too
     manager = honcho.manager.Manager()
     if "retrieval" in chosen:
         ensure_knowledge_base(collection, kb)
-        manager.add_process("retrieval", _ragft("serve", "retrieval"), env=dict(os.environ))
+        manager.add_process("retrieval", _ragft("serve", "retrieval"), env=env)
     if "generation" in chosen:
         ensure_base_model(generation)
         ensure_default_adapter(generation, adapter_data)
-        manager.add_process("generation", _ragft("serve", "generation"), env=dict(os.environ))
+        manager.add_process("generation", _ragft("serve", "generation"), env=env)
     if "gateway" in chosen:
-        manager.add_process("gateway", _ragft("serve", "gateway"), env=dict(os.environ))
+        manager.add_process("gateway", _ragft("serve", "gateway"), env=env)
     _print_examples(chosen, retrieval, generation, gateway, collection)
     manager.loop()
     raise typer.Exit(manager.returncode or 0)

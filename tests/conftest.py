@@ -122,6 +122,7 @@ def voice_adapter(tmp_path_factory: pytest.TempPathFactory, base_model: Path, pr
         source_sha256("ragft_cli.generation"),  # the command's own defaults
         source_sha256("training.finetune"),  # what the command runs
         source_sha256("services.generation.identity"),  # the base model's identity it records
+        source_sha256("evals.voice"),  # the voice record it writes
         *versions("torch", "transformers", "peft", "accelerate", "safetensors"),
     )
     cached = CACHE / "adapters" / f"voice-{key}"

@@ -12,6 +12,7 @@ import httpx
 from rich.progress import Progress
 
 from evals.dataset import load_questions, load_unseen_docs
+from evals.voice import voice_beside
 from ragft.progress import progress_bar
 from training.grounded import Grounding, Searcher, bare_records, check_held_out, grounded_mix, read_examples
 from training.lora import Precision, TrainOptions, TrainReport, choose_precision, load_conversations, train
@@ -42,6 +43,7 @@ def finetune_adapter(
     (its path, prepared if need be) is asked for last, so refused data costs no model."""
     chosen = choose_precision(precision)
     examples = read_examples(data, load_conversations(data))
+    voice_beside(data)  # a bad voice file is refused before a search or a model
     unseen = load_unseen_docs(unseen_docs)
     check_held_out(examples, load_questions(eval_set), unseen)
     say(
