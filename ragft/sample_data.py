@@ -1,9 +1,23 @@
-"""Where the sample data lies in the checkout's data/ folder (data/README.md describes each file):
-the defaults of the commands, the benchmarks and the load test."""
+"""Where the sample data lies: the checkout's data/ folder (data/README.md describes each file), or
+RAGFT_SAMPLE_DATA_DIR where ragft is installed without its checkout (the images copy data/ to
+/app/data). The defaults of the commands, the benchmarks and the load test."""
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ragft.settings import REPO
 
-DATA = REPO / "data"
+
+class SampleDataSettings(BaseSettings):
+    """Read alone, at import: the commands' defaults are paths in it."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGFT_", extra="ignore")
+
+    sample_data_dir: Path = REPO / "data"
+
+
+DATA = SampleDataSettings().sample_data_dir
 SAMPLE_KB = DATA / "kb"  # the help-center knowledge base `ragft up` ingests
 # The sample knowledge base's own collection: the only one it is ingested into, and no one else's.
 SAMPLE_COLLECTION = "help-center"

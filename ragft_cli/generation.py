@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ragft.errors import UserFacingError
 from ragft.process import die_with_parent_preexec
-from ragft.sample_data import EVAL_SET, SAMPLE_COLLECTION, SHIPPED_ADAPTER, UNSEEN_DOCS
+from ragft.sample_data import EVAL_SET, FINETUNE_SET, SAMPLE_COLLECTION, SHIPPED_ADAPTER, UNSEEN_DOCS
 from ragft.settings import RagftSettings
 from ragft_cli.app import app, console, say, serve_app
 from services.generation.adapters import AdapterClient
@@ -83,7 +83,17 @@ def run_own_process(*args: str) -> None:
 
 
 @model_app.command("prepare")
-def model_prepare() -> None:
+def model_prepare(
+    with_adapter: Annotated[
+        bool,
+        typer.Option(
+            "--with-adapter",
+            help="Then install the default adapter (RAGFT_DEFAULT_ADAPTER) when RAGFT_ADAPTERS_DIR has none, as "
+            "`ragft up` does: the shipped grounded one while the sample data is what it was trained from, else "
+            "one trained on the sample's bare examples.",
+        ),
+    ] = False,
+) -> None:
     """Convert the packaged SmolLM2-135M-Instruct GGUF into the default base model folder."""
     from services.generation.model import is_prepared, prepare_base_model
 
@@ -93,10 +103,12 @@ def model_prepare() -> None:
         raise UserFacingError(f"RAGFT_BASE_MODEL is set ({settings.base_model}): there is nothing to prepare")
     if is_prepared(out):
         console.print(f"The base model is already prepared in {out}: nothing to do.")
-        return
-    console.print(f"Preparing the base model in {out} (once) ...")
-    prepare_base_model(out)
-    console.print(f"Base model ready in {out}")
+    else:
+        console.print(f"Preparing the base model in {out} (once) ...")
+        prepare_base_model(out)
+        console.print(f"Base model ready in {out}")
+    if with_adapter:
+        ensure_default_adapter(settings, FINETUNE_SET)
 
 
 def _adapter_client(url: str | None) -> AdapterClient:

@@ -5,8 +5,8 @@
 #   docker build -f deploy/docker/generation-cpu.Dockerfile -t ragft-generation-cpu:0.1.0 .
 # Mount the base model and adapters (written by `ragft model prepare` / `ragft finetune`, or by
 # `make run`) under RAGFT_DATA_DIR=/var/lib/ragft: models/smollm2-135m-instruct and adapters/NAME.
-# The image also carries `ragft model prepare` and `ragft finetune` (the train extra and the
-# packaged GGUF), so it can fill an empty volume: see deploy/k8s/fill-models/.
+# The image also carries `ragft model prepare --with-adapter` and `ragft finetune` (the train extra,
+# the packaged GGUF and data/), so it can fill an empty volume: see deploy/k8s/fill-models/.
 
 ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm
 
@@ -63,7 +63,8 @@ RUN groupadd --system --gid "${APP_UID}" ragft \
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# Training data, for `ragft finetune --data /app/data/finetune/train.jsonl` inside the container.
+# The sample data (RAGFT_SAMPLE_DATA_DIR below): the shipped adapter and its training data, for
+# `ragft model prepare --with-adapter` (deploy/k8s/fill-models) and `ragft finetune` in the container.
 COPY data/ /app/data/
 
 ENV PATH=/opt/venv/bin:$PATH \
@@ -76,6 +77,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
     RAGFT_LOG_FORMAT=json \
     RAGFT_DATA_DIR=/var/lib/ragft \
+    RAGFT_SAMPLE_DATA_DIR=/app/data \
     RAGFT_GENERATION_HOST=0.0.0.0 \
     RAGFT_GENERATION_DEVICE=cpu
 

@@ -58,6 +58,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HOME=/var/lib/ragft/hf \
     RAGFT_LOG_FORMAT=json \
     RAGFT_DATA_DIR=/var/lib/ragft \
+    RAGFT_SAMPLE_DATA_DIR=/app/data \
     RAGFT_EMBEDDING_CACHE_DIR=/var/lib/ragft/embedders \
     RAGFT_RETRIEVAL_HOST=0.0.0.0
 

@@ -25,8 +25,10 @@ from unittest import mock
 import jsonschema
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
 from gateway.config import GatewaySettings
+from ragft.sample_data import SampleDataSettings
 from ragft.settings import REPO, RagftSettings
 from services.generation.adapters import Adapter
 from services.generation.config import GenerationSettings
@@ -148,7 +150,9 @@ def image_is_pinned(image: str) -> bool:
 
 
 def setting_names() -> set[str]:
-    models: tuple[type[RagftSettings], ...] = (RagftSettings, RetrievalSettings, GenerationSettings, GatewaySettings)
+    models: tuple[type[BaseSettings], ...] = (
+        RagftSettings, RetrievalSettings, GenerationSettings, GatewaySettings, SampleDataSettings
+    )  # fmt: skip
     return {"RAGFT_" + name.upper() for model in models for name in model.model_fields}
 
 
@@ -323,6 +327,14 @@ def test_gpu_overlay_runs_vllms_image_on_one_gpu_per_replica() -> None:
     assert "--dtype" not in vllm["args"]
 
 
+def test_a_gpu_rollout_needs_no_gpu_beyond_those_the_replicas_hold() -> None:
+    """`kubectl rollout restart` on a one-GPU cluster: a surge pod would wait for a GPU forever,
+    so the old pod goes first; the CPU overlay keeps the surge, and no answer waits."""
+    for overlay, surge in (("gpu", 0), ("cpu", 1)):
+        rolling = find(render(f"overlays/{overlay}"), "Deployment", "generation")["spec"]["strategy"]["rollingUpdate"]
+        assert (rolling["maxSurge"], rolling["maxUnavailable"]) == (surge, 1 - surge), overlay
+
+
 def test_cpu_overlay_runs_our_image_and_needs_no_gpu() -> None:
     docs = render("overlays/cpu")
     vllm = container(docs, "Deployment", "generation")
@@ -446,6 +458,10 @@ def test_fill_job_writes_where_generation_reads() -> None:
     assert not mount.get("readOnly", False)
     assert env_value(c, "RAGFT_DATA_DIR")["value"] == mount["mountPath"] == "/var/lib/ragft"
     assert env_value(c, "RAGFT_DEFAULT_ADAPTER")["value"] == ADAPTER[0]
+    config = generated(render("overlays/cpu"), "ConfigMap", "ragft-config")["data"]
+    assert config["RAGFT_DEFAULT_ADAPTER"] == ADAPTER[0]
+    assert config["RAGFT_BASE_MODEL"] == MODEL_DIR  # where `ragft model prepare` writes under RAGFT_DATA_DIR
+    assert "ragft model prepare --with-adapter" in c["args"][0]  # tests/test_packaging.py runs it
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
