@@ -19,7 +19,7 @@ from rich.progress import TimeRemainingColumn
 from evals.dataset import Question
 from evals.voice import RecordedVoice
 from gateway.client import AnswerFailed, Sessions, chat_body, check_completion, check_response, headers, server_timing
-from gateway.contract import ADAPTER_HEADER, COLLECTION_HEADER, ROUTE_HEADER
+from gateway.contract import ROUTE_HEADER
 from ragft.errors import UserFacingError
 from ragft.http import check_loopback
 from ragft.progress import progress_bar
@@ -120,11 +120,7 @@ class Asker:
 
     def __init__(self, config: EvalConfig, *, api_key: str, timeout_s: float, passages: bool = False) -> None:
         self.url = f"{config.gateway}/v1/chat/completions"
-        self.headers = headers("", api_key)
-        if config.adapter:
-            self.headers[ADAPTER_HEADER] = config.adapter
-        if config.collection:
-            self.headers[COLLECTION_HEADER] = config.collection
+        self.headers = headers("", api_key, adapter=config.adapter, collection=config.collection)
         self.max_tokens = config.max_tokens
         self.sampling = config.sampling
         self.timeout_s = timeout_s

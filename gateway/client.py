@@ -12,7 +12,7 @@ from typing import Any
 
 import requests
 
-from gateway.contract import AUTO, ROUTE_HEADER, Route, token_counts
+from gateway.contract import ADAPTER_HEADER, AUTO, COLLECTION_HEADER, ROUTE_HEADER, Route, token_counts
 from ragft import sse
 from ragft.errors import error_message
 
@@ -50,8 +50,16 @@ def chat_body(question: str, *, max_tokens: int, stream: bool) -> dict[str, Any]
     return body
 
 
-def headers(route: str, api_key: str = "") -> dict[str, str]:
+def headers(
+    route: str, api_key: str = "", *, adapter: str | None = None, collection: str | None = None
+) -> dict[str, str]:
+    """The route's header, and the adapter's, the collection's and the key's when given (left
+    out, the gateway's defaults apply)."""
     sent = {ROUTE_HEADER: route}
+    if adapter:
+        sent[ADAPTER_HEADER] = adapter
+    if collection:
+        sent[COLLECTION_HEADER] = collection
     if api_key:
         sent["Authorization"] = f"Bearer {api_key}"
     return sent

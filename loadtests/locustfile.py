@@ -5,9 +5,11 @@ working directory on sys.path, and `loadtests.options` is imported from there):
 
 One user class per route (RagUser, FinetunedUser, HybridUser, AutoUser) and MixedUser, whose
 routes are weighted by LOADTEST_WEIGHTS ("rag=1,finetuned=1,hybrid=1"; auto may be added). An
-auto answer may come from any of the three routes; its entries are named `auto`. Each user asks questions from the
-sample knowledge base's question set (data/kb_questions.jsonl, or LOADTEST_QUESTIONS) back to back,
-with no think time, so users = concurrent requests. LOADTEST_STREAM: "mixed" (default: every other
+auto answer may come from any of the three routes; its entries are named `auto`. Each user asks
+the questions of an eval set (LOADTEST_QUESTIONS; default the sample's, data/kb_questions.jsonl)
+back to back, with no think time, so users = concurrent requests, in the collection
+LOADTEST_COLLECTION with the adapter LOADTEST_ADAPTER (sent as X-Ragft-Collection and
+X-Ragft-Adapter; unset: the gateway's defaults). LOADTEST_STREAM: "mixed" (default: every other
 request streams), "0" or "1"; LOADTEST_MAX_TOKENS (64); temperature 0; LOADTEST_API_KEY when the
 gateway has RAGFT_API_KEYS; LOADTEST_TIMEOUT_S (180) per request.
 
@@ -43,15 +45,7 @@ import requests
 from locust import User, constant, events, stats, task
 from locust.env import Environment
 
-from gateway.client import (
-    chat_body,
-    check_completion,
-    check_response,
-    headers,
-    read_stream,
-    server_timing,
-    token_usage,
-)
+from gateway.client import chat_body, check_completion, check_response, read_stream, server_timing, token_usage
 from loadtests.options import Options
 
 OPTIONS = Options.from_env(os.environ)
@@ -98,9 +92,7 @@ class GatewayUser(User):
     def complete(self, route: str, question: str) -> None:
         body = chat_body(question, max_tokens=OPTIONS.max_tokens, stream=False)
         with self.measured(route) as meta:
-            response = self.session.post(
-                self.url, json=body, headers=headers(route, OPTIONS.api_key), timeout=OPTIONS.timeout_s
-            )
+            response = self.session.post(self.url, json=body, headers=OPTIONS.headers(route), timeout=OPTIONS.timeout_s)
             meta["response_length"] = len(response.content)
             check_response(response, route)
             completion = response.json()
@@ -114,7 +106,7 @@ class GatewayUser(User):
         with self.measured(f"{route} stream") as meta:
             started = time.perf_counter()
             with self.session.post(
-                self.url, json=body, headers=headers(route, OPTIONS.api_key), timeout=OPTIONS.timeout_s, stream=True
+                self.url, json=body, headers=OPTIONS.headers(route), timeout=OPTIONS.timeout_s, stream=True
             ) as response:
                 check_response(response, route)
                 answer = read_stream(response.iter_lines(), started)

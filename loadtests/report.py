@@ -2,13 +2,15 @@
 route and step) and report.png (matplotlib). `python -m loadtests.report DIR` rebuilds it.
 
 A results folder holds one `users-<N>-<label>_stats.csv` per Locust run (`users-<N>_stats.csv`
-works too), label being a route or "mixed". Entries are read as the locustfile names them:
+works too), label being a route or "mixed", and the runner's run.json (the question set, the
+collection and the adapter, which the report states). Entries are read as the locustfile names them:
 `POST <route>`, `POST <route> stream`, `TTFT <route>`, `TOKENS_PER_S <route>`, `PROMPT_TOKENS <route>`,
 `COMPLETION_TOKENS <route>`, `RETRIEVE <route>`, `GENERATE <route>`. Locust keeps response times in
 buckets of two significant digits (3432 ms is counted as 3400), so its percentiles are that
 precise; its averages are exact."""
 
 import csv
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from pathlib import Path
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from loadtests.options import RUN_FILE
 
 STATS_FILE = re.compile(r"users-(\d+)(?:-(.+))?_stats\.csv")
 STREAM = " stream"
@@ -126,10 +130,28 @@ def _mean(entry: Entry | None) -> str:
     return f"{entry.average:,.0f}" if entry and entry.requests else "n/a"
 
 
+def _named(value: str | None) -> str:
+    return f"`{value}`" if value else "the gateway's default"
+
+
+def asked(results_dir: Path) -> str:
+    """What the users asked and where, from the runner's RUN_FILE."""
+    path = results_dir / RUN_FILE
+    if not path.exists():
+        return f"Question set, collection and adapter: not recorded (no {RUN_FILE} in this folder)."
+    run = json.loads(path.read_text())
+    return (
+        f"Questions from `{run['data']}` ({run['questions']:,}); collection {_named(run['collection'])}; "
+        f"adapter {_named(run['adapter'])}."
+    )
+
+
 def markdown(results_dir: Path, rows: list[RouteRow], failures: list[tuple[str, str, str, int]]) -> str:
     steps = sorted({row.users for row in rows})
     lines = [
         f"# Load test: {results_dir.name}",
+        "",
+        asked(results_dir),
         "",
         f"Users per run: {', '.join(map(str, steps))}. Each row is one route in one Locust run; "
         "latencies in ms. Built by `loadtests/report.py` from Locust's CSV files in this folder.",

@@ -1,8 +1,10 @@
 """Runs the load test against a gateway that is up: one headless Locust run per step and route
-(a subprocess, bounded by `-t` and `--stop-timeout`, loopback only), then the report.
+(a subprocess, bounded by `-t` and `--stop-timeout`, loopback only), then the report. Locust's
+users read their options (loadtests/options.py) from the environment it runs in.
 
 `run_step` is the unit a test can call on its own: one Locust run, its CSVs in a folder."""
 
+import json
 import os
 import re
 import subprocess
@@ -11,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
+from loadtests.options import RUN_FILE, Options
 from ragft.errors import UserFacingError
 from ragft.http import check_loopback
 from ragft.settings import REPO
@@ -37,6 +40,11 @@ def parse_duration(text: str) -> int:
     if not match or int(match[1]) == 0:
         raise ValueError(f"duration {text!r}: a positive number of seconds (30, 30s) or minutes (2m)")
     return int(match[1]) * (60 if match[2] == "m" else 1)
+
+
+def locust_env(settings: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment Locust runs in: this process's, with the LOADTEST_* `settings` over it."""
+    return {**os.environ, **(settings or {})}
 
 
 def run_step(
@@ -69,7 +77,7 @@ def run_step(
             process = subprocess.run(
                 command,
                 cwd=REPO,  # the locustfile imports loadtests.options from the working directory
-                env={**os.environ, **(env or {})},
+                env=locust_env(env),
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 timeout=duration_s + stop_timeout_s + 60,
@@ -96,9 +104,13 @@ def run_load_test(
     say: Callable[[str], None] = print,
 ) -> tuple[Path, Path]:
     """The whole load test; returns (report.md, report.png). Each step runs every label in turn, so
-    the routes are compared under the same conditions."""
+    the routes are compared under the same conditions. RUN_FILE records the questions, the
+    collection and the adapter that every run's users read from `env`, for the report."""
     from loadtests.report import build_report  # matplotlib only when a report is made
 
+    options = Options.from_env(locust_env(env))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RUN_FILE).write_text(json.dumps(options.described(), indent=2) + "\n")
     gateway = gateway.rstrip("/")
     labels, steps = list(labels), sorted(set(steps))
     for users in steps:

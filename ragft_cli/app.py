@@ -1,6 +1,7 @@
 """The `ragft` Typer app and what its command modules share; its edge, where every command's
 errors end, is `Commands.invoke`."""
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -44,6 +45,8 @@ GatewayOption = Annotated[
 ]
 RetrievalOption = Annotated[str | None, typer.Option(help="The retrieval service's URL; default: RAGFT_RETRIEVAL_URL.")]
 AdapterHeaderOption = Annotated[str | None, typer.Option(help="X-Ragft-Adapter; default: the gateway's.")]
+CollectionHeaderOption = Annotated[str | None, typer.Option(help="X-Ragft-Collection; default: the gateway's.")]
+EvalSetOption = Annotated[Path, typer.Option(help="The eval set (JSONL; data/README.md has the format).")]
 MaxTokensOption = Annotated[int, typer.Option(min=1, help="max_tokens of each answer.")]
 SplitOption = Annotated[str, typer.Option(help="Comma-separated splits of the eval set: heldout, train.")]
 StartupTimeoutOption = Annotated[

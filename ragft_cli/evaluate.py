@@ -16,6 +16,8 @@ from ragft.sample_data import EVAL_SET, FRESHNESS_SET, SAMPLE_KB
 from ragft.settings import REPO
 from ragft_cli.app import (
     AdapterHeaderOption,
+    CollectionHeaderOption,
+    EvalSetOption,
     GatewayOption,
     MaxTokensOption,
     RetrievalOption,
@@ -31,7 +33,7 @@ from services.generation.config import GenerationSettings
 
 @app.command("eval")
 def evaluate(
-    data: Annotated[Path, typer.Option(help="The eval set (JSONL; data/README.md has the format).")] = EVAL_SET,
+    data: EvalSetOption = EVAL_SET,
     routes: Annotated[
         str, typer.Option(help="Comma-separated routes to compare: rag, finetuned, hybrid, auto.")
     ] = "rag,finetuned,hybrid",
@@ -54,7 +56,7 @@ def evaluate(
         ),
     ] = 8,
     adapter: AdapterHeaderOption = None,
-    collection: Annotated[str | None, typer.Option(help="X-Ragft-Collection; default: the gateway's.")] = None,
+    collection: CollectionHeaderOption = None,
     gateway: GatewayOption = None,
     out: Annotated[
         Path | None, typer.Option(help="Results folder; a rerun into it resumes. Default: evals/results/<data name>/.")

@@ -7,7 +7,18 @@ import typer
 
 from gateway.config import GatewaySettings
 from ragft.process import sigterm_as_exit
-from ragft_cli.app import GatewayOption, StartupTimeoutOption, app, comma_separated, say
+from ragft.sample_data import EVAL_SET
+from ragft_cli.app import (
+    AdapterHeaderOption,
+    CollectionHeaderOption,
+    EvalSetOption,
+    GatewayOption,
+    StartupTimeoutOption,
+    app,
+    comma_separated,
+    say,
+)
+from ragft_cli.evaluate import gateway_and_key
 from ragft_cli.localstack import gateway_up
 
 STEP_USERS = "1,4,16,64"
@@ -36,22 +47,25 @@ def loadtest(
         "mixed"
     ),
     max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each request.")] = 64,
+    data: EvalSetOption = EVAL_SET,
+    collection: CollectionHeaderOption = None,
+    adapter: AdapterHeaderOption = None,
     gateway: GatewayOption = None,
     out: Annotated[Path | None, typer.Option(help="Results folder; default: loadtests/results/<timestamp>/.")] = None,
     startup_timeout: StartupTimeoutOption = 1200,
     stop_timeout: Annotated[int, typer.Option(help="Seconds a run's users get to finish their last answer.")] = 30,
 ) -> None:
     """Load-test the gateway with Locust, headless: every route (--routes) at every step (--users),
-    for --duration each, then report.md and report.png in the results folder.
+    for --duration each, then report.md and report.png in the results folder. The users ask the
+    questions of --data, in --collection, with --adapter; the report names all three.
 
     Uses the gateway when it answers; otherwise runs `ragft up` while the test runs, and stops it.
     """
     # Imported here: the loadtests package lives in the checkout beside ragft, and only this command needs it.
-    from loadtests.options import STREAM_MODES, parse_weights
+    from evals.dataset import load_questions
+    from loadtests.options import STREAM_MODES, check_collection, parse_weights
     from loadtests.run import USER_CLASSES, parse_duration, results_folder, run_load_test
 
-    settings = GatewaySettings()
-    url = gateway or f"http://{settings.gateway_host}:{settings.gateway_port}"
     labels = comma_separated(routes)
     if not labels or not set(labels) <= set(USER_CLASSES):
         raise typer.BadParameter(f"--routes {routes!r}: choose from {', '.join(USER_CLASSES)}")
@@ -60,12 +74,22 @@ def loadtest(
     try:
         seconds = parse_duration(duration)
         parse_weights(weights)
-        api_key = settings.key_ring.key_for(settings.collection)
+        if collection is not None:
+            check_collection(collection, "--collection")
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    env = {"LOADTEST_WEIGHTS": weights, "LOADTEST_STREAM": stream, "LOADTEST_MAX_TOKENS": str(max_tokens)}
-    if api_key:
-        env["LOADTEST_API_KEY"] = api_key
+    load_questions(data)  # a bad eval set is refused before the stack starts, naming its line
+    url, api_key = gateway_and_key(GatewaySettings(), gateway, collection)
+    # Set even when empty: a LOADTEST_* of the calling shell must not override an option.
+    env = {
+        "LOADTEST_QUESTIONS": str(data.resolve()),  # Locust runs in the checkout, not this directory
+        "LOADTEST_COLLECTION": collection or "",
+        "LOADTEST_ADAPTER": adapter or "",
+        "LOADTEST_WEIGHTS": weights,
+        "LOADTEST_STREAM": stream,
+        "LOADTEST_MAX_TOKENS": str(max_tokens),
+        "LOADTEST_API_KEY": api_key,
+    }
     chosen_steps = _users(STEP_USERS if step else users)
     out = out or results_folder()
     out.mkdir(parents=True, exist_ok=True)

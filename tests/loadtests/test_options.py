@@ -1,16 +1,23 @@
 """What the locustfile checks and measures in one answer (gateway/client.py), and the
-options it reads (loadtests/options.py); no Locust."""
+options it reads (loadtests/options.py), from `ragft loadtest`'s options to every request's
+headers; no Locust, no stack."""
 
 import json
+import re
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+from typer.testing import CliRunner
 
 from gateway.client import AnswerFailed, chat_body, check_response, read_stream, server_timing
 from loadtests.options import Options, parse_weights
+from loadtests.run import locust_env
 from ragft.sample_data import EVAL_SET
+from ragft_cli import app
 
 
 def _event(payload: object) -> list[bytes]:
@@ -117,3 +124,93 @@ def test_chat_body_asks_for_the_usage_chunk_when_streaming() -> None:
     plain = chat_body("Q?", max_tokens=64, stream=False)
     assert "stream_options" not in plain
     assert (plain["max_tokens"], plain["temperature"], plain["messages"][0]["content"]) == (64, 0, "Q?")
+
+
+def _own_eval_set(path: Path, questions: int = 3) -> Path:
+    """An eval set of one's own: the sample's first questions, in a file of its own."""
+    path.write_text("".join(EVAL_SET.read_text().splitlines(keepends=True)[:questions]))
+    return path
+
+
+def test_the_collection_and_the_adapter_go_in_every_request_s_headers(tmp_path: Path) -> None:
+    own = _own_eval_set(tmp_path / "own.jsonl")
+    options = Options.from_env(
+        {
+            "LOADTEST_QUESTIONS": str(own),
+            "LOADTEST_COLLECTION": "my-kb",
+            "LOADTEST_ADAPTER": "my-voice",
+            "LOADTEST_API_KEY": "k1",
+        }
+    )
+    assert options.headers("hybrid") == {
+        "X-Ragft-Route": "hybrid",
+        "X-Ragft-Collection": "my-kb",
+        "X-Ragft-Adapter": "my-voice",
+        "Authorization": "Bearer k1",
+    }
+    assert options.described() == {"data": str(own), "questions": 3, "collection": "my-kb", "adapter": "my-voice"}
+    # Unset or empty: no header, so the gateway's defaults apply.
+    defaults = Options.from_env({"LOADTEST_COLLECTION": "", "LOADTEST_ADAPTER": ""})
+    assert defaults.headers("rag") == {"X-Ragft-Route": "rag"}
+    sample = {"data": str(EVAL_SET), "questions": len(EVAL_SET.read_text().splitlines()), "collection": None}
+    assert defaults.described() == {**sample, "adapter": None}
+    for bad in ("../etc", "my kb", "-kb", "k" * 65):
+        with pytest.raises(ValueError, match=re.escape(f"LOADTEST_COLLECTION {bad!r} is not a collection name")):
+            Options.from_env({"LOADTEST_COLLECTION": bad})
+
+
+@pytest.fixture
+def no_stack(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """`ragft loadtest` with the stack and Locust left out: each call the command made, the
+    stack's start ("up") and the run with the LOADTEST_* settings its users would read ("run")."""
+    calls: list[dict[str, Any]] = []
+
+    def gateway_up(url: str, **_: Any) -> nullcontext[None]:
+        calls.append({"up": url})
+        return nullcontext()
+
+    def run_load_test(gateway: str, *, out_dir: Path, env: dict[str, str], **_: Any) -> tuple[Path, Path]:
+        calls.append({"run": env})
+        return out_dir / "report.md", out_dir / "report.png"
+
+    monkeypatch.setattr("ragft_cli.loadtest.gateway_up", gateway_up)
+    monkeypatch.setattr("loadtests.run.run_load_test", run_load_test)
+    return calls
+
+
+def test_the_command_s_data_collection_and_adapter_reach_the_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_stack: list[dict[str, Any]]
+) -> None:
+    _own_eval_set(tmp_path / "own.jsonl")
+    monkeypatch.chdir(tmp_path)  # a path relative to here, where Locust does not run
+    monkeypatch.setenv("LOADTEST_ADAPTER", "from-the-shell")  # an option left out still wins over it
+    ask = ["loadtest", "--gateway", "http://127.0.0.1:8000", "--out", str(tmp_path / "run")]
+    done = CliRunner().invoke(app, [*ask, "--data", "own.jsonl", "--collection", "my-kb"])
+    assert done.exit_code == 0, done.output
+    users = Options.from_env(locust_env(no_stack[-1]["run"]))  # what every Locust user reads
+    assert users.data == tmp_path / "own.jsonl" and len(users.questions) == 3
+    assert users.headers("rag") == {"X-Ragft-Route": "rag", "X-Ragft-Collection": "my-kb"}
+
+    done = CliRunner().invoke(app, [*ask, "--adapter", "my-voice"])
+    assert done.exit_code == 0, done.output
+    users = Options.from_env(locust_env(no_stack[-1]["run"]))
+    assert users.data == EVAL_SET and users.collection is None
+    assert users.headers("finetuned") == {"X-Ragft-Route": "finetuned", "X-Ragft-Adapter": "my-voice"}
+
+
+def test_the_command_refuses_a_bad_eval_set_or_collection_before_the_stack_starts(
+    tmp_path: Path, no_stack: list[dict[str, Any]]
+) -> None:
+    out = tmp_path / "run"
+    old_format = tmp_path / "questions.jsonl"
+    old_format.write_text('{"question": "Q1?"}\n')  # what the users once read: a question, nothing more
+    for data, said in (
+        (old_format, "questions.jsonl:1: id: Field required"),
+        (tmp_path / "missing.jsonl", "cannot read the eval set"),
+    ):
+        refused = CliRunner().invoke(app, ["loadtest", "--data", str(data), "--out", str(out)])
+        assert refused.exit_code == 1 and said in " ".join(refused.output.split()), refused.output
+    refused = CliRunner().invoke(app, ["loadtest", "--collection", "../etc", "--out", str(out)])
+    assert refused.exit_code == 2
+    assert "--collection '../etc' is not a collection name" in " ".join(refused.output.split()), refused.output
+    assert no_stack == [] and not out.exists()

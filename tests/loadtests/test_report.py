@@ -1,6 +1,7 @@
 """The report builder on a recorded fixture: Locust's own CSV files from real headless runs of
 loadtests/locustfile.py against the fake gateway (see record_fixture.py; nothing hand-edited)."""
 
+import json
 import shutil
 import struct
 from pathlib import Path
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from loadtests.report import build_report, route_rows
+from loadtests.run import run_load_test
+from ragft.sample_data import EVAL_SET
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "fake-gateway-run"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -32,6 +35,7 @@ def test_report_table_has_the_recorded_numbers_per_route_and_step(results: Path)
     text = report.read_text()
     assert report == results / "report.md"
     assert text.startswith("# Load test: 20260101-120000\n")
+    assert "Question set, collection and adapter: not recorded (no run.json in this folder)." in text
     assert "Users per run: 2, 4." in text
     # users | route | requests | failures | req/s | p50 | p95 | p99 | TTFT p50 | TTFT p95 | tok/s | prompt tokens
     # | completion tokens | retrieve | generate
@@ -101,3 +105,22 @@ def test_a_run_in_which_no_answer_completed_is_named_not_dropped(results: Path) 
     (results / "users-64-hybrid_stats.csv").write_text(f"{header}\n{aggregated}\n")
     report, _ = build_report(results)
     assert "these steps have no row: users-64-hybrid." in report.read_text()
+
+
+def test_the_report_names_the_question_set_the_collection_and_the_adapter(results: Path, tmp_path: Path) -> None:
+    """The runner records what its users read (run.json); here it runs no step, and the report is
+    built from the fixture's CSV files."""
+    own = Path(shutil.copy(EVAL_SET, tmp_path / "own.jsonl"))
+    questions = len(own.read_text().splitlines())
+    settings = {"LOADTEST_QUESTIONS": str(own), "LOADTEST_COLLECTION": "my-kb", "LOADTEST_ADAPTER": ""}
+    report, _ = run_load_test(
+        "http://127.0.0.1:8000", labels=[], steps=[], duration_s=1, out_dir=results, env=settings, say=print
+    )
+    assert json.loads((results / "run.json").read_text()) == {
+        "data": str(own),
+        "questions": questions,
+        "collection": "my-kb",
+        "adapter": None,
+    }
+    lines = report.read_text().splitlines()
+    assert lines[2] == f"Questions from `{own}` ({questions:,}); collection `my-kb`; adapter the gateway's default."
