@@ -1,6 +1,7 @@
 """The scorer on fixed answers, and on the fine-tuning set whose rules it encodes."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from evals.scoring import (
     states_facts,
     voice,
 )
-from evals.voice import VoiceRules, sample_rules
+from evals.voice import VoiceRules, sample_rules, voice_beside
 from ragft.settings import REPO
 
 SAMPLE = sample_rules()
@@ -130,17 +131,29 @@ def test_without_voice_rules_the_voice_is_not_scored() -> None:
     assert score(question(), "Yes, 14 days.", None, SAMPLE).voice == voice("Yes, 14 days.", SAMPLE)
 
 
-def test_every_answer_of_the_fine_tuning_set_has_the_voice_and_its_refusals_abstain() -> None:
+@pytest.mark.parametrize(
+    ("data", "at_least", "contact"),
+    [
+        (REPO / "data" / "finetune" / "train.jsonl", 300, "support@quillbyte.app"),
+        (REPO / "data" / "veloway" / "finetune" / "train.jsonl", 100, "care@veloway.example"),
+    ],
+    ids=["quillbyte", "veloway"],
+)
+def test_every_answer_of_the_fine_tuning_set_has_the_voice_and_its_refusals_abstain(
+    data: Path, at_least: int, contact: str
+) -> None:
     """The set's voice file states the rules the adapter was trained on: the training answers pass them."""
+    rules = voice_beside(data).rules
+    assert rules is not None
     answers = [
         message["content"]
-        for line in (REPO / "data" / "finetune" / "train.jsonl").read_text().splitlines()
+        for line in data.read_text().splitlines()
         for message in json.loads(line)["messages"]
         if message["role"] == "assistant"
     ]
-    assert len(answers) > 300
-    assert [a for a in answers if not voice(a, SAMPLE).all] == []
-    refusals = [a for a in answers if "support@quillbyte.app" in a and "don't have that information" in a]
+    assert len(answers) > at_least
+    assert [a for a in answers if not voice(a, rules).all] == []
+    refusals = [a for a in answers if contact in a and "don't have that information" in a]
     assert refusals and all(abstains(a) for a in refusals)
 
 
