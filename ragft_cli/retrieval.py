@@ -82,13 +82,16 @@ def ingest(
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Documents per request.")] = 64,
 ) -> None:
-    """Load documents into a collection, with a progress bar and a summary."""
+    """Load documents into a collection, with a progress bar and a summary. The sample's collection,
+    help-center, takes only the sample's articles: your documents go into a collection of yours."""
+    documents = _load(paths)
+    if collection == SAMPLE_COLLECTION:
+        _check_sample_articles(documents)
     if not direct:
         from ragft.settings import RagftSettings
 
-        _ingest(_load(paths), collection, url=url or RagftSettings().retrieval_url, batch_size=batch_size)
+        _ingest(documents, collection, url=url or RagftSettings().retrieval_url, batch_size=batch_size)
         return
-    documents = _load(paths)
     retrieval = _open_retrieval()
     try:
         _ingest(documents, collection, retrieval=retrieval, batch_size=batch_size)
@@ -98,6 +101,18 @@ def ingest(
 
 class KnowledgeBaseRefused(UserFacingError):
     pass
+
+
+def _check_sample_articles(documents: "list[DocumentIn]") -> None:
+    """Refuses documents that are not the sample's articles (by id: a copy or an edit of one is
+    still one) for the sample's own collection."""
+    articles = {path.stem for path in SAMPLE_KB.iterdir()}
+    if others := sorted(d.id for d in documents if d.id not in articles):
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise KnowledgeBaseRefused(
+            f"{SAMPLE_COLLECTION!r} is the sample knowledge base's collection, and {shown} is not one of its "
+            "articles: ingest your documents into a collection of your own (--collection NAME)"
+        )
 
 
 def ensure_knowledge_base(collection: str, kb: Path | None) -> None:

@@ -1,11 +1,15 @@
 """`ragft up`'s knowledge base: the sample goes only into its own collection, and a collection of
-yours receives only the folder you name. Refusals come before anything is read or written."""
+yours receives only the folder you name; `ragft ingest` puts nothing but the sample's articles into
+the sample's collection. Refusals come before anything is written."""
 
+import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from ragft.sample_data import SAMPLE_COLLECTION, SAMPLE_KB
+from ragft_cli import app
 from ragft_cli.retrieval import KnowledgeBaseRefused, ensure_knowledge_base
 
 
@@ -57,3 +61,23 @@ def test_your_folder_is_ingested_into_your_collection_once(data_dir: Path, tmp_p
         assert retrieval.store.count("my-kb")[0] == 1
     finally:
         retrieval.close()
+
+
+def test_ragft_ingest_puts_only_the_samples_articles_into_its_collection(data_dir: Path, tmp_path: Path) -> None:
+    """`ragft ingest DIR` without --collection writes to RAGFT_COLLECTION, help-center by default:
+    your documents are refused there, naming them, while a copy of a sample article goes in."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "refunds.md").write_text("# Refunds\n\nWithin 30 days.")
+    article = next(path for path in sorted(SAMPLE_KB.iterdir()) if path.suffix == ".md")
+    shutil.copy(article, mine)
+    env = {"RAGFT_COLLECTION": ""}  # unset: the option's default
+    refused = CliRunner().invoke(app, ["ingest", str(mine), "--direct"], env=env)
+    assert refused.exit_code == 1
+    message = " ".join(refused.output.split())
+    assert f"'{SAMPLE_COLLECTION}' is the sample knowledge base's collection, and refunds is not one of its" in message
+    assert [path.name for path in data_dir.iterdir()] == ["mine"]  # no store was opened
+    (mine / "refunds.md").unlink()
+    accepted = CliRunner().invoke(app, ["ingest", str(mine), "--direct"], env=env)
+    assert accepted.exit_code == 0, accepted.output
+    assert "Ingested 1 documents" in " ".join(accepted.output.split())
