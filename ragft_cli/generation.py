@@ -220,6 +220,11 @@ def finetune(
                 f"parameters want about {BILLIONS_LEARNING_RATE:g}"
             )
         learning_rate = TrainOptions.learning_rate
+    if rank > settings.max_lora_rank:  # trained all the same: the adapter may be for another server
+        say(
+            f"Note: rank {rank} is above RAGFT_MAX_LORA_RANK={settings.max_lora_rank}: the generation service "
+            f"refuses this adapter at start until that setting is {rank} or more"
+        )
     options = TrainOptions(
         epochs=epochs, learning_rate=learning_rate, rank=rank, alpha=2 * rank, batch_size=batch_size,
         max_tokens=max_tokens, merge=merge,

@@ -186,6 +186,18 @@ def test_the_default_learning_rate_trains_the_packaged_base_model_only(tmp_path:
     assert (asked["options"].learning_rate, asked["precision"]) == (2e-4, "fp32")
 
 
+def test_a_rank_above_the_servers_maximum_is_trained_with_a_note_naming_the_setting(
+    tmp_path: Path, asked: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGFT_MAX_LORA_RANK", "16")
+    above = _finetune(tmp_path, None, "--rank", "32")
+    assert isinstance(above.exception, Stopped), above.output
+    assert asked["options"].rank == 32
+    note = "rank 32 is above RAGFT_MAX_LORA_RANK=16: the generation service refuses this adapter at start"
+    assert note in " ".join(above.output.split())
+    assert "RAGFT_MAX_LORA_RANK" not in _finetune(tmp_path, None, "--rank", "16").output
+
+
 def test_the_command_prints_a_precision_refusal_and_rejects_unknown_ones(tmp_path: Path, device: Device) -> None:
     device(native_bf16=False)
     refused = _finetune(tmp_path, None, "--precision", "bf16")
