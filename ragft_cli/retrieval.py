@@ -196,7 +196,10 @@ def finetune_retriever(
     try:
         import datasets  # noqa: F401  # training needs it: say so before any work
     except ImportError:
-        raise RetrieverError("retriever training needs the train extra: pip install 'ragft[train]'") from None
+        raise RetrieverError(
+            "retriever training needs the train extra: `make install` (its default EXTRAS include it), or pip install "
+            "-c constraints.txt -e '.[train]'"
+        ) from None
     check_out(out)
     passages = collection_passages(retrieval or settings.retrieval_url, name)
     questions = load_questions(data)
