@@ -27,6 +27,9 @@ COLUMNS = (
     "cites the right document",
     "abstains: unanswerable",
     "abstains: answerable",
+    "grounding: unsupported",
+    "unsupported, wrong",
+    "wrong, marked",
     "voice: all rules",
     "greeting",
     "sign-off",
@@ -78,6 +81,7 @@ def markdown(config: dict[str, Any], questions: list[Question], summaries: list[
         )
         + ".",
         "- **abstains**: the answer says it does not know. Right on unanswerable questions, wrong on answerable ones.",
+        grounding_note(summaries),
         voice_note(recorded_voice(config)),
         "- **latency**: request to whole answer at the client, answered requests only; the routes of each question "
         "were asked one after the other, so they shared the machine's load.",
@@ -113,6 +117,21 @@ def voice_note(voice: RecordedVoice) -> str:
     )
 
 
+def grounding_note(summaries: list[RouteSummary]) -> str:
+    """What the grounding columns count, and why answers carry no verdict."""
+    unjudged = [f"{s.route} ({why})" for s in summaries if (why := s.why_unjudged())]
+    return (
+        "- **grounding: unsupported**: answers the gateway's grounding check marked unsupported (a number, amount, "
+        "time, code, quoted span, link or e-mail address in none of its sources, or a `[n]` pointing to no source), "
+        "of the answers that carry its verdict (those that retrieved). **unsupported, wrong**: of the answerable "
+        "questions' answers it marked, those that miss a required fact: its precision (target: at least 80%). "
+        "**wrong, marked**: of the answerable questions' answers that miss a fact and do not abstain, those it "
+        "marked: its recall (target: at least 60%). Answers without a verdict: "
+        + ("; ".join(unjudged) or "none that retrieved")
+        + "."
+    )
+
+
 def _cells(s: RouteSummary) -> list[str]:
     return [
         s.route,
@@ -123,6 +142,9 @@ def _cells(s: RouteSummary) -> list[str]:
         format_rate(*s.citing("cites_document")),
         format_rate(*s.abstention(answerable=False)),
         format_rate(*s.abstention(answerable=True)),
+        format_rate(*s.grounding()),
+        format_rate(*s.unsupported_wrong()),
+        format_rate(*s.wrong_marked()),
         format_rate(*s.voice("all")),
         format_rate(*s.voice("greeting")),
         format_rate(*s.voice("sign_off")),

@@ -1,5 +1,5 @@
 """A recorded eval run's answers, scored and gathered per route: what the eval report counts of
-each route (facts, retrieval, citations, abstention, voice, latency, tokens)."""
+each route (facts, retrieval, citations, abstention, the grounding check, voice, latency, tokens)."""
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +25,19 @@ class Answer:
     record: dict[str, Any]
     score: Score
     unseen: bool  # its question is about a document no fine-tuning example is about
+
+    @property
+    def unsupported(self) -> bool | None:
+        """The gateway's grounding check: True where it marked the answer unsupported by its
+        sources; None where the answer carries no verdict (it did not retrieve, or was recorded
+        before the gateway checked)."""
+        verdict = self.record.get("grounding")
+        return None if verdict is None else not verdict["supported"]
+
+
+def retrieves(record: dict[str, Any], route: str) -> bool:
+    """Whether a recorded answer was given from passages: on auto, as it chose."""
+    return bool(record.get("answered_as", route) != Route.FINETUNED)
 
 
 Count = tuple[int, int]  # how many, of how many
@@ -70,6 +83,38 @@ class RouteSummary:
 
     def abstention(self, answerable: bool) -> Count:
         return _count([a.score.abstained for a in self.answers if a.question.answerable == answerable])
+
+    def _judged(self) -> list[Answer]:
+        return [a for a in self.answers if a.unsupported is not None]
+
+    def grounding(self) -> Count:
+        """Answers the grounding check marked unsupported, of those that carry its verdict."""
+        return _count([a.unsupported is True for a in self._judged()])
+
+    def unsupported_wrong(self) -> Count:
+        """Of the answerable questions' answers marked unsupported, those wrong by the facts: the
+        check's precision."""
+        return _count([not a.score.correct for a in self._judged() if a.question.answerable and a.unsupported])
+
+    def wrong_marked(self) -> Count:
+        """Of the answerable questions' answers wrong by the facts, abstentions aside, those
+        marked unsupported: the check's recall."""
+        wrong = [a for a in self._judged() if a.question.answerable and not a.score.correct and not a.score.abstained]
+        return _count([a.unsupported is True for a in wrong])
+
+    def why_unjudged(self) -> str | None:
+        """Why answers of this route carry no grounding verdict; None where every one that retrieved does."""
+        retrieving = [a for a in self.answers if retrieves(a.record, self.route)]
+        if not retrieving:
+            return "no answer retrieved"
+        unjudged = [a for a in retrieving if a.unsupported is None]
+        if not unjudged:
+            return None
+        before = sum("grounding" not in a.record for a in unjudged)
+        older = "all" if before == len(unjudged) else str(before)
+        return f"{len(unjudged)} of {len(retrieving)} answers that retrieved carry none" + (
+            f", {older} recorded before the gateway checked grounding" if before else ""
+        )
 
     def voice(self, rule: str) -> Count:
         """Answers that follow `rule` of the voice, of those scored on one (none: n/a)."""
@@ -124,8 +169,7 @@ def summarize(out_dir: Path) -> tuple[dict[str, Any], list[Question], list[Route
         for question in questions:
             record = records.get((question.id, route))
             if record and record["status"] == "ok":
-                retrieved = record.get("answered_as", route) != Route.FINETUNED  # auto's choice
-                sources = record["sources"] if retrieved else None
+                sources = record["sources"] if retrieves(record, route) else None
                 scored = score(question, record["answer"], sources, rules)
                 answers.append(Answer(question, route, record, scored, unseen=question.doc_id in unseen))
         summaries.append(RouteSummary(route, sum(1 for q in questions if (q.id, route) in records), answers))

@@ -157,6 +157,8 @@ class Asker:
             "finish_reason": choice.get("finish_reason"),
             "answered_as": ragft.get("route", route),  # auto's choice
             "sources": [source["doc_id"] for source in ragft.get("sources", [])],
+            # The gateway's grounding check of an answer that retrieved; None where it did not.
+            "grounding": ragft.get("grounding"),
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),
             "timing": server_timing(response.headers.get("Server-Timing")),
             "prompt_tokens": usage.get("prompt_tokens"),

@@ -5,6 +5,7 @@ import asyncio
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from fastapi.responses import Response
@@ -12,6 +13,7 @@ from fastapi.responses import Response
 from gateway.access import Access
 from gateway.contract import AUTO, COLLECTION_HEADER, DEGRADED_HEADER, EXPERIMENT_HEADER, ROUTE_HEADER, Route
 from gateway.deps import Call
+from gateway.grounding import verdict
 from gateway.limits import check_limits
 from gateway.metrics import CHAT_REQUESTS, DEGRADED, Timing, count_tokens
 from gateway.plan import Plan
@@ -86,11 +88,14 @@ async def answer(
         body = request.upstream_body(plan.model, messages, default_max_tokens=settings.max_tokens_limit)
         if plan.route is Route.RAG:
             body.setdefault("frequency_penalty", settings.rag_frequency_penalty)
+        find = partial(_holding, gateway, plan.collection, deadline)
+        grounded = partial(verdict, plan.route.value, sources=sources, messages=request.messages, find=find)
         if request.stream:
             if record and record.budgets:  # a stream cut before its usage chunk is charged what vLLM reported by then
                 body["stream_options"]["continuous_usage_stats"] = True
             deadlines = (ttft_at, deadline)
-            streaming = Streaming(gateway, timing, deadlines, held.pop_all(), request.wants_usage, record)
+            checked = grounded if plan.route.retrieves else None
+            streaming = Streaming(gateway, timing, deadlines, held.pop_all(), request.wants_usage, record, checked)
             return await stream(body, plan, sources, streaming)
         started = time.perf_counter()
         with adapter_named(plan.adapter):
@@ -106,6 +111,9 @@ async def answer(
     completion = reply.model_dump(mode="json")
     usage = count_tokens(plan.route, completion.get("usage"))
     completion["ragft"] = plan.ragft(sources)
+    if plan.route.retrieves:
+        content = completion["choices"][0]["message"].get("content") or ""
+        completion["ragft"]["grounding"] = await grounded(answer=content)
     return Completed(completion, plan, timing, usage)
 
 
@@ -146,6 +154,19 @@ async def _retrieve(
         if plan.route is Route.FINETUNED:
             return plan, []
     return plan, found.hits
+
+
+async def _holding(gateway: Gateway, collection: str | None, deadline: float, text: str) -> list[str]:
+    """The passages of `collection` that hold `text` (a link or an address) word for word, by a
+    keyword search; none when the search fails: the grounding check then calls it unsupported."""
+    if collection is None:
+        return []
+    try:
+        found = await gateway.search(collection, text, deadline=deadline, mode="keyword")
+    except RagftError as exc:
+        log.warning("grounding lookup failed", collection=collection, error=exc.message)
+        return []
+    return [hit.text for hit in found.hits if text.lower() in hit.text.lower()]
 
 
 def _headers(plan: Plan, timing: Timing) -> dict[str, str]:

@@ -15,7 +15,7 @@ from gateway.schemas import ModelList
 from gateway.store import Store
 from gateway.upstreams import Upstream
 from ragft.errors import NotFound
-from services.retrieval.schemas import SearchResponse
+from services.retrieval.schemas import SearchMode, SearchResponse
 
 READINESS_S = 3.0
 COMPLETIONS = "/v1/chat/completions"
@@ -59,9 +59,11 @@ class Gateway:
         if self.store is not None:
             await self.store.close()
 
-    async def search(self, collection: str, query: str, *, deadline: float, keyword_score: bool) -> SearchResponse:
+    async def search(
+        self, collection: str, query: str, *, deadline: float, keyword_score: bool = False, mode: SearchMode = "hybrid"
+    ) -> SearchResponse:
         path = f"/v1/collections/{quote(collection, safe='')}/search"
-        body = {"query": query, "top_k": self.settings.top_k, "keyword_score": keyword_score}
+        body = {"query": query, "top_k": self.settings.top_k, "keyword_score": keyword_score, "mode": mode}
         try:
             return await self.retrieval.json("POST", path, SearchResponse, deadline=deadline, body=body)
         except NotFound as exc:

@@ -4,7 +4,7 @@ ragft's own first and last chunks, and record how the stream ended however it en
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +52,8 @@ class Streaming:
     held: AsyncExitStack  # closed when the stream ends, however it ends
     usage_asked: bool
     record: AnswerRecord | None
+    # The grounding check of an answer that retrieved: its verdict goes in the last event.
+    check: Callable[..., Awaitable[dict[str, Any]]] | None = None
 
 
 async def stream(body: dict[str, Any], plan: Plan, sources: list[Hit], streaming: Streaming) -> Streamed:
@@ -100,6 +102,7 @@ class _Relay:
         outcome = "client_closed"
         event = pending
         usage: dict[str, int] = {}
+        answer: list[str] = []
         try:
             yield first
             while event != sse.DONE:
@@ -107,6 +110,8 @@ class _Relay:
                     usage = count_tokens(self.plan.route, reported)
                 if reported is None or streaming.usage_asked:
                     yield event
+                if streaming.check and reported is None:
+                    answer.append(_content(event))
                 try:
                     async with streaming.gateway.generation.failures(streaming.deadlines[1]):
                         event = await _next_event(self.response)
@@ -118,7 +123,10 @@ class _Relay:
             timing.record("generate", self.generate_started)
             timing.record("total", timing.started)
             outcome = "ok"
-            yield _chunk(self.chunk_id, self.plan.model, [], {"timing": timing.ms, "usage": usage})
+            last: dict[str, Any] = {"timing": timing.ms, "usage": usage}
+            if streaming.check:
+                last["grounding"] = await streaming.check(answer="".join(answer))
+            yield _chunk(self.chunk_id, self.plan.model, [], last)
             yield sse.DONE
         finally:
             CHAT_REQUESTS.labels(self.plan.asked, outcome).inc()
@@ -156,8 +164,17 @@ def _usage(event: bytes, *, running: bool = False) -> Any:
         return None
 
 
+def _content(event: bytes) -> str:
+    """The text a content event adds to the answer ("" for any other event)."""
+    try:
+        return str(sse.decode(event)["choices"][0]["delta"].get("content") or "")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return ""
+
+
 def _chunk(chunk_id: str, model: str, choices: list[dict[str, Any]], ragft: dict[str, Any]) -> bytes:
-    """A `chat.completion.chunk` of ragft's own: the sources first, the timing last."""
+    """A `chat.completion.chunk` of ragft's own: the sources first; the timing, the usage and the
+    grounding verdict last."""
     return sse.encode(
         {
             "id": chunk_id,

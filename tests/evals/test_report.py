@@ -1,6 +1,6 @@
 """The report from recorded answers: every cell of the table computed from fixed answers, the
-unseen documents apart, the routes compared pair by pair, the disagreements, the chart with its
-intervals, and a failed request reported as such."""
+unseen documents apart, the grounding check's verdicts, the routes compared pair by pair, the
+disagreements, the chart with its intervals, and a failed request reported as such."""
 
 import json
 import re
@@ -99,17 +99,18 @@ def test_every_cell_comes_from_the_recorded_answers(run_dir: Path) -> None:
     report = report_path.read_text()
     one, none_of_1 = "1/1 (100%, 21-100%)", "0/1 (0%, 0-79%)"
     # answers, facts held-out seen docs, unseen docs (none given), train, right document, cites a source,
-    # cites the right document, abstains unanswerable, abstains answerable, voice all, greeting, sign-off,
+    # cites the right document, abstains unanswerable, abstains answerable, grounding: unsupported,
+    # unsupported and wrong, wrong and marked (no verdicts recorded), voice all, greeting, sign-off,
     # format, cut, p50, p95, retrieve p50, prompt tokens, completion tokens
     assert row(report, "rag") == [
         "rag", "3/3", one, "n/a", one, "1/2 (50%, 9-91%)", "1/2 (50%, 9-91%)", "1/2 (50%, 9-91%)", one,
-        "0/2 (0%, 0-66%)", "0/3 (0%, 0-56%)", "0/3 (0%, 0-56%)", "0/3 (0%, 0-56%)", "3/3 (100%, 44-100%)",
-        "0/3 (0%, 0-56%)", "2,000", "2,900", "20", "900", "30",
+        "0/2 (0%, 0-66%)", "n/a", "n/a", "n/a", "0/3 (0%, 0-56%)", "0/3 (0%, 0-56%)", "0/3 (0%, 0-56%)",
+        "3/3 (100%, 44-100%)", "0/3 (0%, 0-56%)", "2,000", "2,900", "20", "900", "30",
     ]  # fmt: skip
     two = "2/2 (100%, 34-100%)"
     assert row(report, "finetuned") == [
         "finetuned", "2/3", none_of_1, "n/a", one, "n/a", "n/a", "n/a", "n/a", "0/2 (0%, 0-66%)",
-        two, two, two, two, "0/2 (0%, 0-66%)", "550", "595", "n/a", "40", "30",
+        "n/a", "n/a", "n/a", two, two, two, two, "0/2 (0%, 0-66%)", "550", "595", "n/a", "40", "30",
     ]  # fmt: skip
     assert "cite a source the prompt did not have: rag 0/3 (0%, 0-56%)." in report
     # Without unseen documents, no table for them; h1 is the only question both routes answered.
@@ -224,7 +225,55 @@ def test_two_runs_are_compared_route_by_route_on_the_questions_both_answered(tmp
         compare_runs(unseen_run, new_run(tmp_path, ("rag",), [], name="fourth"))
 
 
-VOICE_COLUMNS = slice(10, 14)  # voice: all rules, greeting, sign-off, format
+GROUNDING_COLUMNS = slice(10, 13)  # grounding: unsupported; unsupported, wrong; wrong, marked
+VOICE_COLUMNS = slice(13, 17)  # voice: all rules, greeting, sign-off, format
+
+
+def verdict(*unsupported: str, unknown_citations: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The `grounding` field of a recorded answer the check found `unsupported` items in."""
+    supported = not unsupported and not unknown_citations
+    return {"supported": supported, "unsupported": list(unsupported), "unknown_citations": list(unknown_citations)}
+
+
+def test_the_grounding_columns_count_the_checks_verdicts_against_the_facts(tmp_path: Path) -> None:
+    records = [
+        # rag: marked and wrong (h1), marked but right (t1), wrong but not marked (h3), marked unanswerable (h2).
+        record("h1", "rag", "The link is valid for 48 hours.", ["signup"], 1000, grounding=verdict("48 hours")),
+        record("t1", "rag", "It costs €17 per user.", ["prices"], 1000, grounding=verdict("€17")),
+        record("h3", "rag", "Exports are PDF files.", ["export"], 1000, grounding=verdict()),
+        record("h2", "rag", "Yes, the watch app costs €5.", ["other"], 1000, grounding=verdict("€5")),
+        # hybrid: an abstention (wrong, not marked: no recall miss), a citation to no source (marked,
+        # wrong), a right answer, and an answer recorded before the gateway checked grounding.
+        record("h1", "hybrid", "I don't know.", ["signup"], 1000, grounding=verdict()),
+        record("t1", "hybrid", "It is €19 [3].", ["prices"], 1000, grounding=verdict(unknown_citations=(3,))),
+        record("h3", "hybrid", "Exports are CSV files [1].", ["export"], 1000, grounding=verdict()),
+        record("h2", "hybrid", "The sources do not mention a watch app.", ["other"], 1000),
+        # finetuned retrieves nothing, so it carries no verdict; auto only where it chose a retrieving route.
+        *(record(q, "finetuned", voiced("It is €17."), [], 500, grounding=None) for q in ("h1", "t1", "h3", "h2")),
+        record("h1", "auto", "It is valid for 24 hours.", ["signup"], 1000, answered_as="rag", grounding=verdict()),
+        record("t1", "auto", voiced("It is €17."), [], 500, answered_as="finetuned", grounding=None),
+    ]
+    run = new_run(tmp_path, ("rag", "hybrid", "finetuned", "auto"), records, unseen_docs=("export",))
+    report = build_report(run)[0].read_text()
+    half = "1/2 (50%, 9-91%)"
+    assert row(report, "rag")[GROUNDING_COLUMNS] == ["3/4 (75%, 30-95%)", half, half]
+    one = "1/1 (100%, 21-100%)"
+    assert row(report, "hybrid")[GROUNDING_COLUMNS] == ["1/3 (33%, 6-79%)", one, one]
+    assert row(report, "finetuned")[GROUNDING_COLUMNS] == ["n/a"] * 3
+    assert row(report, "auto")[GROUNDING_COLUMNS] == ["0/1 (0%, 0-79%)", "n/a", "n/a"]  # nothing marked, none wrong
+    assert (
+        "Answers without a verdict: hybrid (1 of 4 answers that retrieved carry none, all recorded before the "
+        "gateway checked grounding); finetuned (no answer retrieved)."
+    ) in report
+
+
+def test_a_run_recorded_before_the_grounding_check_reads_n_a_with_the_reason(run_dir: Path) -> None:
+    report = build_report(run_dir)[0].read_text()
+    assert row(report, "rag")[GROUNDING_COLUMNS] == row(report, "finetuned")[GROUNDING_COLUMNS] == ["n/a"] * 3
+    assert (
+        "Answers without a verdict: rag (3 of 3 answers that retrieved carry none, all recorded before the gateway "
+        "checked grounding); finetuned (no answer retrieved)."
+    ) in report
 
 
 def test_without_voice_rules_the_voice_columns_read_n_a_with_the_reason(tmp_path: Path) -> None:

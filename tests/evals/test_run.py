@@ -52,6 +52,10 @@ def test_failed_requests_are_recorded_and_only_they_are_asked_again(tmp_path: Pa
     ok = results["q1", "rag"]
     assert ok["answer"].startswith("ok") and ok["completion_tokens"] == 8 and ok["timing"]["retrieve"] > 0
     assert ok["model"] == "fake" and ok["question"] == "Question 1?"
+    # The grounding check's verdict, as the gateway sent it; none on the route that does not retrieve.
+    assert ok["grounding"] == {"supported": True, "unsupported": [], "unknown_citations": []}
+    finetuned = [r for (_, route), r in results.items() if route == "finetuned" and r["status"] == "ok"]
+    assert finetuned and all(r["grounding"] is None for r in finetuned)
 
 
 def test_concurrent_requests_are_all_recorded_once(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ token per character of the messages' JSON, and like vLLM it puts the running usa
 chunk under `continuous_usage_stats`."""
 
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -29,6 +30,8 @@ class Answer:
     stall_s: float = 0.0
     # Not streamed: answer with the prompt's text, as a model that copies its passages would.
     echo: bool = False
+    # The answer's text, instead of "ok " per token: whole, or streamed a word per event.
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,8 @@ def _handler(vllm: ScriptedVllm) -> type[BaseHTTPRequestHandler]:
             if not body.get("stream"):
                 time.sleep(step.stall_s + step.tokens * step.token_s)
                 prompt = "\n".join(str(message["content"]) for message in body["messages"])
-                message = {"role": "assistant", "content": prompt if step.echo else "ok " * step.tokens}
+                content = prompt if step.echo else step.text if step.text is not None else "ok " * step.tokens
+                message = {"role": "assistant", "content": content}
                 self._json(200, {"id": "chatcmpl-scripted", "object": "chat.completion", "created": 0,
                                  "model": "voice", "choices": [{"index": 0, "message": message,
                                                                 "finish_reason": "stop"}],
@@ -109,10 +113,11 @@ def _handler(vllm: ScriptedVllm) -> type[BaseHTTPRequestHandler]:
             continuous = body.get("stream_options", {}).get("continuous_usage_stats")
             try:
                 self.wfile.write(_chunk({"role": "assistant", "content": ""}))
-                for sent in range(1, step.tokens + 1):
+                pieces = re.findall(r"\S+\s*", step.text) if step.text is not None else ["ok "] * step.tokens
+                for sent, piece in enumerate(pieces, 1):
                     time.sleep(step.token_s)
                     so_far = usage | {"completion_tokens": sent} if continuous else None
-                    self.wfile.write(_chunk({"content": "ok "}, usage=so_far))
+                    self.wfile.write(_chunk({"content": piece}, usage=so_far))
                     self.wfile.flush()
                 self.wfile.write(_chunk({}, "stop"))
                 if body.get("stream_options", {}).get("include_usage"):

@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from evals.voice import sample_rules
+from gateway.grounding import CONTACTS, check
 from tests.utils.metrics import metric, running_requests, wait_until_idle
 
 GREETING = sample_rules().greeting  # the test adapter's voice, trained from data/finetune/
@@ -37,6 +38,16 @@ def _timing(header: str) -> dict[str, float]:
     return {name: float(ms) for name, ms in stages}
 
 
+def assert_checked(text: str, ragft: dict[str, Any], grounding: dict[str, Any]) -> None:
+    """`grounding` is the check's verdict on `text` with the sources of `ragft`, asked in QUESTION:
+    a link or an address may also have been found elsewhere in the collection."""
+    local = check(text, [source["text"] for source in ragft["sources"]], [QUESTION])
+    facts = {fact.text for fact in local.unsupported if fact.kind not in CONTACTS}
+    assert facts <= set(grounding["unsupported"]) <= {fact.text for fact in local.unsupported}
+    assert grounding["unknown_citations"] == local.unknown_citations
+    assert grounding["supported"] == (not grounding["unsupported"] and not grounding["unknown_citations"])
+
+
 def _doc_ids(ragft: dict[str, Any]) -> list[str]:
     return [source["doc_id"] for source in ragft["sources"]]
 
@@ -54,6 +65,7 @@ def test_rag_answers_from_the_document_that_holds_the_fact(openai_client: openai
     timing = _timing(raw.headers["server-timing"])
     assert set(timing) == {"retrieve", "generate", "total"}
     assert timing["total"] >= timing["retrieve"] + timing["generate"] - 1
+    assert_checked(completion.choices[0].message.content, ragft, ragft["grounding"])
 
 
 def test_finetuned_answers_in_the_adapters_voice_without_retrieval(openai_client: openai.OpenAI) -> None:
@@ -90,6 +102,10 @@ def test_streaming_sends_the_sources_first_and_the_timing_last(openai_client: op
     assert set(last["timing"]) == {"retrieve", "ttft", "generate", "total"}
     assert (last["timing"]["retrieve"] > 0) == (route != "finetuned")
     assert last["timing"]["ttft"] <= last["timing"]["total"]
+    # The grounding check runs on the streamed text, on the routes that retrieve (tests/gateway/test_grounding.py).
+    assert ("grounding" in last) == (route != "finetuned") and "grounding" not in first
+    if route != "finetuned":
+        assert_checked(text, first, last["grounding"])
 
 
 def test_auto_answers_from_the_knowledge_base_only_when_it_covers_the_question(openai_client: openai.OpenAI) -> None:

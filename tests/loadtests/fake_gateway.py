@@ -4,7 +4,9 @@ own tests and for recording the report's fixture: `uvicorn tests.loadtests.fake_
 Like benchmarks/standin.py it is a bare ASGI app, but it answers as the gateway does: the
 `X-Ragft-Route` header, `Server-Timing` (retrieve, generate, total), and for `"stream": true` an
 SSE stream with the `ragft` sources first, one token per event, vLLM's usage chunk when
-`stream_options.include_usage` is set, `ragft.timing` last and `data: [DONE]`.
+`stream_options.include_usage` is set, `ragft.timing` last (with `ragft.grounding`, the
+verdict on the routes that retrieve, which the non-streamed answer's `ragft` holds too) and
+`data: [DONE]`.
 
 Costs: retrieve 4 ms (rag, hybrid; 0 for finetuned), then 2 ms per token (FAKE_GATEWAY_TOKEN_S),
 min(max_tokens, 16) tokens. FAKE_GATEWAY_ROUTE answers every request with that route in the header (to test the check);
@@ -79,6 +81,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await asyncio.sleep(RETRIEVE_S)
         retrieve = (time.perf_counter() - started) * 1000
     ragft = {"route": route, "adapter": None, "collection": None, "sources": []}
+    # The grounding check's verdict rides on the routes that retrieve; "ok ok" states nothing to check.
+    verdict = {"supported": True, "unsupported": [], "unknown_citations": []}
+    grounding = {"grounding": verdict} if route != "finetuned" else {}
     headers = [(b"x-ragft-route", (FORCED_ROUTE or route).encode())]
     generate_started = time.perf_counter()
     if not request.get("stream"):
@@ -94,7 +99,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 {"index": 0, "message": {"role": "assistant", "content": "ok " * tokens}, "finish_reason": "length"}
             ],
             "usage": {"prompt_tokens": 40, "completion_tokens": tokens, "total_tokens": 40 + tokens},
-            "ragft": ragft,
+            "ragft": ragft | grounding,
         }
         await _json(send, 200, completion, [*headers, (b"server-timing", timing.encode())])
         return
@@ -119,9 +124,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await event(_chunk([], usage={"prompt_tokens": 40, "completion_tokens": tokens, "total_tokens": 40 + tokens}))
     generate = (time.perf_counter() - generate_started) * 1000
     total = (time.perf_counter() - started) * 1000
-    await event(
-        _chunk([], ragft={"timing": {"retrieve": retrieve, "ttft": ttft, "generate": generate, "total": total}})
-    )
+    spent = {"retrieve": retrieve, "ttft": ttft, "generate": generate, "total": total}
+    await event(_chunk([], ragft={"timing": spent} | grounding))
     await send({"type": "http.response.body", "body": sse.DONE})
 
 

@@ -1,0 +1,132 @@
+"""The grounding check: what it reads as a fact, when two forms of one fact agree, and its verdict
+in the `ragft` object of a whole answer and of a stream's last event. The gateway's tests run in
+this process against the real retrieval app and the scripted vLLM (a stand-in: it says exactly
+the answer a test needs, which the real model cannot be made to)."""
+
+import json
+
+import pytest
+
+from gateway.grounding import check, facts, number_value
+from ragft import sse
+from tests.gateway.scripted_vllm import Answer, ScriptedVllm
+from tests.utils.gateway import InProcessGateway, InProcessStarter
+
+PRICES = (
+    "| Plan | Billed annually | Billed monthly |\n| Team | €9 per seat per month | €11 |\n"
+    "For 10 seats billed annually: €1,080 per year. Error E-401 means the token expired; the job runs at 07:40. "
+    "Write to support@quillbyte.app or see status.quillbyte.app. Students get 15% off."
+)
+QUESTION = "How much is the Team plan for 12 seats?"
+
+
+def verdict(answer: str, sources: tuple[str, ...] = (PRICES,)) -> dict[str, object]:
+    return check(answer, sources, [QUESTION]).as_json()
+
+
+@pytest.mark.parametrize(
+    ("stated", "value"),
+    [("1,080", "1080"), ("1080", "1080"), ("11.00", "11"), ("15,50", "15.5"), ("0.10", "0.1"), ("7.3.0", "7.3.0")],
+)
+def test_one_value_however_its_digits_are_grouped(stated: str, value: str) -> None:
+    assert number_value(stated) == value
+
+
+def test_the_facts_of_an_answer_by_kind_leaving_out_citations_and_list_numbers() -> None:
+    found = facts('Hi!\n1. Pay €9 [1].\n2. Code E-401 at 7:40, 15% off, see "the Team plan" at status.quillbyte.app.')
+    assert [(f.kind, f.value) for f in found] == [
+        ("link", "status.quillbyte.app"),
+        ("quote", "the team plan"),
+        ("time", "07:40"),
+        ("code", "E-401"),
+        ("amount", "9"),
+        ("percent", "15"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "The Team plan costs €9 per seat per month billed annually, or €11 monthly [1].",
+        "It is 9 euros per seat, 11 EUR monthly.",  # another way of writing the same amounts
+        "E-401: the token expired. The job runs at 7:40 and students get 15 percent off.",
+        "For your 12 seats, ask support@quillbyte.app.",  # 12 is the user's own number
+        "Hi there!\n1. Open Settings.\n2. Choose Team.\n— Quill",  # nothing to check
+    ],
+)
+def test_an_answer_whose_facts_are_in_its_sources_is_supported(answer: str) -> None:
+    assert verdict(answer) == {"supported": True, "unsupported": [], "unknown_citations": []}
+
+
+@pytest.mark.parametrize(
+    ("answer", "unsupported"),
+    [
+        ("The Team plan costs €10.00 per month [1].", ["€10.00"]),  # the README's own question, answered wrong
+        ("It is 9% of the price.", ["9%"]),  # a number in the source, but not a share
+        ("Error E-402 means the token expired.", ["E-402"]),
+        ("The job runs at 7:45.", ["7:45"]),
+        ("Reset it at quillbyte-verify.example/login or write to help@quillbyte.app.", None),
+        ('The help center says "billed weekly".', ['"billed weekly"']),
+    ],
+)
+def test_a_fact_in_no_source_makes_the_answer_unsupported(answer: str, unsupported: list[str] | None) -> None:
+    found = verdict(answer)
+    assert found["supported"] is False
+    if unsupported is None:  # a link and an address the sources do not give
+        assert found["unsupported"] == ["help@quillbyte.app", "quillbyte-verify.example/login"]
+    else:
+        assert found["unsupported"] == unsupported
+
+
+def test_a_citation_must_point_to_a_source_it_had() -> None:
+    assert verdict("€9 per seat [1][3].", (PRICES, "another passage")) == {
+        "supported": False,
+        "unsupported": [],
+        "unknown_citations": [3],
+    }
+
+
+def test_its_known_limit_a_number_of_the_source_taken_for_another_fact() -> None:
+    """The passage's 10-seat example is not the plan's price, yet it occurs in the passage:
+    tying a fact to the evidence that bears on the question is issue 42's evidence selection."""
+    assert verdict("The Team plan is €1,080 per year [1].")["supported"] is True
+
+
+def _ask(gateway: InProcessGateway, route: str, *, stream: bool = False) -> object:
+    body = {"model": "x", "messages": [{"role": "user", "content": QUESTION}], "stream": stream}
+    response = gateway.post("/v1/chat/completions", json=body, headers={"X-Ragft-Route": route})
+    assert response.status_code == 200, response.text
+    return [e for e in sse.events(response.iter_lines()) if e != "[DONE]"] if stream else response.json()
+
+
+def test_the_verdict_comes_with_every_answer_that_retrieved(
+    gateway_in_process: InProcessGateway, vllm_stand_in: ScriptedVllm
+) -> None:
+    wrong = "Hi there!\nThe Team plan costs €987.65 per month [1] [9].\n— Quill"
+    vllm_stand_in.script.extend([Answer(text=wrong), Answer(text=wrong), Answer(text=wrong)])
+    rag = _ask(gateway_in_process, "rag")
+    assert isinstance(rag, dict)
+    grounding = rag["ragft"]["grounding"]
+    assert grounding == {"supported": False, "unsupported": ["€987.65"], "unknown_citations": [9]}
+    finetuned = _ask(gateway_in_process, "finetuned")
+    assert isinstance(finetuned, dict) and "grounding" not in finetuned["ragft"]
+    chunks = _ask(gateway_in_process, "hybrid", stream=True)
+    assert isinstance(chunks, list)
+    first, last = chunks[0]["ragft"], chunks[-1]["ragft"]
+    assert "grounding" not in first and last["grounding"] == grounding  # checked on the streamed text
+    assert json.dumps(chunks).count("grounding") == 1
+
+
+def test_a_link_or_address_may_come_from_anywhere_in_the_collection(
+    start_gateway_in_process: InProcessStarter, vllm_stand_in: ScriptedVllm
+) -> None:
+    """The help center's contact address is on a page that is not among the answer's one passage
+    (RAGFT_TOP_K=1): a keyword search of the collection finds it; an address it lacks stays unsupported."""
+    answer = "Hi there!\nWrite to support@quillbyte.app or sales@quillbyte.app.\n— Quill"
+    vllm_stand_in.script.append(Answer(text=answer))
+    with start_gateway_in_process(RAGFT_TOP_K="1") as gateway:
+        rag = _ask(gateway, "rag")
+    assert isinstance(rag, dict)
+    (source,) = rag["ragft"]["sources"]
+    assert "support@quillbyte.app" not in source["text"]
+    assert rag["ragft"]["grounding"]["unsupported"] == ["sales@quillbyte.app"]
