@@ -208,7 +208,8 @@ def test_the_command_refuses_a_bad_eval_set_or_collection_before_the_stack_start
         (old_format, "questions.jsonl:1: id: Field required"),
         (tmp_path / "missing.jsonl", "cannot read the eval set"),
     ):
-        refused = CliRunner().invoke(app, ["loadtest", "--data", str(data), "--out", str(out)])
+        # A wide terminal: the message's line is not wrapped inside the path, however long tmp_path is.
+        refused = CliRunner().invoke(app, ["loadtest", "--data", str(data), "--out", str(out)], env={"COLUMNS": "1000"})
         assert refused.exit_code == 1 and said in " ".join(refused.output.split()), refused.output
     refused = CliRunner().invoke(app, ["loadtest", "--collection", "../etc", "--out", str(out)])
     assert refused.exit_code == 2
