@@ -1,16 +1,18 @@
 """Who may read and change which collections, and spend how many tokens. `RAGFT_API_KEYS` holds
 keys with every right; `RAGFT_API_KEYS_FILE` holds scoped keys, one per line,
-`KEY COLLECTIONS [admin] [tokens-per-day=N] [tokens-per-minute=N] [experiment=ROUTE:WEIGHT,...]`:
+`KEY COLLECTIONS [admin] [tokens-per-day=N] [tokens-per-minute=N] [experiment=ROUTE:WEIGHT,...]
+[grounding=mark|abstain]`:
 
     # support bots read the help center within a daily budget; one tries hybrid against rag
-    support-bot-key-3f9a   help-center           tokens-per-day=200000
+    support-bot-key-3f9a   help-center           tokens-per-day=200000 grounding=abstain
     support-bot-key-5c21   help-center           experiment=rag:50,hybrid:50
     docs-team-key-81c2     help-center,internal  admin
     ops-key-c77e           *                     admin
 
 A key reads the collections it names (`*`: all of them); `admin` lets it add and delete
 documents in those; a budget bounds the tokens it may spend (gateway/budgets.py); an
-experiment splits its requests between routes instead of RAGFT_EXPERIMENT's. A line whose
+experiment splits its requests between routes instead of RAGFT_EXPERIMENT's; `grounding` is
+what its answers that fail the grounding check get, instead of RAGFT_GROUNDING_POLICY. A line whose
 first character is `#` is a comment, so no key starts with one. Messages about a key never
 quote it, so it cannot leak into a log."""
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from gateway.budgets import FIELD_PREFIX as BUDGET_PREFIX
 from gateway.budgets import Budget
+from gateway.contract import GROUNDING_POLICIES
 from gateway.experiments import Experiment
 from ragft.errors import Forbidden, Unauthorized
 from ragft.settings import COLLECTION_NAME
@@ -29,7 +32,8 @@ EVERY_COLLECTION = "*"
 PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
 ADMIN = "admin"
 EXPERIMENT_FIELD = "experiment"
-OPTIONS = "[admin] [tokens-per-day=N] [tokens-per-minute=N] [experiment=ROUTE:WEIGHT,...]"
+GROUNDING_FIELD = "grounding"
+OPTIONS = "[admin] [tokens-per-day=N] [tokens-per-minute=N] [experiment=ROUTE:WEIGHT,...] [grounding=mark|abstain]"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class Access:
     admin: bool
     budgets: tuple[Budget, ...] = ()
     experiment: Experiment | None = None  # this key's own, instead of RAGFT_EXPERIMENT
+    grounding: str | None = None  # this key's grounding policy, instead of RAGFT_GROUNDING_POLICY
 
     def can_read(self, collection: str) -> bool:
         return self.collections is None or collection in self.collections
@@ -150,27 +155,28 @@ def _scoped_key(fields: list[str], where: str) -> tuple[str, Access]:
     if not PRINTABLE_ASCII.match(fields[0]):
         raise ValueError(f"{where}: a key may hold only printable ASCII characters (what an HTTP header carries)")
     try:
-        admin, budgets, experiment = _options(fields[2:])
+        options = _options(fields[2:])
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
     names = fields[1].split(",")
     if names == [EVERY_COLLECTION]:
-        return fields[0], Access(None, admin, budgets, experiment)
+        return fields[0], Access(None, *options)
     if not all(re.match(COLLECTION_NAME, name) for name in names):
         # Not quoted: with the columns swapped, the field would be the key.
         raise ValueError(
             f"{where}: the second field must be collection names (letters, digits, _ and -) separated by "
             f"commas, or {EVERY_COLLECTION} alone"
         )
-    return fields[0], Access(frozenset(names), admin, budgets, experiment)
+    return fields[0], Access(frozenset(names), *options)
 
 
-def _options(fields: list[str]) -> tuple[bool, tuple[Budget, ...], Experiment | None]:
-    """The fields after the collections, each at most once, in any order."""
-    admin, budgets, experiment, seen = False, [], None, set()
+def _options(fields: list[str]) -> tuple[bool, tuple[Budget, ...], Experiment | None, str | None]:
+    """The fields after the collections, each at most once, in any order: admin, the budgets,
+    the experiment and the grounding policy."""
+    admin, budgets, experiment, grounding, seen = False, [], None, None, set()
     for number, field_ in enumerate(fields, start=3):
         name, _, value = field_.partition("=")
-        if field_ != ADMIN and name != EXPERIMENT_FIELD and not name.startswith(BUDGET_PREFIX):
+        if field_ != ADMIN and name not in (EXPERIMENT_FIELD, GROUNDING_FIELD) and not name.startswith(BUDGET_PREFIX):
             # Not quoted: two lines run together would put a key here.
             raise ValueError(f"field {number} is none of {OPTIONS}")
         if name in seen:
@@ -180,6 +186,10 @@ def _options(fields: list[str]) -> tuple[bool, tuple[Budget, ...], Experiment | 
             admin = True
         elif name == EXPERIMENT_FIELD:
             experiment = Experiment.parse(value)
+        elif name == GROUNDING_FIELD:
+            if value not in GROUNDING_POLICIES:
+                raise ValueError(f"grounding={value!r}: use one of {', '.join(GROUNDING_POLICIES)}")
+            grounding = value
         else:
             budgets.append(Budget.parse(field_))
-    return admin, tuple(budgets), experiment
+    return admin, tuple(budgets), experiment, grounding

@@ -89,13 +89,17 @@ async def answer(
         if plan.route is Route.RAG:
             body.setdefault("frequency_penalty", settings.rag_frequency_penalty)
         find = partial(_holding, gateway, plan.collection, deadline)
-        grounded = partial(verdict, plan.route.value, sources=sources, messages=request.messages, find=find)
+        grounded = partial(
+            verdict, plan.route.value, plan.grounding, sources=sources, messages=request.messages, find=find
+        )
         if request.stream:
             if record and record.budgets:  # a stream cut before its usage chunk is charged what vLLM reported by then
                 body["stream_options"]["continuous_usage_stats"] = True
             deadlines = (ttft_at, deadline)
-            checked = grounded if plan.route.retrieves else None
-            streaming = Streaming(gateway, timing, deadlines, held.pop_all(), request.wants_usage, record, checked)
+            streaming = Streaming(gateway, timing, deadlines, held.pop_all(), request.wants_usage, record)
+            if plan.route.retrieves:
+                streaming.check = grounded
+                streaming.abstention = settings.abstention if plan.grounding == "abstain" else None
             return await stream(body, plan, sources, streaming)
         started = time.perf_counter()
         with adapter_named(plan.adapter):
@@ -112,8 +116,10 @@ async def answer(
     usage = count_tokens(plan.route, completion.get("usage"))
     completion["ragft"] = plan.ragft(sources)
     if plan.route.retrieves:
-        content = completion["choices"][0]["message"].get("content") or ""
-        completion["ragft"]["grounding"] = await grounded(answer=content)
+        message = completion["choices"][0]["message"]
+        grounding = completion["ragft"]["grounding"] = await grounded(answer=message.get("content") or "")
+        if grounding["abstained"]:
+            message["content"] = settings.abstention
     return Completed(completion, plan, timing, usage)
 
 

@@ -34,8 +34,9 @@ class CompareRequest(ChatRequest):
         return ChatRequest.model_validate(self.model_dump(exclude={"routes"}, exclude_none=True))
 
 
-def plans(body: CompareRequest, headers: Headers, gateway: Gateway) -> list[Plan]:
-    """One plan per route asked for (auto too), each with the adapter and collection headers."""
+def plans(body: CompareRequest, headers: Headers, gateway: Gateway, key_grounding: str | None = None) -> list[Plan]:
+    """One plan per route asked for (auto too), each with the adapter, collection and grounding
+    headers (the API key's grounding policy where none is sent)."""
     chosen = [name.strip().lower() for name in body.routes]
     if unknown := [name for name in chosen if name not in ROUTE_NAMES]:
         raise UnknownRoute(f"{unknown[0]!r} is not a route; use one of: {ROUTES}", param="routes")
@@ -45,7 +46,7 @@ def plans(body: CompareRequest, headers: Headers, gateway: Gateway) -> list[Plan
     routes = []
     for name in chosen:
         asking[ROUTE_HEADER] = name
-        routes.append(Plan.from_headers(asking, gateway.settings))
+        routes.append(Plan.from_headers(asking, gateway.settings, key_grounding=key_grounding))
     return routes
 
 
@@ -53,7 +54,7 @@ async def compare(body: CompareRequest, headers: Headers, call: Call) -> Respons
     request = body.chat_request()
     check_limits(request, call.gateway.settings)  # once: a request over a limit fails as a whole
     await call.check_budgets()  # once too; every route's tokens are charged
-    routes = plans(body, headers, call.gateway)
+    routes = plans(body, headers, call.gateway, call.caller.grounding)
     if request.stream:  # each route's stream holds its own slot and upstream response
         return EventStream(_merged(request, routes, call), AsyncExitStack(), headers={})
     results = await asyncio.gather(*(_one(request, plan, call) for plan in routes))

@@ -67,6 +67,13 @@ class GatewaySettings(RagftSettings):
     # A live experiment between routes, ROUTE:WEIGHT,... such as rag:50,hybrid:50
     # (gateway/experiments.py): requests without a route header, or with `experiment`, get an arm.
     experiment: str = ""
+    # An answer that retrieved and whose grounding check fails: `mark` (the verdict only) or
+    # `abstain` (the abstention goes out instead); X-Ragft-Grounding or a key's grounding= wins.
+    grounding_policy: Literal["mark", "abstain"] = "mark"
+    abstention: str = Field(
+        "I don't have that information in the help center. Please contact support, and a person will help.",
+        min_length=1,
+    )
 
     @field_validator("default_route")
     @classmethod

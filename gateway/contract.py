@@ -37,6 +37,10 @@ DEGRADED_HEADER = "X-Ragft-Degraded"
 USER_HEADER = "X-Ragft-User"
 # On an answer from an experiment: `NAME; arm=ROUTE; assigned=sticky|per-request`.
 EXPERIMENT_HEADER = "X-Ragft-Experiment"
+# What the gateway does with an answer its grounding check finds unsupported: `mark` it, or
+# `abstain`: send the abstention instead (RAGFT_GROUNDING_POLICY; a key's own in the keys file).
+GROUNDING_HEADER = "X-Ragft-Grounding"
+GROUNDING_POLICIES = ("mark", "abstain")
 
 
 def token_counts(usage: Any) -> dict[str, int]:

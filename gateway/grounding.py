@@ -35,7 +35,8 @@ TRAILING_DOT = re.compile(r"[.,;:]+$")
 CONTACTS = ("link", "email")  # may come from anywhere in the collection, not only the sources
 VERDICTS = Counter(
     "ragft_gateway_grounding_total",
-    "Verdicts of the grounding check on answers that retrieved, by the route that answered.",
+    "Verdicts of the grounding check on answers that retrieved, by the route that answered: supported, "
+    "or unsupported and marked or abstained (the abstention sent instead).",
     ["route", "verdict"],
 )
 
@@ -130,22 +131,26 @@ def check(answer: str, sources: Sequence[str], own_words: Sequence[str], *, else
 
 async def verdict(
     route: str,
+    policy: str,
     answer: str,
     sources: list[Hit],
     messages: list[ChatMessage],
     find: Callable[[str], Awaitable[list[str]]],
 ) -> dict[str, Any]:
-    """The `grounding` of the `ragft` object of an answer on `route` that had `sources`, counted.
-    A link or an address its sources lack is looked up in the whole collection (`find`: the texts
-    that hold it), as a help center's contact page may not be among the passages."""
+    """The `grounding` of the `ragft` object of an answer on `route` that had `sources`, counted:
+    the verdict, the `policy`, and whether the answer is withheld for the abstention (`abstained`:
+    policy `abstain` and the answer unsupported). A link or an address its sources lack is looked
+    up in the whole collection (`find`: the texts that hold it), as a help center's contact page
+    may not be among the passages."""
     texts = [source.text for source in sources]
     own_words = [m.text for m in messages if m.role == "user"]
     grounding = check(answer, texts, own_words)
     if contacts := {fact.text for fact in grounding.unsupported if fact.kind in CONTACTS}:
         elsewhere = [text for contact in sorted(contacts) for text in await find(contact)]
         grounding = check(answer, texts, own_words, elsewhere=elsewhere)
-    VERDICTS.labels(route, "supported" if grounding.supported else "unsupported").inc()
-    return grounding.as_json()
+    abstained = policy == "abstain" and not grounding.supported
+    VERDICTS.labels(route, "supported" if grounding.supported else "abstained" if abstained else "marked").inc()
+    return {**grounding.as_json(), "policy": policy, "abstained": abstained}
 
 
 def _is_number(text: str) -> bool:

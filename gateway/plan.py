@@ -8,7 +8,16 @@ from typing import Any
 from starlette.datastructures import Headers
 
 from gateway.config import GatewaySettings
-from gateway.contract import ADAPTER_HEADER, AUTO, COLLECTION_HEADER, ROUTE_HEADER, ROUTE_NAMES, Route
+from gateway.contract import (
+    ADAPTER_HEADER,
+    AUTO,
+    COLLECTION_HEADER,
+    GROUNDING_HEADER,
+    GROUNDING_POLICIES,
+    ROUTE_HEADER,
+    ROUTE_NAMES,
+    Route,
+)
 from gateway.experiments import Arm
 from ragft.errors import InvalidRequest, RagftError, UnknownRoute
 from ragft.settings import COLLECTION_NAME
@@ -40,10 +49,14 @@ class Plan:
     degraded: dict[str, str] | None = None
     route_reason: dict[str, Any] | None = None  # why auto chose the route
     arm: Arm | None = None  # the experiment's arm that asked for the route
+    grounding: str = "mark"  # what an answer that fails the grounding check gets: GROUNDING_POLICIES
 
     @classmethod
-    def from_headers(cls, headers: Headers, settings: GatewaySettings, arm: Arm | None = None) -> "Plan":
-        """The plan of the route the headers ask for, or of the experiment's arm (`arm_for`)."""
+    def from_headers(
+        cls, headers: Headers, settings: GatewaySettings, arm: Arm | None = None, key_grounding: str | None = None
+    ) -> "Plan":
+        """The plan of the route the headers ask for, or of the experiment's arm (`arm_for`); its
+        grounding policy from the header, else the API key's (`key_grounding`), else the setting."""
         raw = arm.route if arm else headers.get(ROUTE_HEADER, settings.default_route)
         asked = raw.strip().lower()
         if asked == AUTO:
@@ -68,7 +81,13 @@ class Plan:
         if adapter is not None and not adapter.strip():
             raise InvalidRequest(f"the {asked} route needs an adapter name", param=ADAPTER_HEADER)
         model = adapter if adapter and route.uses_adapter else settings.served_model_name
-        return cls(route, collection, adapter, model, asked, arm=arm)
+        grounding = headers.get(GROUNDING_HEADER, key_grounding or settings.grounding_policy).strip().lower()
+        if grounding not in GROUNDING_POLICIES:
+            raise InvalidRequest(
+                f"{GROUNDING_HEADER} {grounding!r} is not a policy; use one of: {', '.join(GROUNDING_POLICIES)}",
+                param=GROUNDING_HEADER,
+            )
+        return cls(route, collection, adapter, model, asked, arm=arm, grounding=grounding)
 
     def without_retrieval(self, error: RagftError) -> "Plan":
         """hybrid or auto answered as finetuned, saying so."""

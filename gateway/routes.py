@@ -48,7 +48,7 @@ async def chat_completions(body: ChatRequest, request: Request, call: CallDep) -
     and `X-Ragft-Collection` pick the adapter and the knowledge base."""
     experiment = call.caller.experiment or call.gateway.experiment  # the key's own first
     arm = arm_for(experiment, request.headers, body.user, call.tenant)
-    plan = Plan.from_headers(request.headers, call.gateway.settings, arm)
+    plan = Plan.from_headers(request.headers, call.gateway.settings, arm, call.caller.grounding)
     return await chat(body, plan, call)
 
 

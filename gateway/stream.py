@@ -54,6 +54,8 @@ class Streaming:
     record: AnswerRecord | None
     # The grounding check of an answer that retrieved: its verdict goes in the last event.
     check: Callable[..., Awaitable[dict[str, Any]]] | None = None
+    # Under the abstain policy: the answer is held until checked, then sent, or this instead.
+    abstention: str | None = None
 
 
 async def stream(body: dict[str, Any], plan: Plan, sources: list[Hit], streaming: Streaming) -> Streamed:
@@ -103,13 +105,17 @@ class _Relay:
         event = pending
         usage: dict[str, int] = {}
         answer: list[str] = []
+        held: list[bytes] = []  # the answer's events, under the abstain policy, until it is checked
         try:
             yield first
             while event != sse.DONE:
                 if (reported := _usage(event)) is not None:
                     usage = count_tokens(self.plan.route, reported)
                 if reported is None or streaming.usage_asked:
-                    yield event
+                    if streaming.abstention is None:
+                        yield event
+                    else:
+                        held.append(event)
                 if streaming.check and reported is None:
                     answer.append(_content(event))
                 try:
@@ -126,6 +132,10 @@ class _Relay:
             last: dict[str, Any] = {"timing": timing.ms, "usage": usage}
             if streaming.check:
                 last["grounding"] = await streaming.check(answer="".join(answer))
+            if streaming.abstention is not None and last["grounding"]["abstained"]:
+                held = [*self._abstention(streaming.abstention), *(e for e in held if _usage(e) is not None)]
+            for event in held:
+                yield event
             yield _chunk(self.chunk_id, self.plan.model, [], last)
             yield sse.DONE
         finally:
@@ -139,6 +149,15 @@ class _Relay:
                     # A stream cut before vLLM's usage chunk is charged the usage its last chunk reported.
                     spent = usage or token_counts(_usage(event, running=True))
                     await streaming.record.finished(outcome, usage, timing.ms.get("ttft"), spent)
+
+    def _abstention(self, text: str) -> list[bytes]:
+        """The abstention as the content of a stream: its text, then the finish."""
+        model = self.plan.model
+        delta = {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}
+        return [
+            _chunk(self.chunk_id, model, [delta]),
+            _chunk(self.chunk_id, model, [{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        ]
 
 
 async def _next_event(response: aiohttp.ClientResponse) -> bytes:
@@ -172,7 +191,7 @@ def _content(event: bytes) -> str:
         return ""
 
 
-def _chunk(chunk_id: str, model: str, choices: list[dict[str, Any]], ragft: dict[str, Any]) -> bytes:
+def _chunk(chunk_id: str, model: str, choices: list[dict[str, Any]], ragft: dict[str, Any] | None = None) -> bytes:
     """A `chat.completion.chunk` of ragft's own: the sources first; the timing, the usage and the
     grounding verdict last."""
     return sse.encode(
@@ -182,7 +201,7 @@ def _chunk(chunk_id: str, model: str, choices: list[dict[str, Any]], ragft: dict
             "created": int(time.time()),
             "model": model,
             "choices": choices,
-            "ragft": ragft,
+            **({"ragft": ragft} if ragft is not None else {}),
         }
     )
 

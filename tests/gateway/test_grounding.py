@@ -4,9 +4,12 @@ this process against the real retrieval app and the scripted vLLM (a stand-in: i
 the answer a test needs, which the real model cannot be made to)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
+from gateway.access import KeyRing
+from gateway.config import GatewaySettings
 from gateway.grounding import check, facts, number_value
 from ragft import sse
 from tests.gateway.scripted_vllm import Answer, ScriptedVllm
@@ -18,6 +21,7 @@ PRICES = (
     "Write to support@quillbyte.app or see status.quillbyte.app. Students get 15% off."
 )
 QUESTION = "How much is the Team plan for 12 seats?"
+ABSTENTION = GatewaySettings.model_fields["abstention"].default
 
 
 def verdict(answer: str, sources: tuple[str, ...] = (PRICES,)) -> dict[str, object]:
@@ -92,9 +96,11 @@ def test_its_known_limit_a_number_of_the_source_taken_for_another_fact() -> None
     assert verdict("The Team plan is €1,080 per year [1].")["supported"] is True
 
 
-def _ask(gateway: InProcessGateway, route: str, *, stream: bool = False) -> object:
+def _ask(
+    gateway: InProcessGateway, route: str, *, stream: bool = False, headers: dict[str, str] | None = None
+) -> object:
     body = {"model": "x", "messages": [{"role": "user", "content": QUESTION}], "stream": stream}
-    response = gateway.post("/v1/chat/completions", json=body, headers={"X-Ragft-Route": route})
+    response = gateway.post("/v1/chat/completions", json=body, headers={"X-Ragft-Route": route, **(headers or {})})
     assert response.status_code == 200, response.text
     return [e for e in sse.events(response.iter_lines()) if e != "[DONE]"] if stream else response.json()
 
@@ -107,7 +113,14 @@ def test_the_verdict_comes_with_every_answer_that_retrieved(
     rag = _ask(gateway_in_process, "rag")
     assert isinstance(rag, dict)
     grounding = rag["ragft"]["grounding"]
-    assert grounding == {"supported": False, "unsupported": ["€987.65"], "unknown_citations": [9]}
+    assert grounding == {
+        "supported": False,
+        "unsupported": ["€987.65"],
+        "unknown_citations": [9],
+        "policy": "mark",  # RAGFT_GROUNDING_POLICY's default: the answer goes out, marked
+        "abstained": False,
+    }
+    assert rag["choices"][0]["message"]["content"] == wrong
     finetuned = _ask(gateway_in_process, "finetuned")
     assert isinstance(finetuned, dict) and "grounding" not in finetuned["ragft"]
     chunks = _ask(gateway_in_process, "hybrid", stream=True)
@@ -130,3 +143,63 @@ def test_a_link_or_address_may_come_from_anywhere_in_the_collection(
     (source,) = rag["ragft"]["sources"]
     assert "support@quillbyte.app" not in source["text"]
     assert rag["ragft"]["grounding"]["unsupported"] == ["sales@quillbyte.app"]
+
+
+ABSTAIN = {"X-Ragft-Grounding": "abstain"}
+
+
+def test_under_the_abstain_policy_an_unsupported_answer_never_reaches_the_client(
+    gateway_in_process: InProcessGateway, vllm_stand_in: ScriptedVllm
+) -> None:
+    """The abstention goes out instead, marked; a stream holds the answer until it is checked, so
+    no word of it is sent. A supported answer goes out as generated."""
+    wrong = "The Team plan costs €987.65 per month."
+    vllm_stand_in.script.extend([Answer(text=wrong), Answer(text=wrong), Answer(text="Hello!")])
+    whole = _ask(gateway_in_process, "rag", headers=ABSTAIN)
+    assert isinstance(whole, dict)
+    assert whole["choices"][0]["message"]["content"] == ABSTENTION
+    assert whole["ragft"]["grounding"]["abstained"] is True
+    assert whole["ragft"]["grounding"]["unsupported"] == ["€987.65"]
+    chunks = _ask(gateway_in_process, "hybrid", stream=True, headers=ABSTAIN)
+    assert isinstance(chunks, list)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == ABSTENTION and "987" not in json.dumps(chunks[:-1])
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
+    assert chunks[-1]["ragft"]["grounding"] | {"unsupported": []} == {
+        "supported": False, "unsupported": [], "unknown_citations": [], "policy": "abstain", "abstained": True
+    }  # fmt: skip
+    held = _ask(gateway_in_process, "hybrid", stream=True, headers=ABSTAIN)
+    assert isinstance(held, list)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in held if c["choices"]) == "Hello!"
+    assert held[-1]["ragft"]["grounding"]["abstained"] is False
+
+
+def test_a_keys_policy_applies_unless_the_header_names_another(
+    start_gateway_in_process: InProcessStarter, vllm_stand_in: ScriptedVllm, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("careful-key help-center grounding=abstain\nplain-key help-center\n")
+    wrong = "The Team plan costs €987.65 per month."
+    vllm_stand_in.script.extend([Answer(text=wrong)] * 3)
+    with start_gateway_in_process(RAGFT_API_KEYS_FILE=str(keys)) as gateway:
+        careful = _ask(gateway, "rag", headers={"Authorization": "Bearer careful-key"})
+        plain = _ask(gateway, "rag", headers={"Authorization": "Bearer plain-key"})
+        overridden = _ask(gateway, "rag", headers={"Authorization": "Bearer careful-key", "X-Ragft-Grounding": "mark"})
+        bad = gateway.post(
+            "/v1/chat/completions",
+            json={"model": "x", "messages": [{"role": "user", "content": QUESTION}]},
+            headers={"Authorization": "Bearer plain-key", "X-Ragft-Grounding": "refuse"},
+        )
+    contents = [a["choices"][0]["message"]["content"] for a in (careful, plain, overridden) if isinstance(a, dict)]
+    assert contents == [ABSTENTION, wrong, wrong]
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "X-Ragft-Grounding"
+    assert "use one of: mark, abstain" in bad.json()["error"]["message"]
+
+
+def test_a_bad_grounding_field_in_the_keys_file_stops_the_gateway_naming_the_line(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# support\nsecret-key-1 help-center grounding=refuse\n")
+    with pytest.raises(ValueError, match="line 2: grounding='refuse': use one of mark, abstain") as refused:
+        KeyRing.read("", keys)
+    assert "secret-key-1" not in str(refused.value)
