@@ -27,6 +27,7 @@ COLUMNS = (
     "cites the right document",
     "abstains: unanswerable",
     "abstains: answerable",
+    "confidently wrong: held-out",
     "grounding: unsupported",
     "unsupported, wrong",
     "wrong, marked",
@@ -81,6 +82,8 @@ def markdown(config: dict[str, Any], questions: list[Question], summaries: list[
         )
         + ".",
         "- **abstains**: the answer says it does not know. Right on unanswerable questions, wrong on answerable ones.",
+        "- **confidently wrong**: held-out answers that neither state the facts nor abstain (on an unanswerable "
+        "question, any answer that does not abstain).",
         grounding_note(summaries),
         voice_note(recorded_voice(config)),
         "- **latency**: request to whole answer at the client, answered requests only; the routes of each question "
@@ -142,6 +145,7 @@ def _cells(s: RouteSummary) -> list[str]:
         format_rate(*s.citing("cites_document")),
         format_rate(*s.abstention(answerable=False)),
         format_rate(*s.abstention(answerable=True)),
+        format_rate(*s.confidently_wrong()),
         format_rate(*s.grounding()),
         format_rate(*s.unsupported_wrong()),
         format_rate(*s.wrong_marked()),

@@ -84,6 +84,12 @@ class RouteSummary:
     def abstention(self, answerable: bool) -> Count:
         return _count([a.score.abstained for a in self.answers if a.question.answerable == answerable])
 
+    def confidently_wrong(self) -> Count:
+        """Held-out answers that neither state the facts nor abstain (an unanswerable question
+        answered is one): the error a support bot must not make."""
+        heldout = [a for a in self.answers if a.question.split == "heldout"]
+        return _count([not (a.score.correct or a.score.abstained) for a in heldout])
+
     def _judged(self) -> list[Answer]:
         return [a for a in self.answers if a.unsupported is not None]
 

@@ -99,17 +99,18 @@ def test_every_cell_comes_from_the_recorded_answers(run_dir: Path) -> None:
     report = report_path.read_text()
     one, none_of_1 = "1/1 (100%, 21-100%)", "0/1 (0%, 0-79%)"
     # answers, facts held-out seen docs, unseen docs (none given), train, right document, cites a source,
-    # cites the right document, abstains unanswerable, abstains answerable, grounding: unsupported,
+    # cites the right document, abstains unanswerable, abstains answerable, confidently wrong (held-out:
+    # rag right on h1 and abstaining on h2, finetuned wrong on h1), grounding: unsupported,
     # unsupported and wrong, wrong and marked (no verdicts recorded), voice all, greeting, sign-off,
     # format, cut, p50, p95, retrieve p50, prompt tokens, completion tokens
     assert row(report, "rag") == [
         "rag", "3/3", one, "n/a", one, "1/2 (50%, 9-91%)", "1/2 (50%, 9-91%)", "1/2 (50%, 9-91%)", one,
-        "0/2 (0%, 0-66%)", "n/a", "n/a", "n/a", "0/3 (0%, 0-56%)", "0/3 (0%, 0-56%)", "0/3 (0%, 0-56%)",
-        "3/3 (100%, 44-100%)", "0/3 (0%, 0-56%)", "2,000", "2,900", "20", "900", "30",
+        "0/2 (0%, 0-66%)", "0/2 (0%, 0-66%)", "n/a", "n/a", "n/a", "0/3 (0%, 0-56%)", "0/3 (0%, 0-56%)",
+        "0/3 (0%, 0-56%)", "3/3 (100%, 44-100%)", "0/3 (0%, 0-56%)", "2,000", "2,900", "20", "900", "30",
     ]  # fmt: skip
     two = "2/2 (100%, 34-100%)"
     assert row(report, "finetuned") == [
-        "finetuned", "2/3", none_of_1, "n/a", one, "n/a", "n/a", "n/a", "n/a", "0/2 (0%, 0-66%)",
+        "finetuned", "2/3", none_of_1, "n/a", one, "n/a", "n/a", "n/a", "n/a", "0/2 (0%, 0-66%)", one,
         "n/a", "n/a", "n/a", two, two, two, two, "0/2 (0%, 0-66%)", "550", "595", "n/a", "40", "30",
     ]  # fmt: skip
     assert "cite a source the prompt did not have: rag 0/3 (0%, 0-56%)." in report
@@ -225,8 +226,8 @@ def test_two_runs_are_compared_route_by_route_on_the_questions_both_answered(tmp
         compare_runs(unseen_run, new_run(tmp_path, ("rag",), [], name="fourth"))
 
 
-GROUNDING_COLUMNS = slice(10, 13)  # grounding: unsupported; unsupported, wrong; wrong, marked
-VOICE_COLUMNS = slice(13, 17)  # voice: all rules, greeting, sign-off, format
+GROUNDING_COLUMNS = slice(11, 14)  # grounding: unsupported; unsupported, wrong; wrong, marked
+VOICE_COLUMNS = slice(14, 18)  # voice: all rules, greeting, sign-off, format
 
 
 def verdict(*unsupported: str, unknown_citations: tuple[int, ...] = ()) -> dict[str, Any]:
