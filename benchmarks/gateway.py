@@ -28,7 +28,7 @@ import httpx
 from benchmarks.standin import TOKEN_S, TOKENS
 from gateway.contract import ROUTE_HEADER
 from ragft import sse
-from ragft.process import free_port, spawn_ragft, stop_process, wait_until_ready
+from ragft.process import free_ports, spawn_ragft, stop_process, wait_until_ready
 from ragft.settings import REPO
 
 CONCURRENCY = (1, 32)
@@ -197,8 +197,8 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("bench-gateway needs wrk: apt-get install wrk")
     litellm = litellm_proxy()
-    standin_port, gateway_port, litellm_port = free_port(), free_port(), free_port()
-    floor_ports = {app: free_port() for app in FLOORS}
+    standin_port, gateway_port, litellm_port, *others = free_ports(3 + len(FLOORS))
+    floor_ports = dict(zip(FLOORS, others, strict=True))
     standin = f"http://127.0.0.1:{standin_port}"
     gateway = f"http://127.0.0.1:{gateway_port}"
     peer = f"http://127.0.0.1:{litellm_port}"

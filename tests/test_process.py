@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from ragft.process import port_is_free, sigterm_as_exit, stop_process
+from ragft.process import free_ports, port_is_free, sigterm_as_exit, stop_process
 
 SUPERVISOR = textwrap.dedent(
     """
@@ -95,6 +95,13 @@ def test_a_port_is_taken_only_while_something_listens_on_it() -> None:
 
 # A shell that ignores SIGTERM, with a `sleep` child that does not.
 STUBBORN = "trap '' TERM; sleep 120 & echo $!; wait"
+
+
+def test_ports_chosen_together_are_distinct_and_free() -> None:
+    """Servers a test starts side by side each need a port of their own."""
+    ports = free_ports(16)
+    assert len(set(ports)) == 16
+    assert all(port_is_free("127.0.0.1", port) for port in ports)
 
 
 @pytest.mark.parametrize("group", [False, True])

@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from ragft.process import free_port, wait_until_ready
+from ragft.process import free_ports, wait_until_ready
 from tests.utils.processes import Processes
 
 
@@ -57,7 +57,7 @@ def ask(gateway: str, route: str) -> None:
 def test_up_serves_every_route_stops_on_sigterm_and_starts_again_at_once(
     processes: Processes, tmp_path: Path, generation_env: dict[str, str], generation_url: str
 ) -> None:
-    ports = {name: free_port() for name in ("gateway", "retrieval", "generation")}
+    ports = dict(zip(("gateway", "retrieval", "generation"), free_ports(3), strict=True))
     env = {
         # The session's prepared model and trained adapter, so `up` has nothing to train.
         **generation_env,
