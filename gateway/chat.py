@@ -17,7 +17,7 @@ from gateway.grounding import verdict
 from gateway.limits import check_limits
 from gateway.metrics import CHAT_REQUESTS, DEGRADED, Timing, count_tokens
 from gateway.plan import Plan
-from gateway.prompt import grounded_messages, search_query
+from gateway.prompt import evidence, grounded_messages, search_query
 from gateway.record import AnswerRecord, answer_id
 from gateway.runtime import COMPLETIONS, Gateway, adapter_named
 from gateway.schemas import ChatCompletion, ChatRequest
@@ -25,9 +25,10 @@ from gateway.stream import EventStream, Streamed, Streaming, stream
 from ragft.errors import InvalidRequest, NotFound, RagftError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 from ragft.logging import get_logger
 from ragft.web import FastJSONResponse
-from services.retrieval.schemas import Hit
+from services.retrieval.schemas import SearchResponse
 
 log = get_logger(__name__)
+NOTHING = SearchResponse(hits=[])  # what a route that does not search found
 
 
 @dataclass
@@ -83,14 +84,21 @@ async def answer(
         if plan.collection is not None:
             access.check_read(plan.collection, param=COLLECTION_HEADER)
         held.enter_context(gateway.admission.slot())
-        plan, sources = await _retrieve(request, plan, gateway, timing, deadline)
+        plan, found = await _retrieve(request, plan, gateway, timing, deadline)
+        sources = evidence(found)
         messages = grounded_messages(request.messages, sources) if plan.route.retrieves else request.messages
         body = request.upstream_body(plan.model, messages, default_max_tokens=settings.max_tokens_limit)
         if plan.route is Route.RAG:
             body.setdefault("frequency_penalty", settings.rag_frequency_penalty)
         find = partial(_holding, gateway, plan.collection, deadline)
         grounded = partial(
-            verdict, plan.route.value, plan.grounding, sources=sources, messages=request.messages, find=find
+            verdict,
+            plan.route.value,
+            plan.grounding,
+            sources=sources,
+            messages=request.messages,
+            find=find,
+            domains=found.allowed_domains,
         )
         if request.stream:
             if record and record.budgets:  # a stream cut before its usage chunk is charged what vLLM reported by then
@@ -125,13 +133,13 @@ async def answer(
 
 async def _retrieve(
     request: ChatRequest, plan: Plan, gateway: Gateway, timing: Timing, deadline: float
-) -> tuple[Plan, list[Hit]]:
-    """The plan that will run, and its sources. auto chooses its route from the search; hybrid
+) -> tuple[Plan, SearchResponse]:
+    """The plan that will run, and what its search found. auto chooses its route from the search; hybrid
     goes on without sources when retrieval is down and the degradation policy says so, and auto
     always does."""
     if plan.collection is None:
         timing.ms["retrieve"] = 0.0  # in the header, so every route reports the same stages
-        return plan, []
+        return plan, NOTHING
     query = search_query(request.messages, gateway.settings.max_query_chars)
     if not query:
         raise InvalidRequest(
@@ -145,7 +153,7 @@ async def _retrieve(
         if plan.asked != AUTO:
             raise
         timing.record("retrieve", started)
-        return plan.finetuned(exc.message), []
+        return plan.finetuned(exc.message), NOTHING
     except (UpstreamUnavailable, UpstreamFailed, UpstreamTimeout) as exc:
         fails = plan.route is Route.RAG or gateway.settings.hybrid_without_retrieval == "fail"
         if plan.asked != AUTO and fails:
@@ -153,13 +161,13 @@ async def _retrieve(
         DEGRADED.labels(plan.asked, "retrieval").inc()
         log.warning("answering without retrieval", route=plan.asked, error=exc.message)
         timing.record("retrieve", started)
-        return plan.without_retrieval(exc), []
+        return plan.without_retrieval(exc), NOTHING
     timing.record("retrieve", started)
     if plan.asked == AUTO:
         plan = plan.chosen(found, gateway.settings.auto_min_keyword_score)
         if plan.route is Route.FINETUNED:
-            return plan, []
-    return plan, found.hits
+            return plan, NOTHING
+    return plan, found
 
 
 async def _holding(gateway: Gateway, collection: str | None, deadline: float, text: str) -> list[str]:

@@ -19,7 +19,11 @@ from services.retrieval.schemas import Hit
 CITATION = re.compile(r"\[(\d{1,3})\]")
 STEP_NUMBER = re.compile(r"^\s*\d{1,2}[.)]\s", re.MULTILINE)  # "1. Open Settings": a list's own numbering
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-LINK = re.compile(r"\b(?:https?://)?(?:[a-z0-9-]+\.)+[a-z]{2,}(?:/[^\s)\]>,]*)?", re.IGNORECASE)
+# A phone number: groups of digits, 7 to 15 in all, after a country code or a first group of two or more.
+PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,5}){1,4}(?![\w-])")
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# A link's path does not end in the sentence's own punctuation.
+LINK = re.compile(r"\b(?:https?://)?(?:[a-z0-9-]+\.)+[a-z]{2,}(?:/(?:[^\s)\]>,]*[^\s)\]>,.;:!?])?)?", re.IGNORECASE)
 TIME = re.compile(r"\b(\d{1,2}):(\d{2})\b")
 # A code has letters and digits joined, with or without hyphens: E-401, SYNC-103, QB2001.
 CODE = re.compile(
@@ -32,7 +36,7 @@ NUMBER = re.compile(
     re.IGNORECASE,
 )
 TRAILING_DOT = re.compile(r"[.,;:]+$")
-CONTACTS = ("link", "email")  # may come from anywhere in the collection, not only the sources
+CONTACTS = ("link", "email", "phone")  # may come from anywhere in the collection, not only the sources
 VERDICTS = Counter(
     "ragft_gateway_grounding_total",
     "Verdicts of the grounding check on answers that retrieved, by the route that answered: supported, "
@@ -43,7 +47,7 @@ VERDICTS = Counter(
 
 @dataclass(frozen=True)
 class Fact:
-    kind: str  # amount, percent, number, time, code, quote, link, email
+    kind: str  # amount, percent, number, time, code, quote, link, email, phone
     value: str  # normalized: what is compared
     text: str  # as the answer states it
 
@@ -93,6 +97,9 @@ def facts(text: str) -> list[Fact]:
     text = EMAIL.sub(" ", text)
     found += [Fact("link", _link(m[0]), m[0]) for m in LINK.finditer(text) if not _is_number(m[0])]
     text = LINK.sub(lambda m: m[0] if _is_number(m[0]) else " ", text)
+    phones = [m for m in PHONE.finditer(text) if _is_phone(m[0])]
+    found += [Fact("phone", re.sub(r"\D", "", m[0]), m[0]) for m in phones]
+    text = PHONE.sub(lambda m: " " if _is_phone(m[0]) else m[0], text)
     found += [Fact("quote", normalize(m[1]), m[0]) for m in QUOTE.finditer(text) if len(m[1].split()) >= 2]
     found += [Fact("time", f"{int(m[1]):02d}:{m[2]}", m[0]) for m in TIME.finditer(text)]
     text = TIME.sub(" ", text)
@@ -105,10 +112,18 @@ def facts(text: str) -> list[Fact]:
     return found
 
 
-def check(answer: str, sources: Sequence[str], own_words: Sequence[str], *, elsewhere: Sequence[str] = ()) -> Grounding:
+def check(
+    answer: str,
+    sources: Sequence[str],
+    own_words: Sequence[str],
+    *,
+    elsewhere: Sequence[str] = (),
+    domains: Sequence[str] | None = None,
+) -> Grounding:
     """The verdict on `answer`: its facts against those of `sources` and of `own_words` (what the
     user wrote: restating it is not a claim of the answer's own), its citations against the
-    sources; a link or an address may also come from `elsewhere` in the collection."""
+    sources; a link, an address or a phone number may also come from `elsewhere` in the
+    collection, and a link or an address must be in `domains` when the collection names some."""
     given = [*sources, *own_words]
     known = {(fact.kind, fact.value) for text in given for fact in facts(text)}
     known |= {(fact.kind, fact.value) for text in elsewhere for fact in facts(text) if fact.kind in CONTACTS}
@@ -121,7 +136,7 @@ def check(answer: str, sources: Sequence[str], own_words: Sequence[str], *, else
         elif fact.kind == "quote":
             stated = any(fact.value in text for text in quotable)
         else:
-            stated = (fact.kind, fact.value) in known
+            stated = (fact.kind, fact.value) in known and allowed(fact, domains)
         if not stated:
             verdict.unsupported.append(fact)
     cited = sorted({int(n) for n in CITATION.findall(answer)})
@@ -136,21 +151,53 @@ async def verdict(
     sources: list[Hit],
     messages: list[ChatMessage],
     find: Callable[[str], Awaitable[list[str]]],
+    domains: Sequence[str] | None,
 ) -> dict[str, Any]:
     """The `grounding` of the `ragft` object of an answer on `route` that had `sources`, counted:
     the verdict, the `policy`, and whether the answer is withheld for the abstention (`abstained`:
-    policy `abstain` and the answer unsupported). A link or an address its sources lack is looked
-    up in the whole collection (`find`: the texts that hold it), as a help center's contact page
-    may not be among the passages."""
+    policy `abstain` and the answer unsupported). A link, an address or a phone number its
+    sources lack is looked up in the whole collection (`find`: the texts that hold it), as a help
+    center's contact page may not be among the passages; a link or an address must also be in the
+    collection's allowed `domains`, when it names some."""
     texts = [source.text for source in sources]
     own_words = [m.text for m in messages if m.role == "user"]
-    grounding = check(answer, texts, own_words)
-    if contacts := {fact.text for fact in grounding.unsupported if fact.kind in CONTACTS}:
+    grounding = check(answer, texts, own_words, domains=domains)
+    if contacts := {fact.text for fact in grounding.unsupported if fact.kind in CONTACTS and allowed(fact, domains)}:
         elsewhere = [text for contact in sorted(contacts) for text in await find(contact)]
-        grounding = check(answer, texts, own_words, elsewhere=elsewhere)
+        grounding = check(answer, texts, own_words, elsewhere=elsewhere, domains=domains)
     abstained = policy == "abstain" and not grounding.supported
     VERDICTS.labels(route, "supported" if grounding.supported else "abstained" if abstained else "marked").inc()
     return {**grounding.as_json(), "policy": policy, "abstained": abstained}
+
+
+def without_disallowed_contacts(text: str, domains: Sequence[str] | None) -> str:
+    """`text` with each link and address outside `domains` replaced by a marker, so a passage
+    cannot hand the model a link the collection does not allow."""
+    if domains is None:
+        return text
+
+    def kept(kind: str, value: Callable[[str], str]) -> Callable[[re.Match[str]], str]:
+        def replace(match: re.Match[str]) -> str:
+            if kind == "link" and _is_number(match[0]):
+                return match[0]
+            return match[0] if allowed(Fact(kind, value(match[0]), match[0]), domains) else f"[{kind} removed]"
+
+        return replace
+
+    text = EMAIL.sub(kept("email", str.lower), text)
+    return LINK.sub(kept("link", _link), text)
+
+
+def allowed(fact: Fact, domains: Sequence[str] | None) -> bool:
+    """Whether a link or an address is in one of `domains` or their subdomains (None: any is)."""
+    if domains is None or fact.kind not in ("link", "email"):
+        return True
+    host = fact.value.rpartition("@")[2] if fact.kind == "email" else fact.value.split("/")[0]
+    return any(host == domain or host.endswith(f".{domain}") for domain in domains)
+
+
+def _is_phone(text: str) -> bool:
+    return 7 <= sum(c.isdigit() for c in text) <= 15 and not ISO_DATE.fullmatch(text)
 
 
 def _is_number(text: str) -> bool:

@@ -24,6 +24,7 @@ SAMPLE_COLLECTION = "help-center"
 EVAL_SET = DATA / "kb_questions.jsonl"
 UNSEEN_DOCS = DATA / "unseen_docs.txt"  # documents no fine-tuning example is about
 FRESHNESS_SET = DATA / "freshness.jsonl"
+INJECTION_SET = DATA / "injection.jsonl"  # documents that give the assistant orders, for `ragft injection`
 FINETUNE_SET = DATA / "finetune" / "train.jsonl"  # the default adapter's examples
 TINY_FINETUNE_SET = DATA / "finetune" / "tiny.jsonl"  # 11 examples, for quick training runs
 # The default adapter, trained by `make adapter` from FINETUNE_SET (ragft_cli.generation says how).

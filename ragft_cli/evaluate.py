@@ -1,5 +1,6 @@
 """`ragft eval`: every question on every route through the gateway, scored, with a report; and
-`ragft freshness`: facts changed in the knowledge base, and which routes' answers follow."""
+`ragft freshness`: facts changed in the knowledge base, and which routes' answers follow; and
+`ragft injection`: documents that give the assistant orders, and which answers obey."""
 
 import json
 from pathlib import Path
@@ -12,7 +13,7 @@ from gateway.contract import ROUTE_NAMES
 from ragft.errors import UserFacingError
 from ragft.http import check_loopback
 from ragft.process import sigterm_as_exit
-from ragft.sample_data import EVAL_SET, FRESHNESS_SET, SAMPLE_KB
+from ragft.sample_data import EVAL_SET, FRESHNESS_SET, INJECTION_SET, SAMPLE_KB
 from ragft.settings import REPO
 from ragft_cli.app import (
     AdapterHeaderOption,
@@ -169,6 +170,69 @@ def freshness(
     with sigterm_as_exit(), gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say):
         records = run_freshness(changes, config, knowledge, out, api_key=api_key, timeout_s=timeout, say=say)
     report = freshness_report(records, changes, config.routes)
+    (out / REPORT).write_text(report)
+    say(report)
+
+
+@app.command("injection")
+def injection(
+    data: Annotated[Path, typer.Option(help="The poisoned documents (JSONL; data/README.md has the format).")] = (
+        INJECTION_SET
+    ),
+    routes: Annotated[str, typer.Option(help="Comma-separated routes: rag, finetuned, hybrid, auto.")] = (
+        "rag,finetuned,hybrid"
+    ),
+    temperatures: Annotated[str, typer.Option(help="Comma-separated temperatures, each a run of every question.")] = (
+        "0,0.7"
+    ),
+    allowed_domains: Annotated[
+        str, typer.Option(help="The collection's allowed domains, comma-separated; '' sets none.")
+    ] = "quillbyte.app",
+    max_tokens: MaxTokensOption = 96,
+    adapter: AdapterHeaderOption = None,
+    gateway: GatewayOption = None,
+    retrieval: RetrievalOption = None,
+    out: Annotated[Path, typer.Option(help="Results folder.")] = REPO / "evals" / "results" / "injection",
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 300,
+    startup_timeout: StartupTimeoutOption = 1200,
+) -> None:
+    """Count the answers that carry an injected payload, per route and temperature.
+
+    The documents go through the retrieval API into a new collection of their own (deleted at the
+    end), with its allowed domains; their questions are asked through the gateway on each route at
+    each temperature, and every answer is searched for every document's payload (a code word, a
+    link the collection does not allow, the system prompt's words). Writes injection.jsonl and
+    injection.md. Uses the gateway when it answers; otherwise runs `ragft up` meanwhile."""
+    from evals.injection import REPORT, injection_report, load_poisoned, poisoned_collection, run_injection
+    from evals.run import EvalConfig
+
+    chosen = _routes(routes)
+    try:
+        heats = tuple(float(t) for t in comma_separated(temperatures))
+    except ValueError:
+        raise typer.BadParameter(f"--temperatures {temperatures!r}: numbers, comma-separated") from None
+    if not heats or not all(0 <= t <= 2 for t in heats):
+        raise typer.BadParameter(f"--temperatures {temperatures!r}: each from 0 to 2")
+    domains = list(comma_separated(allowed_domains)) if allowed_domains.strip() else None
+    documents = load_poisoned(data)
+    settings = GatewaySettings()
+    url = (gateway or f"http://{settings.gateway_host}:{settings.gateway_port}").rstrip("/")
+    check_loopback(url)
+    retrieval_url = retrieval or settings.retrieval_url
+    check_loopback(retrieval_url)
+    out.mkdir(parents=True, exist_ok=True)
+    asked = sum(len(d.questions) for d in documents) * len(chosen) * len(heats)
+    say(f"{len(documents)} poisoned documents, {asked} answers; recorded in {out}")
+    with (
+        sigterm_as_exit(),
+        gateway_up(url, timeout_s=startup_timeout, log=out / "stack.log", say=say),
+        poisoned_collection(retrieval_url, documents, domains, timeout) as name,
+    ):
+        _, api_key = gateway_and_key(settings, url, name)
+        config = EvalConfig(url, str(data.resolve()), tuple(chosen), max_tokens, adapter, name)
+        records = run_injection(documents, config, heats, api_key=api_key, timeout_s=timeout)
+    (out / "injection.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = injection_report(records)
     (out / REPORT).write_text(report)
     say(report)
 

@@ -39,6 +39,7 @@ def _ingest(
     url: str | None = None,
     retrieval: "Retrieval | None" = None,
     batch_size: int = 64,
+    allowed_domains: list[str] | None = None,
 ) -> None:
     """Through the service at `url`, or straight into `retrieval`'s store when given."""
     from services.retrieval.ingest import ingest_direct, ingest_http
@@ -52,15 +53,20 @@ def _ingest(
             progress.advance(task, n)
 
         if retrieval:
-            summary = ingest_direct(retrieval, collection, documents, batch_size, advance)
+            summary = ingest_direct(retrieval, collection, documents, batch_size, advance, allowed_domains)
         else:
             assert url is not None
-            summary = ingest_http(url, collection, documents, batch_size, advance)
+            summary = ingest_http(url, collection, documents, batch_size, advance, allowed_domains)
     rate = summary.chunks / summary.seconds if summary.seconds else 0.0
     console.print(
         f"Ingested {summary.documents} documents ({summary.chunks} chunks) into {collection!r} "
         f"in {summary.seconds:.1f} s ({rate:.0f} chunks/s)"
     )
+    if summary.flagged:
+        console.print(
+            f"[yellow]{len(summary.flagged)} held text addressed to the assistant, set aside as not evidence "
+            f"(GET /v1/collections/{collection}/documents shows it): {', '.join(summary.flagged)}[/yellow]"
+        )
 
 
 def _open_retrieval() -> "Retrieval":
@@ -81,26 +87,50 @@ def ingest(
         bool, typer.Option("--direct", help="Write to the embedded store in-process (service stopped).")
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Documents per request.")] = 64,
+    allow_domain: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-domain",
+            help="A domain (with its subdomains) whose links and e-mail addresses answers may give; repeat it. "
+            "Given, it replaces the collection's list; never given, answers may give any the documents hold.",
+        ),
+    ] = None,
 ) -> None:
     """Load documents into a collection, with a progress bar and a summary. The sample's collection,
-    help-center, takes only the sample's articles: your documents go into a collection of yours."""
+    help-center, takes only the sample's articles: your documents go into a collection of yours.
+    Text in a document addressed to the assistant rather than the customer is set aside, and named."""
     documents = _load(paths)
+    domains = _domains(allow_domain) if allow_domain else None
     if collection == SAMPLE_COLLECTION:
         _check_sample_articles(documents)
     if not direct:
         from ragft.settings import RagftSettings
 
-        _ingest(documents, collection, url=url or RagftSettings().retrieval_url, batch_size=batch_size)
+        url = url or RagftSettings().retrieval_url
+        _ingest(documents, collection, url=url, batch_size=batch_size, allowed_domains=domains)
         return
     retrieval = _open_retrieval()
     try:
-        _ingest(documents, collection, retrieval=retrieval, batch_size=batch_size)
+        _ingest(documents, collection, retrieval=retrieval, batch_size=batch_size, allowed_domains=domains)
     finally:
         retrieval.close()
 
 
 class KnowledgeBaseRefused(UserFacingError):
     pass
+
+
+def _domains(given: list[str]) -> list[str]:
+    """The domains as the retrieval service keeps them, refused here, before anything is sent."""
+    from pydantic import ValidationError
+
+    from services.retrieval.schemas import CollectionCreate
+
+    try:
+        return CollectionCreate(allowed_domains=given).allowed_domains or []
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise typer.BadParameter(message, param_hint="--allow-domain") from None
 
 
 def _check_sample_articles(documents: "list[DocumentIn]") -> None:

@@ -7,6 +7,9 @@ from typing import Any
 from semantic_text_splitter import MarkdownSplitter
 from tokenizers import Tokenizer
 
+from ragft.errors import InvalidRequest
+from ragft.instructions import screen
+
 # Fixed forever: changing it would orphan every stored point.
 POINT_NAMESPACE = uuid.UUID("6f1c2f4e-5d1b-4a51-9a43-2b7e8f0c1d25")
 
@@ -28,6 +31,8 @@ class Chunk:
     text: str
     title: str
     metadata: dict[str, Any]
+    # The document's sentences addressed to the assistant, set aside at ingest (ragft.instructions).
+    instructions: tuple[str, ...] = ()
 
     @property
     def point_id(self) -> str:
@@ -57,6 +62,13 @@ class Chunker:
         self._splitter = MarkdownSplitter.from_huggingface_tokenizer(tokenizer, capacity=max_tokens, overlap=overlap)
 
     def split(self, doc_id: str, text: str, metadata: dict[str, Any]) -> list[Chunk]:
+        """The document's chunks, without what addresses the assistant: it is not evidence."""
         title = document_title(text, metadata)
-        pieces = [piece for piece in self._splitter.chunks(text) if piece.strip()]
-        return [Chunk(doc_id, i, piece, title, metadata) for i, piece in enumerate(pieces)]
+        screened = screen(text)
+        if not screened.text.strip():
+            raise InvalidRequest(
+                f"document {doc_id!r} holds nothing but text addressed to the assistant: {screened.instructions[0]!r}"
+            )
+        pieces = [piece for piece in self._splitter.chunks(screened.text) if piece.strip()]
+        instructions = tuple(screened.instructions)
+        return [Chunk(doc_id, i, piece, title, metadata, instructions) for i, piece in enumerate(pieces)]

@@ -30,6 +30,7 @@ EMBED_SECONDS = Histogram(
 class IndexResult:
     documents: int
     chunks: int
+    flagged: list[str]  # the documents that had text addressed to the assistant set aside
 
 
 class Indexer:
@@ -79,7 +80,7 @@ class Indexer:
         return self._write(
             target,
             {
-                doc_id: [Chunk(c.doc_id, c.chunk_index, c.text, c.title, c.metadata) for c in chunks]
+                doc_id: [Chunk(c.doc_id, c.chunk_index, c.text, c.title, c.metadata, c.instructions) for c in chunks]
                 for doc_id, chunks in stored.items()
                 if chunks
             },
@@ -99,7 +100,8 @@ class Indexer:
                 collection, {doc_id: len(doc_chunks) for doc_id, doc_chunks in per_document.items()}
             )
         CHUNKS_INDEXED.inc(len(chunks))
-        return IndexResult(len(per_document), len(chunks))
+        flagged = [doc_id for doc_id, doc_chunks in per_document.items() if doc_chunks and doc_chunks[0].instructions]
+        return IndexResult(len(per_document), len(chunks), flagged)
 
     def delete(self, collection: str, doc_id: str) -> int:
         with self._write_locks[collection]:

@@ -13,7 +13,7 @@ from ragft.errors import UserFacingError
 from ragft.http import sync_client
 from services.retrieval.client import RetrievalCallFailed, checked
 from services.retrieval.loaders import find_files, load_document
-from services.retrieval.schemas import DocumentIn
+from services.retrieval.schemas import DocumentIn, UpsertResponse
 
 if TYPE_CHECKING:  # the embedder's imports take seconds; ingest over HTTP never needs them
     from services.retrieval.runtime import Retrieval
@@ -32,6 +32,7 @@ class IngestSummary:
     documents: int
     chunks: int
     seconds: float
+    flagged: list[str]  # the documents that had text addressed to the assistant set aside
 
 
 def load_documents(paths: list[Path]) -> list[DocumentIn]:
@@ -90,16 +91,19 @@ def _raise_for_error(response: httpx.Response) -> None:
 def _store_in_batches(
     documents: list[DocumentIn],
     batch_size: int,
-    store: Callable[[list[DocumentIn]], int],
+    store: Callable[[list[DocumentIn]], UpsertResponse],
     on_documents: Callable[[int], None],
 ) -> IngestSummary:
-    """Each batch to `store` (which returns its chunk count), in order. An IngestError says how
-    many documents were stored before it, and that running again completes the run."""
+    """Each batch to `store`, in order. An IngestError says how many documents were stored
+    before it, and that running again completes the run."""
     started = time.perf_counter()
     done = chunks = 0
+    flagged: list[str] = []
     try:
         for batch in batches(documents, batch_size):
-            chunks += store(batch)
+            stored = store(batch)
+            chunks += stored.chunks
+            flagged += stored.flagged
             done += len(batch)
             on_documents(len(batch))
     except IngestError as exc:
@@ -107,7 +111,7 @@ def _store_in_batches(
             f"{exc}; {done} of {len(documents)} documents were stored before it; "
             "run the same command again to store the rest (documents are replaced, not duplicated)"
         ) from exc
-    return IngestSummary(len(documents), chunks, time.perf_counter() - started)
+    return IngestSummary(len(documents), chunks, time.perf_counter() - started, flagged)
 
 
 def ingest_http(
@@ -116,18 +120,20 @@ def ingest_http(
     documents: list[DocumentIn],
     batch_size: int,
     on_documents: Callable[[int], None],
+    allowed_domains: list[str] | None = None,
 ) -> IngestSummary:
+    settings = {"allowed_domains": allowed_domains} if allowed_domains is not None else None
     with sync_client(url) as client:
         try:
-            _raise_for_error(client.put(f"/v1/collections/{collection}"))
+            _raise_for_error(client.put(f"/v1/collections/{collection}", json=settings))
         except httpx.TransportError as exc:
             raise IngestError(f"retrieval service unreachable at {url}: {exc}") from exc
 
-        def store(batch: list[DocumentIn]) -> int:
+        def store(batch: list[DocumentIn]) -> UpsertResponse:
             body = {"documents": [doc.model_dump() for doc in batch]}
             response = _post_with_retry(client, f"/v1/collections/{collection}/documents", body)
             _raise_for_error(response)
-            return int(response.json()["chunks"])
+            return UpsertResponse.model_validate_json(response.content)
 
         return _store_in_batches(documents, batch_size, store, on_documents)
 
@@ -138,12 +144,23 @@ def ingest_direct(
     documents: list[DocumentIn],
     batch_size: int,
     on_documents: Callable[[int], None],
+    allowed_domains: list[str] | None = None,
 ) -> IngestSummary:
     started = time.perf_counter()
     collection = retrieval.store.resolve(collection)
     retrieval.create_collection(collection)
+    if allowed_domains is not None:
+        retrieval.store.record_allowed_domains(collection, allowed_domains)
     summary = _store_in_batches(
-        documents, batch_size, lambda batch: retrieval.indexer.index(collection, batch).chunks, on_documents
+        documents, batch_size, lambda batch: _upsert(retrieval, collection, batch), on_documents
     )
     retrieval.store.optimize(collection)  # nothing serves this store now: build the search index
     return replace(summary, seconds=time.perf_counter() - started)  # the index build counts too
+
+
+def _upsert(retrieval: "Retrieval", collection: str, batch: list[DocumentIn]) -> UpsertResponse:
+    """What the service's upsert answers, from the embedded store."""
+    indexed = retrieval.indexer.index(collection, batch)
+    return UpsertResponse(
+        collection=collection, documents=indexed.documents, chunks=indexed.chunks, flagged=indexed.flagged
+    )

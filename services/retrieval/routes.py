@@ -54,6 +54,7 @@ def _info(retrieval: Retrieval, name: str, collection: str) -> CollectionInfo:
         embedding_model=retrieval.model_of(collection) or retrieval.embedder.name,
         embedding_backend=retrieval.store.catalog().backend_of(collection),
         alias_of=collection if collection != name else None,
+        allowed_domains=retrieval.store.catalog().allowed_domains.get(collection),
     )
 
 
@@ -65,7 +66,8 @@ def create_collection(
     response: Response,
     body: CollectionCreate | None = None,
 ) -> CollectionInfo:
-    """Create a collection, optionally embedded by its own model; creating one that exists changes nothing."""
+    """Create a collection, optionally embedded by its own model; creating one that exists changes
+    nothing but the allowed domains, when given."""
     model = retrieval.check_model(body.embedding_model) if body and body.embedding_model else None
     exists = collection in retrieval.store.collections()
     if exists and model is not None and model != retrieval.model_of(collection):
@@ -75,6 +77,8 @@ def create_collection(
             param="embedding_model",
         )
     retrieval.create_collection(collection, model)  # also completes one a failed create left half-made
+    if body and body.allowed_domains is not None:
+        retrieval.store.record_allowed_domains(collection, body.allowed_domains)
     if not exists:
         response.status_code = status.HTTP_201_CREATED
     return _info(retrieval, name, collection)
@@ -115,7 +119,7 @@ def upsert_documents(name: Collection, body: UpsertRequest, retrieval: Retrieval
     if name not in retrieval.store.collections():
         raise CollectionNotFound(name)
     result = retrieval.indexer.index(name, body.documents)
-    return UpsertResponse(collection=name, documents=result.documents, chunks=result.chunks)
+    return UpsertResponse(collection=name, documents=result.documents, chunks=result.chunks, flagged=result.flagged)
 
 
 @router.post("/{name}/copy")
@@ -135,7 +139,7 @@ def copy_documents(name: Collection, body: CopyRequest, retrieval: RetrievalDep)
         if collection not in collections:
             raise CollectionNotFound(collection)
     result = retrieval.indexer.copy(source, name, body.ids)
-    return UpsertResponse(collection=name, documents=result.documents, chunks=result.chunks)
+    return UpsertResponse(collection=name, documents=result.documents, chunks=result.chunks, flagged=result.flagged)
 
 
 @router.get("/{name}/documents")
@@ -145,11 +149,15 @@ def list_documents(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DocumentList:
-    """The collection's documents by id: id, title and metadata, a page at a time."""
+    """The collection's documents by id: id, title, metadata and any text addressed to the
+    assistant that ingest set aside, a page at a time."""
     documents = retrieval.store.documents(name)
     page = documents[offset : offset + limit]
     return DocumentList(
-        documents=[DocumentSummary(id=d.doc_id, title=d.title, metadata=d.metadata) for d in page],
+        documents=[
+            DocumentSummary(id=d.doc_id, title=d.title, metadata=d.metadata, instructions=list(d.instructions))
+            for d in page
+        ],
         total=len(documents),
     )
 
@@ -164,6 +172,7 @@ def get_document(name: Collection, doc_id: str, retrieval: RetrievalDep) -> Docu
         id=doc_id,
         title=chunks[0].title,
         metadata=chunks[0].metadata,
+        instructions=list(chunks[0].instructions),
         chunks=[ChunkOut(chunk_id=chunk_id(doc_id, c.chunk_index), text=c.text) for c in chunks],
     )
 
@@ -183,6 +192,7 @@ def search(name: Collection, body: SearchRequest, retrieval: RetrievalDep) -> Se
     hits = retrieval.search(name, body)
     return SearchResponse(
         keyword_score=retrieval.keyword_score(name, body) if body.keyword_score and body.mode != "dense" else None,
+        allowed_domains=retrieval.store.catalog().allowed_domains.get(name),
         hits=[
             Hit(
                 doc_id=h.doc_id,

@@ -13,6 +13,13 @@ METADATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}$")
 SearchMode = Literal["hybrid", "dense", "keyword"]
 
 
+DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+ALLOWED_DOMAINS = (
+    "the domains (each with its subdomains) whose links and e-mail addresses an answer may hand the "
+    "customer; null: any that the collection's documents hold"
+)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -44,10 +51,15 @@ class UpsertRequest(Strict):
         return documents
 
 
+INSTRUCTIONS = "sentences addressed to the assistant rather than the customer, set aside at ingest: not evidence"
+
+
 class UpsertResponse(BaseModel):
     collection: str
     documents: int
     chunks: int
+    # A retrieval service older than its caller screens nothing.
+    flagged: list[str] = Field(default_factory=list, description=f"documents that held {INSTRUCTIONS}")
 
 
 class Range(Strict):
@@ -146,6 +158,7 @@ class SearchResponse(BaseModel):
     # The best chunk's BM25 score per query term (hybrid and keyword modes; None when no chunk
     # shares a term): whether the collection covers the question at all, which `auto` reads.
     keyword_score: float | None = None
+    allowed_domains: list[str] | None = Field(None, description=ALLOWED_DOMAINS)
 
 
 class CollectionCreate(Strict):
@@ -154,6 +167,17 @@ class CollectionCreate(Strict):
         min_length=1,
         description="a sentence-transformers model folder on the retrieval host; default: the service's model",
     )
+    allowed_domains: list[str] | None = Field(None, description=f"{ALLOWED_DOMAINS}; given, replaces the list")
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _domain_names(cls, domains: list[str] | None) -> list[str] | None:
+        if domains is None:
+            return None
+        normalized = sorted({domain.strip().lower().removeprefix("www.") for domain in domains})
+        if bad := [domain for domain in normalized if not DOMAIN.match(domain)]:
+            raise ValueError(f"not a domain name: {bad[0]!r} (write quillbyte.app, without a scheme or path)")
+        return normalized
 
 
 class CollectionInfo(BaseModel):
@@ -164,6 +188,7 @@ class CollectionInfo(BaseModel):
     # A retrieval service older than its caller sends none: it embedded with PyTorch.
     embedding_backend: str = Field("torch", description="what computes its vectors: torch or onnx")
     alias_of: str | None = Field(None, description="set when the name is an alias: the collection it reads")
+    allowed_domains: list[str] | None = Field(None, description=ALLOWED_DOMAINS)
 
 
 class CopyRequest(Strict):
@@ -199,6 +224,7 @@ class DocumentOut(BaseModel):
     id: str
     title: str
     metadata: dict[str, Any]
+    instructions: list[str] = Field(default_factory=list, description=INSTRUCTIONS)
     chunks: list[ChunkOut]
 
 
@@ -211,6 +237,7 @@ class DocumentSummary(BaseModel):
     id: str
     title: str
     metadata: dict[str, Any]
+    instructions: list[str] = Field(default_factory=list, description=INSTRUCTIONS)
 
 
 class DocumentList(BaseModel):

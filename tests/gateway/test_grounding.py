@@ -10,7 +10,7 @@ import pytest
 
 from gateway.access import KeyRing
 from gateway.config import GatewaySettings
-from gateway.grounding import check, facts, number_value
+from gateway.grounding import check, facts, number_value, without_disallowed_contacts
 from ragft import sse
 from tests.gateway.scripted_vllm import Answer, ScriptedVllm
 from tests.utils.gateway import InProcessGateway, InProcessStarter
@@ -88,6 +88,33 @@ def test_a_citation_must_point_to_a_source_it_had() -> None:
         "unsupported": [],
         "unknown_citations": [3],
     }
+
+
+def test_a_phone_number_is_one_fact_however_its_digits_are_grouped_and_a_date_is_none() -> None:
+    found = facts("Call +49 30 8841 2200 or 030 8841 2200 before 2026-12-07; 10 000 riders, 1 200 bikes.")
+    assert [(f.kind, f.value) for f in found if f.kind == "phone"] == [
+        ("phone", "493088412200"),
+        ("phone", "03088412200"),
+    ]
+    assert ("phone", "2026-12-07") not in [(f.kind, f.text) for f in found]
+    source = "Our hotline is 030 8841 2200."
+    assert check("Call 030 8841 2200.", [source], []).supported
+    assert check("Call 030 8841 2299.", [source], []).as_json()["unsupported"] == ["030 8841 2299"]
+
+
+def test_a_link_or_address_outside_the_collections_allowed_domains_is_unsupported_even_in_a_source() -> None:
+    source = "Reset it at secure-verify.example/login, or see status.quillbyte.app and write to help@quillbyte.app."
+    answer = "See status.quillbyte.app, write to help@quillbyte.app, or reset it at secure-verify.example/login."
+    assert check(answer, [source], []).supported  # no allow-list: any the collection holds
+    only_ours = check(answer, [source], [], domains=["quillbyte.app"])
+    assert only_ours.as_json()["unsupported"] == ["secure-verify.example/login"]
+    assert without_disallowed_contacts(source, ["quillbyte.app"]) == (
+        "Reset it at [link removed], or see status.quillbyte.app and write to help@quillbyte.app."
+    )
+    assert without_disallowed_contacts("Mail evil@phish.example, version 7.3.0.", []) == (
+        "Mail [email removed], version 7.3.0."
+    )
+    assert without_disallowed_contacts(source, None) == source
 
 
 def test_its_known_limit_a_number_of_the_source_taken_for_another_fact() -> None:

@@ -193,7 +193,7 @@ def test_knowledge_base_endpoints_proxy_retrieval_behind_the_same_keys(
         assert document["chunks"] and document["title"] == listed["documents"][0]["title"]
 
         added = api.post(f"{KB}/{own}/documents", json={"id": "guides/setup", "text": "Install it."})
-        assert added.json() == {"collection": own, "documents": 1, "chunks": 1}
+        assert added.json() == {"collection": own, "documents": 1, "chunks": 1, "flagged": []}
         assert api.get(f"{KB}/{own}/documents/guides/setup").json()["id"] == "guides/setup"
         missing = api.post(f"{KB}/no-such-collection/documents", json={"id": "a", "text": "b"})
         assert missing.status_code == 404

@@ -37,7 +37,7 @@ def unique_collection() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-def upsert(client: "TestClient", collection: str, *docs: tuple[str, str], **metadata: object) -> dict[str, int]:
+def upsert(client: "TestClient", collection: str, *docs: tuple[str, str], **metadata: object) -> dict[str, Any]:
     body = {"documents": [{"id": i, "text": t, "metadata": dict(metadata)} for i, t in docs]}
     response = client.post(f"/v1/collections/{collection}/documents", json=body)
     assert response.status_code == 200, response.text

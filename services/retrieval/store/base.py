@@ -160,6 +160,10 @@ class VectorStore(ABC):
         """The model a collection's vectors come from, and the backend that computes them."""
         self._update_catalog(lambda catalog: catalog.with_model(collection, model, backend))
 
+    def record_allowed_domains(self, collection: str, domains: list[str]) -> None:
+        """The domains the links and addresses of `collection`'s answers may name."""
+        self._update_catalog(lambda catalog: catalog.with_allowed_domains(collection, domains))
+
     def remove_collection(self, name: str) -> None:
         """Delete the collection of exactly this name, never one an alias reads, and forget its model."""
 

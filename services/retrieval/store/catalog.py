@@ -12,11 +12,13 @@ class Catalog(BaseModel):
     """ragft's names over the store's collections, kept in the store itself: aliases (the name
     clients use -> the collection it reads) and the embedding model each collection was built
     with (absent: the service's `RAGFT_EMBEDDING_MODEL`; "": the packaged all-MiniLM-L6-v2) and
-    the backend that computes its vectors (absent: torch, which built every collection before)."""
+    the backend that computes its vectors (absent: torch, which built every collection before),
+    and the domains its answers may link to (absent: any its documents hold)."""
 
     aliases: dict[str, str] = Field(default_factory=dict)
     models: dict[str, str] = Field(default_factory=dict)
     backends: dict[str, Backend] = Field(default_factory=dict)
+    allowed_domains: dict[str, list[str]] = Field(default_factory=dict)
 
     def with_alias(self, alias: str, collection: str, collections: list[str]) -> "tuple[Catalog, str | None]":
         """`alias` pointed at `collection`, and the collection the name read before, if any."""
@@ -48,6 +50,9 @@ class Catalog(BaseModel):
             update={"models": {**self.models, collection: model}, "backends": {**self.backends, collection: backend}}
         )
 
+    def with_allowed_domains(self, collection: str, domains: list[str]) -> "Catalog":
+        return self.model_copy(update={"allowed_domains": {**self.allowed_domains, collection: domains}})
+
     def backend_of(self, collection: str) -> Backend:
         return self.backends.get(collection, "torch")
 
@@ -61,11 +66,12 @@ class Catalog(BaseModel):
             )
 
     def without_collection(self, name: str) -> "Catalog":
-        """The catalog once `name` is deleted: its model and backend forgotten."""
+        """The catalog once `name` is deleted: its model, backend and domains forgotten."""
         return self.model_copy(
             update={
                 "models": {c: m for c, m in self.models.items() if c != name},
                 "backends": {c: b for c, b in self.backends.items() if c != name},
+                "allowed_domains": {c: d for c, d in self.allowed_domains.items() if c != name},
             }
         )
 

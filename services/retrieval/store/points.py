@@ -1,6 +1,6 @@
 """The point layout both backends share: each chunk is one point, a dense vector named `dense`,
 a BM25 sparse vector named `bm25` (term weights from Qdrant's own BM25 tokenizer; the engine
-applies IDF), and the payload `{doc_id, chunk_index, title, text, metadata}`; and what a search
+applies IDF), and the payload `{doc_id, chunk_index, title, text, metadata, instructions}`; and what a search
 asks of them."""
 
 from dataclasses import dataclass
@@ -46,6 +46,7 @@ class StoredChunk:
     title: str
     metadata: dict[str, Any]
     score: float = 0.0
+    instructions: tuple[str, ...] = ()
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], score: float = 0.0) -> "StoredChunk":
@@ -56,6 +57,7 @@ class StoredChunk:
             payload["title"],
             payload["metadata"],
             score,
+            tuple(payload.get("instructions", ())),  # none in points written before ingest screened
         )
 
 
@@ -66,6 +68,7 @@ def payload(chunk: Chunk) -> dict[str, Any]:
         "title": chunk.title,
         "text": chunk.text,
         "metadata": chunk.metadata,
+        "instructions": list(chunk.instructions),
     }
 
 
