@@ -13,11 +13,12 @@ from fastapi.responses import Response
 from gateway.access import Access
 from gateway.contract import AUTO, COLLECTION_HEADER, DEGRADED_HEADER, EXPERIMENT_HEADER, ROUTE_HEADER, Route
 from gateway.deps import Call
+from gateway.evidence import evidence
 from gateway.grounding import verdict
 from gateway.limits import check_limits
 from gateway.metrics import CHAT_REQUESTS, DEGRADED, Timing, count_tokens
 from gateway.plan import Plan
-from gateway.prompt import evidence, grounded_messages, search_query
+from gateway.prompt import grounded_messages, search_query
 from gateway.record import AnswerRecord, answer_id
 from gateway.runtime import COMPLETIONS, Gateway, adapter_named
 from gateway.schemas import ChatCompletion, ChatRequest
@@ -85,7 +86,8 @@ async def answer(
             access.check_read(plan.collection, param=COLLECTION_HEADER)
         held.enter_context(gateway.admission.slot())
         plan, found = await _retrieve(request, plan, gateway, timing, deadline)
-        sources = evidence(found)
+        budget = settings.rag_evidence_chars if plan.route is Route.RAG else settings.hybrid_evidence_chars
+        sources = evidence(found, search_query(request.messages, settings.max_query_chars), budget)
         messages = grounded_messages(request.messages, sources) if plan.route.retrieves else request.messages
         body = request.upstream_body(plan.model, messages, default_max_tokens=settings.max_tokens_limit)
         if plan.route is Route.RAG:

@@ -36,6 +36,12 @@ class GatewaySettings(RagftSettings):
     top_k: int = Field(4, ge=1, le=20)
     # Earlier user turns carried into the search query so follow-ups keep their subject.
     max_query_chars: int = Field(1000, ge=50, le=4000)
+    # The passages cut to the sentences, table rows and list items that share words with the
+    # question, best first, within this many characters (gateway/evidence.py); 0: whole passages.
+    # rag: 862 -> 384 prompt tokens, facts unchanged. hybrid keeps whole passages: its adapter
+    # was trained on them, and cut ones cost it 5 facts of 84 (docs/measurements/evaluation.md).
+    rag_evidence_chars: int = Field(1200, ge=0, le=20000)
+    hybrid_evidence_chars: int = Field(0, ge=0, le=20000)
     upstream_connections: int = Field(256, ge=1)
     retry_after_s: int = Field(5, ge=1)
     # One retry of a refused connection or a 502/503, paid from a budget: retries add at most

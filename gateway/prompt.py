@@ -2,10 +2,8 @@
 
 import re
 
-from gateway.grounding import without_disallowed_contacts
 from gateway.schemas import ChatMessage
-from ragft.instructions import screen
-from services.retrieval.schemas import Hit, SearchResponse
+from services.retrieval.schemas import Hit
 
 FENCE_CLOSE = re.compile(r"</\s*source\s*>", re.IGNORECASE)
 
@@ -28,16 +26,6 @@ def search_query(messages: list[ChatMessage], max_chars: int) -> str:
             break
         query = f"{query}\n{earlier}"
     return query
-
-
-def evidence(found: SearchResponse) -> list[Hit]:
-    """The passages as the model and the grounding check see them: without text that addresses
-    the assistant (ingest sets it aside too, but a collection may predate that or be filled by
-    another tool), and without links and addresses outside the collection's allowed domains."""
-    return [
-        hit.model_copy(update={"text": without_disallowed_contacts(screen(hit.text).text, found.allowed_domains)})
-        for hit in found.hits
-    ]
 
 
 def _fence(number: int, source: Hit) -> str:

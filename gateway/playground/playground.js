@@ -80,6 +80,23 @@ function resetColumn(column) {
   for (const thumb of column.querySelectorAll(".thumb")) thumb.setAttribute("aria-pressed", "false");
   $(".feedback", column).hidden = true;
   $(".error", column).hidden = true;
+  $(".grounding", column).hidden = true;
+}
+
+// The gateway's grounding verdict on an answer that retrieved (its stream's last event).
+function showGrounding(column, grounding) {
+  const element = $(".grounding", column);
+  const missing = [
+    ...grounding.unsupported,
+    ...grounding.unknown_citations.map((n) => `[${n}], a source it was not given`),
+  ].join(", ");
+  element.dataset.verdict = grounding.supported ? "supported" : grounding.abstained ? "abstained" : "marked";
+  element.textContent = grounding.supported
+    ? "✓ Every fact it states is in the sources."
+    : grounding.abstained
+      ? `Withheld: not in the sources: ${missing}. The abstention went out instead.`
+      : `⚠ Not in the sources: ${missing}.`;
+  element.hidden = false;
 }
 
 // Thumbs on the answer shown: feedback by its id, kept by the gateway's store (a second click replaces it).
@@ -173,6 +190,7 @@ function show(event) {
   if (ragft.sources) showSources(column, ragft.sources);
   if (ragft.degraded) $(".served", column).textContent += ` degraded: ${ragft.degraded.component}`;
   if (ragft.timing) { column.timing = ragft.timing; drawTimings(); }
+  if (ragft.grounding) showGrounding(column, ragft.grounding);
   if (chunk.usage) {
     $(".tokens", column).textContent =
       `${chunk.usage.prompt_tokens} prompt tokens · ${chunk.usage.completion_tokens} completion tokens`;
@@ -196,6 +214,7 @@ async function ask(event) {
   const extra = {};
   if ($("#adapter").value) extra["X-Ragft-Adapter"] = $("#adapter").value;
   if ($("#collection").value) extra["X-Ragft-Collection"] = $("#collection").value;
+  if ($("#grounding").value) extra["X-Ragft-Grounding"] = $("#grounding").value;
   Object.values(columns).forEach(resetColumn);
   $("#ask").disabled = true;
   notice("");
@@ -259,6 +278,12 @@ async function showDocuments() {
     id.textContent = ` ${doc.id}`;
     open.addEventListener("click", () => showDocument(doc.id).catch((error) => notice(error.message)));
     item.append(open, id);
+    if (doc.instructions?.length) {
+      const flag = document.createElement("small");
+      flag.className = "flagged";
+      flag.textContent = ` ⚠ ${doc.instructions.length} sentence(s) addressed to the assistant, set aside`;
+      item.append(flag);
+    }
     return item;
   }));
 }
@@ -266,7 +291,8 @@ async function showDocuments() {
 async function showDocument(id) {
   const doc = await api(`${collectionPath(kbCollection)}/documents/${id.split("/").map(encodeURIComponent).join("/")}`);
   const view = $("#kb-document");
-  view.textContent = doc.chunks.map((chunk) => `── ${chunk.chunk_id}\n${chunk.text}`).join("\n\n");
+  const setAside = (doc.instructions || []).map((sentence) => `── set aside, not evidence: ${sentence}`);
+  view.textContent = [...setAside, ...doc.chunks.map((chunk) => `── ${chunk.chunk_id}\n${chunk.text}`)].join("\n\n");
   view.hidden = false;
 }
 
@@ -299,7 +325,8 @@ async function addDocument(event) {
   try {
     const added = await api(`${collectionPath(kbCollection)}/documents`, { method: "POST", body: JSON.stringify(doc) });
     const chunks = `${added.chunks} chunk${added.chunks === 1 ? "" : "s"}`;
-    notice(`Added ${doc.id} to ${added.collection} (${chunks}). The next answer can use it.`, "ok");
+    const flagged = added.flagged?.length ? " Text addressed to the assistant was set aside." : "";
+    notice(`Added ${doc.id} to ${added.collection} (${chunks}). The next answer can use it.${flagged}`, "ok");
     $("#add-form").reset();
     await refresh();
     $("#collection").value = added.collection; // so the next question searches it
