@@ -97,7 +97,7 @@ adapter: $(INSTALLED) ## Retrain the shipped default adapter data/adapters/suppo
 	# For the packaged base model (the only one `make run` installs the shipped adapter for) and the
 	# gateway's default settings; the options are ragft_cli.generation's SHIPPED_OPTIONS and
 	# SHIPPED_COLLECTION. A retrieval service runs meanwhile if none is up.
-	env -u RAGFT_BASE_MODEL -u RAGFT_TOP_K -u RAGFT_MAX_QUERY_CHARS $(BIN)/ragft finetune --grounded --epochs 1 \
+	env -u RAGFT_BASE_MODEL -u RAGFT_TOP_K -u RAGFT_MAX_QUERY_CHARS -u RAGFT_HYBRID_EVIDENCE_CHARS $(BIN)/ragft finetune --grounded --epochs 1 \
 		--data data/finetune/train.jsonl --collection help-center --out var/retrained/support-voice
 	rm -rf data/adapters/support-voice
 	mv var/retrained/support-voice data/adapters/support-voice

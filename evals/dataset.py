@@ -11,7 +11,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from ragft.errors import UserFacingError
 
-SPLITS = ("heldout", "train")
+# dev: questions to choose thresholds on, never to report; asked only when named (`--split dev`).
+SPLITS = ("heldout", "train", "dev")
+# Questions are worded apart, a token Jaccard below this: each held-out question from every
+# training question (training.grounded), and each dev question from every held-out one.
+MAX_JACCARD = 0.6
 
 
 class Entry(BaseModel):
@@ -23,7 +27,7 @@ class Entry(BaseModel):
 
 
 class Question(Entry):
-    split: Literal["heldout", "train"]
+    split: Literal["heldout", "train", "dev"]
     question: str
     doc_id: str | None
     answer: str | None
@@ -44,6 +48,27 @@ class Question(Entry):
         if self.answerable != bool(self.facts):
             raise ValueError("an answerable question (doc_id set) needs facts; an unanswerable one (doc_id null) none")
         return self
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def check_dev(questions: list[Question]) -> None:
+    """Refuses a dev question worded like a held-out one, naming both."""
+    held_out = [(q, words(q.question)) for q in questions if q.split == "heldout"]
+    for dev in (q for q in questions if q.split == "dev"):
+        mine = words(dev.question)
+        for question, theirs in held_out:
+            if (similarity := jaccard(mine, theirs)) >= MAX_JACCARD:
+                raise BadEvalSet(
+                    f"dev question {dev.id} ({dev.question!r}) is worded like the held-out question {question.id} "
+                    f"({question.question!r}): token Jaccard {similarity:.2f}, the limit is below {MAX_JACCARD}"
+                )
 
 
 def compiled(facts: tuple[str, ...]) -> tuple[str, ...]:
@@ -68,7 +93,9 @@ def load_questions(path: Path, splits: Iterable[str] = SPLITS) -> list[Question]
     wanted = set(splits)
     if unknown := wanted - set(SPLITS):
         raise BadEvalSet(f"unknown split(s) {', '.join(sorted(unknown))}; choose from {', '.join(SPLITS)}")
-    questions = [question for question in read_records(path, Question, "the eval set") if question.split in wanted]
+    every = read_records(path, Question, "the eval set")
+    check_dev(every)
+    questions = [question for question in every if question.split in wanted]
     if not questions:
         raise BadEvalSet(f"{path} has no questions in the split(s) {', '.join(sorted(wanted))}")
     return questions

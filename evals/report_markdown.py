@@ -60,7 +60,9 @@ def markdown(config: dict[str, Any], questions: list[Question], summaries: list[
         "",
         f"Eval set `{config['data']}`: {len(questions)} questions, "
         f"{by_split['heldout']} answerable held-out ({on_unseen} of them on unseen documents), "
-        f"{by_split['train']} answerable train, {len(questions) - len(answerable)} unanswerable. "
+        f"{by_split['train']} answerable train, "
+        + (f"{by_split['dev']} answerable dev, " if by_split["dev"] else "")
+        + f"{len(questions) - len(answerable)} unanswerable. "
         f"Gateway {config['gateway']}, temperature 0, max_tokens {config['max_tokens']}, "
         f"adapter {config['adapter'] or 'the default'}, collection {config['collection'] or 'the default'}"
         f"{sampling_label(config.get('sampling'))}.",

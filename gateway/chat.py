@@ -87,7 +87,8 @@ async def answer(
         held.enter_context(gateway.admission.slot())
         plan, found = await _retrieve(request, plan, gateway, timing, deadline)
         budget = settings.rag_evidence_chars if plan.route is Route.RAG else settings.hybrid_evidence_chars
-        sources = evidence(found, search_query(request.messages, settings.max_query_chars), budget)
+        given = evidence(found, search_query(request.messages, settings.max_query_chars), budget)
+        sources = given.passages
         messages = grounded_messages(request.messages, sources) if plan.route.retrieves else request.messages
         body = request.upstream_body(plan.model, messages, default_max_tokens=settings.max_tokens_limit)
         if plan.route is Route.RAG:
@@ -101,6 +102,7 @@ async def answer(
             messages=request.messages,
             find=find,
             domains=found.allowed_domains,
+            coverage=(given.coverage, settings.min_evidence_coverage),
         )
         if request.stream:
             if record and record.budgets:  # a stream cut before its usage chunk is charged what vLLM reported by then

@@ -42,6 +42,9 @@ class GatewaySettings(RagftSettings):
     # was trained on them, and cut ones cost it 5 facts of 84 (docs/measurements/evaluation.md).
     rag_evidence_chars: int = Field(1200, ge=0, le=20000)
     hybrid_evidence_chars: int = Field(0, ge=0, le=20000)
+    # Under the abstain policy, an answer whose passages hold less than this share of the
+    # question's words (gateway/evidence.py) is withheld however it reads; 0: off.
+    min_evidence_coverage: float = Field(0.0, ge=0, le=1)
     upstream_connections: int = Field(256, ge=1)
     retry_after_s: int = Field(5, ge=1)
     # One retry of a refused connection or a 502/503, paid from a budget: retries add at most

@@ -152,22 +152,35 @@ async def verdict(
     messages: list[ChatMessage],
     find: Callable[[str], Awaitable[list[str]]],
     domains: Sequence[str] | None,
+    coverage: tuple[float, float],
 ) -> dict[str, Any]:
     """The `grounding` of the `ragft` object of an answer on `route` that had `sources`, counted:
     the verdict, the `policy`, and whether the answer is withheld for the abstention (`abstained`:
     policy `abstain` and the answer unsupported). A link, an address or a phone number its
     sources lack is looked up in the whole collection (`find`: the texts that hold it), as a help
     center's contact page may not be among the passages; a link or an address must also be in the
-    collection's allowed `domains`, when it names some."""
+    collection's allowed `domains`, when it names some. `coverage`: the evidence's coverage of
+    the question (gateway.evidence) and the least the abstain policy answers on, whatever the
+    verdict; `reason` says why an answer was withheld."""
     texts = [source.text for source in sources]
     own_words = [m.text for m in messages if m.role == "user"]
     grounding = check(answer, texts, own_words, domains=domains)
     if contacts := {fact.text for fact in grounding.unsupported if fact.kind in CONTACTS and allowed(fact, domains)}:
         elsewhere = [text for contact in sorted(contacts) for text in await find(contact)]
         grounding = check(answer, texts, own_words, elsewhere=elsewhere, domains=domains)
-    abstained = policy == "abstain" and not grounding.supported
-    VERDICTS.labels(route, "supported" if grounding.supported else "abstained" if abstained else "marked").inc()
-    return {**grounding.as_json(), "policy": policy, "abstained": abstained}
+    covered, least = coverage
+    reason = None if grounding.supported else "unsupported"
+    if covered < least:
+        reason = "evidence"  # the passages never name what the question asks about
+    abstained = policy == "abstain" and reason is not None
+    VERDICTS.labels(route, "abstained" if abstained else "supported" if grounding.supported else "marked").inc()
+    return {
+        **grounding.as_json(),
+        "policy": policy,
+        "abstained": abstained,
+        "reason": reason if abstained else None,
+        "evidence_coverage": round(covered, 3),
+    }
 
 
 def without_disallowed_contacts(text: str, domains: Sequence[str] | None) -> str:

@@ -48,7 +48,9 @@ AdapterHeaderOption = Annotated[str | None, typer.Option(help="X-Ragft-Adapter; 
 CollectionHeaderOption = Annotated[str | None, typer.Option(help="X-Ragft-Collection; default: the gateway's.")]
 EvalSetOption = Annotated[Path, typer.Option(help="The eval set (JSONL; data/README.md has the format).")]
 MaxTokensOption = Annotated[int, typer.Option(min=1, help="max_tokens of each answer.")]
-SplitOption = Annotated[str, typer.Option(help="Comma-separated splits of the eval set: heldout, train.")]
+SplitOption = Annotated[
+    str, typer.Option(help="Comma-separated splits of the eval set: heldout, train, dev (for choosing thresholds).")
+]
 StartupTimeoutOption = Annotated[
     float, typer.Option(help="Seconds to wait for a stack this command starts (the first run sets it up).")
 ]

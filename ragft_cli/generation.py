@@ -235,6 +235,7 @@ def finetune(
         grounding = Grounding(
             collection=collection or gateway.collection, top_k=gateway.top_k,
             max_query_chars=gateway.max_query_chars, distractor_share=distractor_share, seed=options.seed,
+            evidence_chars=gateway.hybrid_evidence_chars,
         )  # fmt: skip
     report = finetune_adapter(
         data,

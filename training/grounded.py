@@ -15,15 +15,14 @@ from typing import Any
 
 import httpx
 
-from evals.dataset import Question
+from evals.dataset import MAX_JACCARD, Question, jaccard, words
+from gateway.evidence import evidence
 from gateway.prompt import grounded_messages, search_query
 from gateway.schemas import ChatMessage
 from ragft.errors import UserFacingError
 from services.retrieval.client import RetrievalCallFailed, checked, document_summaries
-from services.retrieval.schemas import Hit
+from services.retrieval.schemas import Hit, SearchResponse
 
-# Held-out questions are worded apart from every training question: a token Jaccard below this.
-MAX_JACCARD = 0.6
 # Passages searched for distractors: enough to fill a prompt after leaving out those that state
 # one of the answer's numbers.
 DISTRACTOR_DEPTH = 16
@@ -48,6 +47,7 @@ class Grounding:
     # RAFT used 0.2; at 0.2 the 135M adapter refused 66% of answerable questions on hybrid
     distractor_share: float = 0.1  # the share of examples whose document is left out
     seed: int = 0
+    evidence_chars: int = 0  # the gateway's RAGFT_HYBRID_EVIDENCE_CHARS: passages cut as the hybrid route cuts them
 
 
 @dataclass(frozen=True)
@@ -75,14 +75,6 @@ def read_examples(path: Path, conversations: Sequence[Conversation]) -> list[Exa
     """The examples with the `doc_id` each line of `path` names (null: out of scope)."""
     doc_ids = [json.loads(line).get("doc_id") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [Example(messages, doc_id) for messages, doc_id in zip(conversations, doc_ids, strict=True)]
-
-
-def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
-
-
-def jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a | b else 0.0
 
 
 def check_held_out(examples: Iterable[Example], eval_set: Sequence[Question], unseen_docs: frozenset[str]) -> None:
@@ -213,14 +205,29 @@ def grounded_example(
         if own[0].chunk_id not in [s.chunk_id for s in sources]:
             weaker = [i for i, s in enumerate(sources) if s.doc_id == example.doc_id]
             sources[weaker[-1] if weaker else len(sources) - 1] = own[0]
+        sources = _cut(sources, query, search.grounding.evidence_chars, own=own[0].chunk_id, answer=example.answer)
         number = next(i for i, s in enumerate(sources, 1) if s.chunk_id == own[0].chunk_id)
         answer, kind = cite(example.answer, number, sign_off=refusal_answer.splitlines()[-1]), "grounded"
+    if kind != "grounded":
+        sources = _cut(sources, query, search.grounding.evidence_chars)
     return {
         "kind": kind,
         "doc_id": example.doc_id,
         "sources": [s.chunk_id for s in sources],
         "messages": [*_prompt(example, sources), {"role": "assistant", "content": answer}],
     }
+
+
+def _cut(sources: list[Hit], query: str, budget: int, *, own: str | None = None, answer: str = "") -> list[Hit]:
+    """The passages as the hybrid route cuts them for `query`. When the cut leaves out the
+    passage an answer cites (`own`), it is cut for the query and the answer instead, and failing
+    that left whole: an example never cites what its prompt lacks (a small skew from serving,
+    where the answer is unknown)."""
+    for asked in (query, f"{query}\n{answer}"):
+        cut = evidence(SearchResponse(hits=sources), asked, budget).passages
+        if own is None or own in [s.chunk_id for s in cut]:
+            return cut
+    return sources
 
 
 def bare_records(examples: Sequence[Example]) -> list[dict[str, Any]]:

@@ -58,6 +58,27 @@ QUILLBYTE = EvalData(
         "h118": r"spell",
         "h119": r"terraform",
         "h120": r"eidas|qualified electronic",
+        # The dev split's near misses: a plan, an error code, a platform or a value it does not have.
+        "d021": r"premium",
+        "d022": r"starter",
+        "d023": r"\bpro\b",
+        "d024": r"growth",
+        "d025": r"essentials",
+        "d026": r"qb-1160",
+        "d027": r"qb-2090",
+        "d028": r"qb-4091",
+        "d029": r"qb-7350",
+        "d030": r"qb-3012",
+        "d031": r"chromebook|chrome ?os",
+        "d032": r"snapdragon",
+        "d033": r"flatpak|\bsnap\b",
+        "d034": r"huawei|harmonyos",
+        "d035": r"\bslack\b",
+        "d036": r"\buk\b|united kingdom",
+        "d037": r"shortest",
+        "d038": r"payload size|size of a webhook",
+        "d039": r"how many oauth",
+        "d040": r"authenticator apps",
     },
     counts=(100, 100, 10, 20),
     unseen_docs=8,
@@ -162,7 +183,7 @@ def test_the_fine_tuning_set_keeps_clear_of_what_the_eval_holds_out(
         ("not json", ":1: not JSON"),
         ('{"id": "a", "split": "heldout", "question": "q", "doc_id": "d", "answer": "x", "facts": []}', "needs facts"),
         ('{"id": "a", "split": "heldout", "question": "q", "doc_id": "d", "answer": "x", "facts": ["("]}', "facts"),
-        ('{"id": "a", "split": "dev", "question": "q", "doc_id": null, "answer": null, "facts": []}', "split"),
+        ('{"id": "a", "split": "test", "question": "q", "doc_id": null, "answer": null, "facts": []}', "split"),
         ('{"id": "a", "question": "q", "doc_id": null, "answer": null, "facts": []}', "split: Field required"),
     ],
 )
@@ -181,7 +202,7 @@ def test_duplicate_ids_unknown_splits_and_missing_files_are_refused(tmp_path: Pa
         load_questions(path)
     path.write_text(f"{line}\n")
     with pytest.raises(BadEvalSet, match="unknown split"):
-        load_questions(path, ["dev"])
+        load_questions(path, ["test"])
     with pytest.raises(BadEvalSet, match="no questions in the split"):
         load_questions(path, ["train"])
     with pytest.raises(BadEvalSet, match="cannot read"):
@@ -193,7 +214,7 @@ def test_the_run_order_is_a_fixed_shuffle_whose_start_covers_every_kind(question
     assert ordered == in_run_order(questions) and sorted(q.id for q in ordered) == sorted(q.id for q in questions)
     assert ordered != questions
     first = ordered[:40]
-    assert {q.split for q in first} == {"heldout", "train"} and any(not q.answerable for q in first)
+    assert {q.split for q in first} == {q.split for q in questions} and any(not q.answerable for q in first)
 
 
 def test_every_unseen_document_has_held_out_questions_and_no_train_ones(
@@ -205,7 +226,8 @@ def test_every_unseen_document_has_held_out_questions_and_no_train_ones(
     assert len(unseen) == eval_data.unseen_docs
     for doc_id in unseen:
         assert any(eval_data.kb.glob(f"{doc_id}.*")), doc_id
-        assert {q.split for q in questions if q.doc_id == doc_id} == {"heldout"}, doc_id
+        splits = {q.split for q in questions if q.doc_id == doc_id}
+        assert "heldout" in splits and "train" not in splits, doc_id
 
 
 def test_unseen_documents_skip_comments_and_blank_lines(tmp_path: Path) -> None:

@@ -143,8 +143,8 @@ def test_the_command_refuses_bad_options_before_asking_anything(tmp_path: Path) 
     out = tmp_path / "run"
     bad_route = CliRunner().invoke(app, ["eval", "--routes", "rag,fast", "--out", str(out)])
     assert bad_route.exit_code == 2 and "choose from rag, finetuned, hybrid" in " ".join(bad_route.output.split())
-    bad_split = CliRunner().invoke(app, ["eval", "--split", "dev", "--out", str(out)])
-    assert bad_split.exit_code == 1 and "unknown split(s) dev" in " ".join(bad_split.output.split())
+    bad_split = CliRunner().invoke(app, ["eval", "--split", "test", "--out", str(out)])
+    assert bad_split.exit_code == 1 and "unknown split(s) test" in " ".join(bad_split.output.split())
     missing = CliRunner().invoke(app, ["eval", "--unseen-docs", str(tmp_path / "unseen.txt"), "--out", str(out)])
     assert missing.exit_code == 1 and "cannot read the unseen documents" in " ".join(missing.output.split())
     for sampling, said in (("[1]", "not a JSON object"), ("{", "not JSON"), ('{"temperature": 1}', "set temperature")):

@@ -146,6 +146,8 @@ def test_the_verdict_comes_with_every_answer_that_retrieved(
         "unknown_citations": [9],
         "policy": "mark",  # RAGFT_GROUNDING_POLICY's default: the answer goes out, marked
         "abstained": False,
+        "reason": None,
+        "evidence_coverage": 1.0,  # the passages name every word of the question
     }
     assert rag["choices"][0]["message"]["content"] == wrong
     finetuned = _ask(gateway_in_process, "finetuned")
@@ -186,6 +188,7 @@ def test_under_the_abstain_policy_an_unsupported_answer_never_reaches_the_client
     assert isinstance(whole, dict)
     assert whole["choices"][0]["message"]["content"] == ABSTENTION
     assert whole["ragft"]["grounding"]["abstained"] is True
+    assert whole["ragft"]["grounding"]["reason"] == "unsupported"
     assert whole["ragft"]["grounding"]["unsupported"] == ["€987.65"]
     chunks = _ask(gateway_in_process, "hybrid", stream=True, headers=ABSTAIN)
     assert isinstance(chunks, list)
@@ -193,12 +196,36 @@ def test_under_the_abstain_policy_an_unsupported_answer_never_reaches_the_client
     assert text == ABSTENTION and "987" not in json.dumps(chunks[:-1])
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
     assert chunks[-1]["ragft"]["grounding"] | {"unsupported": []} == {
-        "supported": False, "unsupported": [], "unknown_citations": [], "policy": "abstain", "abstained": True
+        "supported": False, "unsupported": [], "unknown_citations": [], "policy": "abstain", "abstained": True,
+        "reason": "unsupported", "evidence_coverage": 1.0,
     }  # fmt: skip
     held = _ask(gateway_in_process, "hybrid", stream=True, headers=ABSTAIN)
     assert isinstance(held, list)
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in held if c["choices"]) == "Hello!"
     assert held[-1]["ragft"]["grounding"]["abstained"] is False
+
+
+def test_under_abstain_an_answer_whose_passages_never_name_what_was_asked_is_withheld(
+    start_gateway_in_process: InProcessStarter, vllm_stand_in: ScriptedVllm
+) -> None:
+    """RAGFT_MIN_EVIDENCE_COVERAGE: a near miss (a plan the help center does not have) is
+    withheld however well the answer reads; under mark it goes out, with its coverage."""
+    vllm_stand_in.script.extend([Answer(text="Hello!")] * 3)
+    near_miss = {"model": "x", "messages": [{"role": "user", "content": "How much is the Zorblax plan?"}]}
+    with start_gateway_in_process(RAGFT_MIN_EVIDENCE_COVERAGE="0.9") as gateway:
+        answered = [
+            gateway.post("/v1/chat/completions", json=near_miss, headers={"X-Ragft-Route": "rag", **policy}).json()
+            for policy in (ABSTAIN, {})
+        ]
+        asked = {**near_miss, "messages": [{"role": "user", "content": QUESTION}]}
+        covered = gateway.post("/v1/chat/completions", json=asked, headers={"X-Ragft-Route": "rag", **ABSTAIN}).json()
+    withheld, marked = (a["ragft"]["grounding"] for a in answered)
+    assert withheld["supported"] is True and withheld["abstained"] is True and withheld["reason"] == "evidence"
+    assert answered[0]["choices"][0]["message"]["content"] == ABSTENTION
+    assert withheld["evidence_coverage"] < 0.9 and marked["evidence_coverage"] == withheld["evidence_coverage"]
+    assert marked["abstained"] is False and marked["reason"] is None
+    assert answered[1]["choices"][0]["message"]["content"] == "Hello!"
+    assert covered["ragft"]["grounding"]["evidence_coverage"] >= 0.9 and not covered["ragft"]["grounding"]["abstained"]
 
 
 def test_a_keys_policy_applies_unless_the_header_names_another(

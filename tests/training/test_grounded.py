@@ -124,6 +124,26 @@ def test_distractor_examples_hold_no_passage_of_their_document_and_refuse(mix: l
         assert abstains(record["messages"][-1]["content"])
 
 
+def test_with_an_evidence_budget_the_passages_are_cut_as_hybrid_cuts_them_and_still_hold_the_one_cited(
+    mix: list[dict], examples: list[Example], search: Searcher
+) -> None:
+    subset = [e for e in examples if e.doc_id is None][:2] + [e for e in examples if e.doc_id][:12]
+    cut = Searcher(search.client, Grounding("help-center", seed=3, evidence_chars=600), UNSEEN)
+    grounded = [r for r in grounded_mix(subset, cut) if r["kind"] == "grounded"]
+    whole = {r["messages"][1]["content"]: r for r in mix if r["kind"] == "grounded"}
+    sizes = []  # the prompt cut, and whole: the same example in the mix of whole passages
+    for record in grounded:
+        system, question, answer = record["messages"]
+        assert system["content"].count("<source id=") == len(record["sources"]) <= 4
+        (number,) = citation_markers(answer["content"])
+        assert record["sources"][number - 1].startswith(f"{record['doc_id']}#")
+        if question["content"] in whole:
+            sizes.append((len(system["content"]), len(whole[question["content"]]["messages"][0]["content"])))
+    # Every prompt as long as the whole one at most (whole where cutting would lose the passage cited).
+    assert len(sizes) >= 8 and all(cut <= full for cut, full in sizes)
+    assert sum(cut for cut, _ in sizes) < 0.7 * sum(full for _, full in sizes)
+
+
 def test_no_example_shows_an_unseen_document(mix: list[dict]) -> None:
     shown = {chunk.split("#")[0] for record in mix for chunk in record.get("sources", [])}
     assert shown and not shown & UNSEEN
@@ -191,7 +211,7 @@ def test_finetune_grounded_trains_on_the_mix_and_keeps_it_beside_the_adapter(
     assert report["examples"] == 12 and report["steps"] >= 1
     assert report["grounding"] == {
         "collection": "help-center", "top_k": 4, "max_query_chars": 1000, "distractor_share": 0.25, "seed": 0,
-        "unseen_docs": sorted(UNSEEN),
+        "evidence_chars": 0, "unseen_docs": sorted(UNSEEN),
     }  # fmt: skip
 
 
@@ -212,3 +232,4 @@ def test_the_grounding_defaults_are_the_gateways() -> None:
     fields = GatewaySettings.model_fields
     grounding = Grounding("help-center")
     assert (grounding.top_k, grounding.max_query_chars) == (fields["top_k"].default, fields["max_query_chars"].default)
+    assert grounding.evidence_chars == fields["hybrid_evidence_chars"].default
