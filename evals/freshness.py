@@ -212,7 +212,8 @@ def run_freshness(
             passages = record.pop("passages")
             record |= {
                 "phase": phase,
-                "prompt_has_new": any(change.new in passage for passage in passages),
+                # Whitespace aside: the gateway may show a passage's parts on lines of their own.
+                "prompt_has_new": any(_spaced(change.new) in _spaced(passage) for passage in passages),
                 "states_new": states(change.new_facts, record["answer"]),
                 "states_old": states(change.old_facts, record["answer"]),
             }
@@ -272,6 +273,10 @@ def freshness_report(records: list[dict[str, Any]], changes: list[Change], route
             f"| {_share(after, 'states_old')} | {delay} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _spaced(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _on(records: list[dict[str, Any]], route: str, phase: str) -> list[dict[str, Any]]:
