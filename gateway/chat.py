@@ -85,9 +85,10 @@ async def answer(
         if plan.collection is not None:
             access.check_read(plan.collection, param=COLLECTION_HEADER)
         held.enter_context(gateway.admission.slot())
-        plan, found = await _retrieve(request, plan, gateway, timing, deadline)
+        query = search_query(request.messages, settings.max_query_chars)  # the search's, and the evidence's
+        plan, found = await _retrieve(query, plan, gateway, timing, deadline)
         budget = settings.rag_evidence_chars if plan.route is Route.RAG else settings.hybrid_evidence_chars
-        given = evidence(found, search_query(request.messages, settings.max_query_chars), budget)
+        given = evidence(found, query, budget)
         sources = given.passages
         messages = grounded_messages(request.messages, sources) if plan.route.retrieves else request.messages
         body = request.upstream_body(plan.model, messages, default_max_tokens=settings.max_tokens_limit)
@@ -136,7 +137,7 @@ async def answer(
 
 
 async def _retrieve(
-    request: ChatRequest, plan: Plan, gateway: Gateway, timing: Timing, deadline: float
+    query: str, plan: Plan, gateway: Gateway, timing: Timing, deadline: float
 ) -> tuple[Plan, SearchResponse]:
     """The plan that will run, and what its search found. auto chooses its route from the search; hybrid
     goes on without sources when retrieval is down and the degradation policy says so, and auto
@@ -144,7 +145,6 @@ async def _retrieve(
     if plan.collection is None:
         timing.ms["retrieve"] = 0.0  # in the header, so every route reports the same stages
         return plan, NOTHING
-    query = search_query(request.messages, gateway.settings.max_query_chars)
     if not query:
         raise InvalidRequest(
             f"the {plan.asked} route searches with the user's message, and no user message has text",
